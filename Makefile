@@ -1,0 +1,29 @@
+# kedge -- quick start: `make up` (local cluster) and `make test` (whole suite).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.kedge-installed
+
+.PHONY: up test venv system-deps release clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[cloud,test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Starts the embedded cluster (cloud + edge-1 + edge-2) in the foreground; state in ./.kedge-up/.
+up: venv
+	$(VENV)/bin/kedge up --data-dir ./.kedge-up
+
+# System packages the tests need (mosquitto, kubectl, ...) when run as root.
+system-deps:
+	sh tests/install-system-deps.sh
+
+test: venv system-deps
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) .kedge-up dist build .pytest_cache

@@ -1,0 +1,3 @@
+from kedge.cli.main import main
+
+main()

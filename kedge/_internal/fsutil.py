@@ -1,0 +1,113 @@
+"""Files written the safe way: private from creation, replaced atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from kedge.errors import StateError
+
+PRIVATE_FILE = 0o600
+PUBLIC_FILE = 0o644
+PRIVATE_DIR = 0o700
+
+
+def make_private_dir(path: str | os.PathLike[str], *, exist_ok: bool = True) -> Path:
+    """Create ``path`` (and missing parents) with mode 0700 from the start."""
+    p = Path(path)
+    old = os.umask(0o077)
+    try:
+        p.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=exist_ok)
+    finally:
+        os.umask(old)
+    return p
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = PUBLIC_FILE) -> None:
+    """Write ``data`` to ``path`` via a temp file + ``os.replace``.
+
+    The temp file is created with ``mode`` (0600 for secrets) so the bytes are never
+    readable by others, not even for a moment; readers see the old or the new file.
+    """
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(p.parent)
+
+
+def write_private(path: str | os.PathLike[str], data: bytes) -> None:
+    """Atomically write a secret (key, token) file with mode 0600."""
+    atomic_write(path, data, mode=PRIVATE_FILE)
+
+
+def create_exclusive(path: str | os.PathLike[str], data: bytes, *, mode: int = PRIVATE_FILE) -> None:
+    """Create a new file; refuse if it already exists (never overwrite a CA)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    except FileExistsError as exc:
+        raise StateError(f"{path} already exists; refusing to overwrite it", code="exists") from exc
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_json(path: str | os.PathLike[str], default: Any = None) -> Any:
+    try:
+        with open(path, "rb") as fh:
+            return json.loads(fh.read())
+    except FileNotFoundError:
+        return default
+    except ValueError as exc:
+        raise StateError(f"{path} is not valid JSON", code="corrupt_state") from exc
+
+
+def update_json(path: str | os.PathLike[str], updates: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``updates`` into the JSON object at ``path`` and write it atomically.
+
+    Several processes add their own keys to ``endpoints.json``; an advisory lock on a
+    sidecar file serialises the read-modify-write.
+    """
+    import fcntl
+
+    p = Path(path)
+    lock_path = p.with_name(f".{p.name}.lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        current = read_json(p, {}) or {}
+        if not isinstance(current, dict):
+            raise StateError(f"{p} does not hold a JSON object", code="corrupt_state")
+        current.update(updates)
+        atomic_write(p, (json.dumps(current, indent=2, sort_keys=True) + "\n").encode())
+        return current
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,63 @@
+"""``kedge`` command line. Only this package calls ``sys.exit``.
+
+Exit codes: 0 ok, 1 a check or verification failed, 2 usage or input error
+(3 is used by ``kedge verify`` for an unsupported format).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from kedge import __version__
+from kedge.errors import ConfigError, KedgeError, PeerError, StateError, VerificationError
+
+# Each module defines ``register(subparsers)``; a parser sets ``func(args) -> int``.
+COMMAND_MODULES = (
+    "kedge.cli.cluster",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kedge", description="security-hardened KubeEdge")
+    parser.add_argument("--version", action="version", version=f"kedge {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(run(argv))
+
+
+def run(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: usage error (2) or --help (0)
+        return int(exc.code or 0)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except VerificationError as exc:
+        print(f"kedge: {exc.code}: {exc}", file=sys.stderr)
+        return 3 if exc.code == "unsupported_format" else 1
+    except (ConfigError, StateError, PeerError) as exc:
+        print(f"kedge: {exc.code}: {exc}", file=sys.stderr)
+        return 2
+    except KedgeError as exc:
+        print(f"kedge: {exc.code}: {exc}", file=sys.stderr)
+        return 1
