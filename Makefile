@@ -6,6 +6,10 @@ STAMP  := $(VENV)/.kedge-installed
 
 .PHONY: up test venv system-deps release clean
 
+# Reproducible release: sdist, wheel, SBOM, SHA256SUMS and provenance in dist/.
+release: venv
+	$(PY) -m kedge.release build --out dist
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
