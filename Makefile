@@ -6,9 +6,7 @@ STAMP  := $(VENV)/.kedge-installed
 
 .PHONY: up test venv system-deps release clean
 
-# Reproducible release: sdist, wheel, SBOM, SHA256SUMS and provenance in dist/.
-release: venv
-	$(PY) -m kedge.release build --out dist
+all: test
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +26,10 @@ system-deps:
 
 test: venv system-deps
 	$(PY) -m pytest -q
+
+# Reproducible release: sdist, wheel, SBOM, SHA256SUMS and provenance in dist/.
+release: venv
+	$(PY) -m kedge.release build --out dist
 
 clean:
 	rm -rf $(VENV) .kedge-up dist build .pytest_cache
