@@ -35,6 +35,8 @@ __all__ = [
     "format_token",
     "generate",
     "hash_secret",
+    "is_secret_hash",
+    "is_token_id",
     "parse_duration",
     "parse_token",
     "secret_matches",
@@ -159,6 +161,20 @@ def hash_secret(token_id: str, secret: str) -> str:
         raise _malformed()
     digest = hashlib.sha256(_HASH_DOMAIN + token_id.encode("ascii") + b"\x00" + secret.encode("ascii"))
     return _HASH_PREFIX + digest.hexdigest()
+
+
+def is_token_id(value: object) -> bool:
+    """Whether ``value`` is a well-formed token id (6 x [a-z0-9])."""
+    return isinstance(value, str) and _TOKEN_ID.fullmatch(value) is not None
+
+
+def is_secret_hash(value: object) -> bool:
+    """Whether ``value`` has the shape :func:`hash_secret` produces."""
+    return (
+        isinstance(value, str)
+        and value.startswith(_HASH_PREFIX)
+        and _CA_HASH.fullmatch(value[len(_HASH_PREFIX):]) is not None
+    )
 
 
 def secret_matches(token_id: str, secret: str, stored_hash: str) -> bool:
