@@ -1,0 +1,201 @@
+"""Bounded JSON for the tunnel: one frame payload in, one JSON value out.
+
+Why not plain ``json.loads``: it accepts UTF-16/32 input, NaN and Infinity,
+duplicate keys (last one silently wins), lone surrogates that cannot be
+re-encoded, numbers that overflow to ``inf``, and it recurses once per nesting
+level, so a ``[[[[...`` frame reaches Python's recursion limit. Every one of
+those is a way for a peer to smuggle ambiguity or crash a hub, so this module
+refuses them with a stable code:
+
+=====================  ========================  ==============================
+code                   class                     cause
+=====================  ========================  ==============================
+``frame_too_large``    :class:`LimitExceeded`    more than ``max_frame_bytes``
+``depth_exceeded``     :class:`LimitExceeded`    nesting deeper than ``max_json_depth``
+``string_too_long``    :class:`LimitExceeded`    a key or string over ``max_string_bytes`` (UTF-8)
+``list_too_long``      :class:`LimitExceeded`    an array over ``max_list_items``
+``too_many_keys``      :class:`LimitExceeded`    an object over ``max_object_keys``
+``duplicate_key``      :class:`ProtocolError`    the same key twice in one object
+``malformed_json``     :class:`ProtocolError`    not strict UTF-8 JSON, NaN/Infinity,
+                                                 lone surrogate, number out of range
+=====================  ========================  ==============================
+
+Depth is checked *before* the parser runs, on the bytes, without recursion:
+string literals are blanked with one regular expression, every bracket is
+reduced to ``[``/``]``, and innermost ``[]`` pairs are deleted at most
+``max_json_depth`` times (each pass peels one nesting level, in C). What is left
+tells the answer: nothing -- balanced and shallow enough; a ``[]`` still
+present -- deeper than allowed; otherwise unbalanced, so malformed (or too deep,
+when more openers than the bound are left unclosed). Because the parser's
+recursion depth never exceeds the number of open brackets in the prefix it has
+read, ``json.loads`` is only ever called on input whose recursion is bounded by
+``max_json_depth``.
+
+This module is pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from kedge.errors import LimitExceeded, LocalError, ProtocolError
+from kedge.limits import DEFAULT, Limits
+
+__all__ = ["EncodeError", "decode_json", "encode_json"]
+
+# A JSON string literal: quote, runs of ordinary bytes, escapes, quote. Quote and
+# backslash bytes never occur inside multi-byte UTF-8 sequences, so working on
+# bytes is exact. DOTALL so that an escaped newline (invalid JSON) is still
+# consumed the same way the parser would walk it.
+_STRING_RE = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# Keep only the bracket bytes; map both kinds to one pair so nesting of mixed
+# kinds is counted together (a kind mismatch is the parser's job to refuse).
+_BRACKETS_ONLY = bytes(range(256)).translate(
+    bytes.maketrans(b"{}", b"[]")
+)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+class EncodeError(LocalError):
+    """We tried to send something that is not strict JSON (NaN, lone surrogate...)."""
+
+    code = "encode_failed"
+
+
+def _fail(code: str, detail: str) -> ProtocolError:
+    return ProtocolError(detail, code=code)
+
+
+def _limit(code: str, detail: str) -> LimitExceeded:
+    return LimitExceeded(detail, code=code)
+
+
+def _check_depth(data: bytes, max_depth: int) -> None:
+    """Refuse nesting deeper than *max_depth* without parsing (see module doc)."""
+    skeleton = _STRING_RE.sub(b"", data).translate(_BRACKETS_ONLY, _NOT_BRACKETS)
+    if not skeleton:
+        return
+    # Fast path for bombs: a run of max_depth + 1 openers is that deep already.
+    if b"[" * (max_depth + 1) in skeleton:
+        raise _limit("depth_exceeded", f"JSON nesting deeper than {max_depth}")
+    for _ in range(max_depth):
+        if b"[]" not in skeleton:
+            break
+        skeleton = skeleton.replace(b"[]", b"")
+        if not skeleton:
+            return
+    if not skeleton:
+        return
+    if b"[]" in skeleton:
+        raise _limit("depth_exceeded", f"JSON nesting deeper than {max_depth}")
+    # Residue has the shape ']' * a + '[' * b: unbalanced brackets. The trailing
+    # unclosed openers are all open at once at the end of the input.
+    unclosed = len(skeleton) - len(skeleton.rstrip(b"["))
+    if unclosed > max_depth:
+        raise _limit("depth_exceeded", f"JSON nesting deeper than {max_depth}")
+    raise _fail("malformed_json", "unbalanced brackets")
+
+
+def _reject_constant(name: str) -> Any:
+    raise _fail("malformed_json", f"non-finite number {name}")
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _fail("malformed_json", "number out of range")
+    return value
+
+
+def _object_hook_factory(limits: Limits):  # type: ignore[no-untyped-def]
+    max_keys = limits.max_object_keys
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        if len(pairs) > max_keys:
+            raise _limit("too_many_keys", f"object has more than {max_keys} keys")
+        obj = dict(pairs)
+        if len(obj) != len(pairs):
+            raise _fail("duplicate_key", "object has a duplicate key")
+        return obj
+
+    return hook
+
+
+def _check_string(s: str, max_bytes: int) -> None:
+    if len(s) > max_bytes:
+        raise _limit("string_too_long", f"string longer than {max_bytes} bytes")
+    if s.isascii():
+        return
+    try:
+        n = len(s.encode("utf-8"))
+    except UnicodeEncodeError as exc:  # lone surrogate from a \\uD800 escape
+        raise _fail("malformed_json", "lone surrogate in string") from exc
+    if n > max_bytes:
+        raise _limit("string_too_long", f"string longer than {max_bytes} bytes")
+
+
+def _check_values(value: Any, limits: Limits) -> None:
+    """Walk the decoded value iteratively, bounding strings and arrays."""
+    max_bytes = limits.max_string_bytes
+    max_items = limits.max_list_items
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            _check_string(item, max_bytes)
+        elif isinstance(item, list):
+            if len(item) > max_items:
+                raise _limit("list_too_long", f"array longer than {max_items} items")
+            stack.extend(item)
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                _check_string(key, max_bytes)
+                stack.append(sub)
+
+
+def decode_json(data: bytes, limits: Limits = DEFAULT) -> Any:
+    """Decode one frame payload of strict, bounded UTF-8 JSON.
+
+    Raises :class:`LimitExceeded` or :class:`ProtocolError` with the codes in
+    the module docstring; never ``RecursionError``, ``UnicodeDecodeError`` or
+    ``json.JSONDecodeError``.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError("decode_json takes bytes")
+    data = bytes(data)
+    if len(data) > limits.max_frame_bytes:
+        raise _limit("frame_too_large", f"frame larger than {limits.max_frame_bytes} bytes")
+    _check_depth(data, limits.max_json_depth)
+    try:
+        text = data.decode("utf-8")  # strict; json.loads(bytes) would sniff UTF-16/32
+    except UnicodeDecodeError as exc:
+        raise _fail("malformed_json", "frame is not valid UTF-8") from exc
+    try:
+        value = json.loads(
+            text,
+            object_pairs_hook=_object_hook_factory(limits),
+            parse_constant=_reject_constant,
+            parse_float=_parse_float,
+        )
+    except (ProtocolError, LimitExceeded):
+        raise
+    except RecursionError as exc:  # unreachable after _check_depth; belt and braces
+        raise _limit("depth_exceeded", "JSON nesting too deep") from exc
+    except ValueError as exc:  # JSONDecodeError, and int() digit-limit errors
+        raise _fail("malformed_json", "frame is not valid JSON") from exc
+    _check_values(value, limits)
+    return value
+
+
+def encode_json(obj: Any) -> bytes:
+    """Compact UTF-8 JSON (no spaces, non-ASCII kept, NaN/Infinity refused)."""
+    try:
+        return json.dumps(
+            obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        ).encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:
+        # UnicodeEncodeError is a ValueError: a lone surrogate in a str.
+        raise EncodeError(f"cannot encode as strict JSON: {type(exc).__name__}") from exc
