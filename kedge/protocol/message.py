@@ -392,7 +392,14 @@ class Message:
             content=content,
         )
 
-    def reply(self, content: Any, *, now_ms: int, operation: str = RESPONSE) -> Message:
+    def reply(
+        self,
+        content: Any,
+        *,
+        now_ms: int,
+        operation: str = RESPONSE,
+        msg_id: str | None = None,
+    ) -> Message:
         """A response to this message: parent is our id, source/destination swapped."""
         return Message.new(
             source=self.route.destination,
@@ -404,11 +411,14 @@ class Message:
             now_ms=now_ms,
             parent_msg_id=self.header.msg_id,
             message_type=self.header.message_type,
+            msg_id=msg_id,
         )
 
-    def error_reply(self, code: str, *, now_ms: int) -> Message:
+    def error_reply(self, code: str, *, now_ms: int, msg_id: str | None = None) -> Message:
         """An ``error`` response carrying only ``{"code": code}`` -- never exception text."""
-        return self.reply({"code": validate_error_code(code)}, now_ms=now_ms, operation=ERROR)
+        return self.reply(
+            {"code": validate_error_code(code)}, now_ms=now_ms, operation=ERROR, msg_id=msg_id
+        )
 
     # -- properties --------------------------------------------------------
 
