@@ -541,5 +541,5 @@ def test_hub_cert_cannot_be_used_as_a_client_cert(cluster, tmp_path: Path) -> No
         (tmp_path / name).write_bytes(data)
     server = tls.server_context(tmp_path / "hub.crt", tmp_path / "hub.key", tmp_path / "ca.crt")
     client = tls.client_context(tmp_path / "ca.crt", tmp_path / "hub.crt", tmp_path / "hub.key")
-    with pytest.raises(ssl.SSLError, match="unsupported certificate purpose|CERTIFICATE_VERIFY_FAILED"):
+    with pytest.raises(ssl.SSLError, match="certificate purpose"):
         _handshake(server, client, "127.0.0.1")
