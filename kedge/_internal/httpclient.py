@@ -1,0 +1,54 @@
+"""Tiny bounded HTTPS client for the certificate endpoint (blocking; run in a thread)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import ssl
+from typing import Any
+from urllib.parse import urlsplit
+
+from kedge.errors import PeerError
+
+MAX_RESPONSE_BYTES = 256 * 1024
+
+
+class HTTPError(PeerError):
+    def __init__(self, status: int, code: str) -> None:
+        super().__init__(f"HTTP {status}: {code}", code=code)
+        self.status = status
+
+
+def request(url: str, ctx: ssl.SSLContext, *, method: str = "GET", body: bytes | None = None,
+            headers: dict[str, str] | None = None, timeout: float = 10.0,
+            server_hostname: str | None = None) -> bytes:
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise PeerError(f"not an https URL: {url}", code="bad_url")
+    conn = http.client.HTTPSConnection(parts.hostname, parts.port or 443, context=ctx, timeout=timeout)
+    try:
+        conn.request(method, parts.path or "/", body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read(MAX_RESPONSE_BYTES + 1)
+        if len(data) > MAX_RESPONSE_BYTES:
+            raise PeerError("response too large", code="response_too_large")
+        if resp.status != 200:
+            code = "http_error"
+            try:
+                obj = json.loads(data)
+                if isinstance(obj, dict) and isinstance(obj.get("error"), str):
+                    code = obj["error"][:64]
+            except ValueError:
+                pass
+            raise HTTPError(resp.status, code)
+        return data
+    finally:
+        conn.close()
+
+
+def request_json(url: str, ctx: ssl.SSLContext, **kw: Any) -> Any:
+    data = request(url, ctx, **kw)
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise PeerError("invalid JSON from server", code="bad_response") from exc

@@ -1,0 +1,156 @@
+"""The certificate endpoint (``https://H:10002``): CA discovery, bootstrap and renewal.
+
+- ``GET /ca.crt``: the cluster CA (joining edges pin its SHA-256 from the token).
+- ``POST /edge.crt`` with ``Authorization: Bearer <token>`` and a PEM CSR: bootstrap.
+  The token is single-use, bound to one node and short-lived; the server -- not the
+  CSR -- decides subject, usages and validity.
+- ``POST /edge.crt`` over mutual TLS with the node's current certificate: renewal for
+  that same node (fresh key); refused once the node is revoked.
+
+Failed attempts are rate-limited per source address; bodies are capped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from typing import Callable
+
+from cryptography import x509
+
+from kedge._internal.auditlog import AuditLog
+from kedge._internal.http11 import Request, Response, serve_connection
+from kedge._internal.ratelimit import KeyedLimiter
+from kedge.cloud.state import CloudState
+from kedge.errors import KedgeError, PeerError
+from kedge.limits import Limits
+from kedge.pki import ca as pki
+from kedge.pki import tokens
+
+log = logging.getLogger(__name__)
+
+
+class CertService:
+    def __init__(
+        self,
+        *,
+        ca_key,
+        ca_cert: x509.Certificate,
+        state: CloudState,
+        audit: AuditLog,
+        limits: Limits,
+        node_cert_validity: dt.timedelta,
+        hub_url: Callable[[], str],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ca_key = ca_key
+        self.ca_cert = ca_cert
+        self.ca_pem = pki.cert_to_pem(ca_cert)
+        self.ca_hash = pki.ca_fingerprint(ca_cert)
+        self.state = state
+        self.audit = audit
+        self.limits = limits
+        self.validity = node_cert_validity
+        self.hub_url = hub_url
+        self.clock = clock
+        self.failures = KeyedLimiter(limits.bootstrap_fail_per_s, limits.bootstrap_fail_burst)
+
+    def _now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc)
+
+    async def handle(self, req: Request) -> Response:
+        path = req.target.split("?", 1)[0]
+        if path == "/ca.crt":
+            if req.method != "GET":
+                return Response.error(405, "method_not_allowed")
+            return Response(200, self.ca_pem, content_type="application/x-pem-file")
+        if path == "/healthz":
+            return Response(200, b"ok\n", content_type="text/plain")
+        if path == "/edge.crt":
+            if req.method != "POST":
+                return Response.error(405, "method_not_allowed")
+            return await self._edge_cert(req)
+        return Response.error(404, "not_found")
+
+    async def _edge_cert(self, req: Request) -> Response:
+        source = req.peer.rsplit(":", 1)[0]
+        if not self.failures.allowed(source, self.clock()):
+            self.audit.write("bootstrap", peer=req.peer, result="refused", code="rate_limited")
+            return Response.error(429, "rate_limited")
+        renewal = req.peer_cert_der is not None
+        try:
+            if renewal:
+                node, cert = await self._renew(req)
+            else:
+                node, cert = await self._bootstrap(req)
+        except PeerError as exc:
+            self.failures.charge(source, self.clock())
+            self.audit.write("renewal" if renewal else "bootstrap", peer=req.peer, result="refused", code=exc.code)
+            status = 401 if exc.code.startswith(("token_", "unauth", "not_a_node", "revoked", "cert_")) else 400
+            return Response.error(status, exc.code)
+        serial = format(cert.serial_number, "x")
+        self.audit.write("renewal" if renewal else "bootstrap", peer=req.peer, node=node, result="accepted",
+                         serial=serial, not_after=cert.not_valid_after_utc.isoformat())
+        return Response.json(200, {
+            "node": node,
+            "certificate": pki.cert_to_pem(cert).decode(),
+            "ca": self.ca_pem.decode(),
+            "hub": self.hub_url(),
+        })
+
+    def _precheck_csr(self, body: bytes) -> None:
+        # Validate the CSR *before* a token is consumed, so a broken request does not burn it.
+        if len(body) > self.limits.max_http_body_bytes:
+            raise PeerError("csr too large", code="csr_too_large")
+        try:
+            csr = x509.load_pem_x509_csr(body)
+        except ValueError as exc:
+            raise PeerError("malformed CSR", code="csr_malformed") from exc
+        if not csr.is_signature_valid:
+            raise PeerError("CSR signature invalid", code="csr_bad_signature")
+
+    async def _issue(self, node: str, body: bytes) -> x509.Certificate:
+        now = self._now()
+        cert = pki.sign_node_csr(self.ca_key, self.ca_cert, body, node_name=node, now=now, validity=self.validity)
+        await asyncio.to_thread(
+            self.state.record_cert, serial=cert.serial_number, node=node, not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc, issued_at=now)
+        return cert
+
+    async def _bootstrap(self, req: Request) -> tuple[str, x509.Certificate]:
+        auth = req.headers.get("authorization", "")
+        if not auth.startswith("Bearer "):
+            raise PeerError("missing bearer token", code="token_missing")
+        tok = tokens.parse_token(auth[len("Bearer "):].strip())
+        if tok.ca_hash != self.ca_hash:
+            raise PeerError("token belongs to another cluster", code="token_wrong_cluster")
+        self._precheck_csr(req.body)
+        node = await asyncio.to_thread(self.state.consume_token, token_id=tok.token_id, secret=tok.secret,
+                                       now=self._now())
+        return node, await self._issue(node, req.body)
+
+    async def _renew(self, req: Request) -> tuple[str, x509.Certificate]:
+        assert req.peer_cert_der is not None  # nosec B101 - guarded by caller
+        current = x509.load_der_x509_certificate(req.peer_cert_der)  # already verified by TLS against the CA
+        node = pki.node_name_from_cert(current)
+        if await asyncio.to_thread(self.state.is_cert_revoked, node=node, serial=current.serial_number):
+            raise PeerError("node certificate revoked", code="revoked")
+        self._precheck_csr(req.body)
+        return node, await self._issue(node, req.body)
+
+
+async def start_cert_server(service: CertService, ssl_ctx, host: str, port: int, limits: Limits) -> asyncio.Server:
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await serve_connection(reader, writer, service.handle, limits)
+        except KedgeError:
+            log.exception("cert endpoint: unexpected kedge error")
+        except Exception:  # noqa: BLE001 - one bad connection must never take the endpoint down
+            log.exception("cert endpoint: unexpected error")
+            writer.close()
+
+    return await asyncio.start_server(
+        on_client, host, port, ssl=ssl_ctx, ssl_handshake_timeout=limits.handshake_timeout_s,
+        limit=limits.max_http_header_bytes)

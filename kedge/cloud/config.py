@@ -1,0 +1,113 @@
+"""The cloud data directory: paths and ``config.json``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from kedge._internal import fsutil
+from kedge.errors import ConfigError, StateError
+from kedge.limits import Limits
+
+NODE_AUTHZ_MODES = ("enforce",)
+
+
+@dataclasses.dataclass(frozen=True)
+class CloudConfig:
+    advertise_addresses: tuple[str, ...] = ("127.0.0.1",)
+    api_port: int = 6443
+    hub_port: int = 10000
+    cert_port: int = 10002
+    bind_address: str = "127.0.0.1"
+    allow_tls12: bool = False
+    node_cert_validity_s: int = 30 * 24 * 3600
+    token_default_ttl_s: int = 15 * 60
+    node_authorization: str = "enforce"
+    audit_log: str = "audit.log"
+    evict_pods_on_node_lost: bool = False
+    limits: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.advertise_addresses:
+            raise ConfigError("advertise_addresses must not be empty")
+        for port in (self.api_port, self.hub_port, self.cert_port):
+            if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+                raise ConfigError(f"invalid port {port!r}")
+        if not isinstance(self.allow_tls12, bool):
+            raise ConfigError("allow_tls12 must be true or false")
+        if not isinstance(self.node_cert_validity_s, int) or self.node_cert_validity_s < 1:
+            raise ConfigError("node_cert_validity_s must be a positive integer")
+        if not isinstance(self.token_default_ttl_s, int) or self.token_default_ttl_s < 1:
+            raise ConfigError("token_default_ttl_s must be a positive integer")
+        if self.node_authorization not in NODE_AUTHZ_MODES:
+            # Node authorization cannot be switched off; a config that asks for it is refused.
+            raise ConfigError(
+                f"node_authorization must be one of {NODE_AUTHZ_MODES}, not {self.node_authorization!r}"
+            )
+        self.build_limits()
+
+    def build_limits(self) -> Limits:
+        known = {f.name for f in dataclasses.fields(Limits)}
+        unknown = set(self.limits) - known
+        if unknown:
+            raise ConfigError(f"unknown limits in config: {sorted(unknown)}")
+        try:
+            return Limits(**self.limits)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"invalid limits: {exc}") from exc
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "CloudConfig":
+        if not isinstance(data, dict):
+            raise ConfigError("config.json must hold a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown keys in config.json: {sorted(unknown)}")
+        values = dict(data)
+        if "advertise_addresses" in values:
+            values["advertise_addresses"] = tuple(values["advertise_addresses"])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["advertise_addresses"] = list(self.advertise_addresses)
+        return d
+
+
+class CloudDir:
+    """Paths inside a cloud data directory (see DESIGN.md)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.pki = self.root / "pki"
+        self.ca_crt = self.pki / "ca.crt"
+        self.ca_key = self.pki / "ca.key"
+        self.hub_crt = self.pki / "hub.crt"
+        self.hub_key = self.pki / "hub.key"
+        self.admin_crt = self.pki / "admin.crt"
+        self.admin_key = self.pki / "admin.key"
+        self.cloudcore_crt = self.pki / "cloudcore.crt"
+        self.cloudcore_key = self.pki / "cloudcore.key"
+        self.crl = self.pki / "crl.pem"
+        self.config = self.root / "config.json"
+        self.state_db = self.root / "state.db"
+        self.endpoints = self.root / "endpoints.json"
+        self.kubeconfig = self.root / "admin.kubeconfig"
+        self.connected = self.root / "connected.json"
+
+    def load_config(self) -> CloudConfig:
+        if not self.ca_crt.exists() or not self.config.exists():
+            raise StateError(f"{self.root} is not an initialised kedge data dir (run `kedge init`)",
+                             code="not_initialised")
+        return CloudConfig.from_dict(fsutil.read_json(self.config))
+
+    def save_config(self, cfg: CloudConfig) -> None:
+        fsutil.atomic_write(self.config, (json.dumps(cfg.to_dict(), indent=2) + "\n").encode(),
+                            mode=fsutil.PRIVATE_FILE)
+
+    def audit_log_path(self, cfg: CloudConfig) -> Path:
+        p = Path(cfg.audit_log)
+        return p if p.is_absolute() else self.root / p

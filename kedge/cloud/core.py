@@ -1,0 +1,98 @@
+"""``kedge cloudcore``: the certificate endpoint, CloudHub and (later) the controllers."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import json
+import logging
+from pathlib import Path
+
+from kedge import tls
+from kedge._internal import fsutil
+from kedge._internal.auditlog import AuditLog
+from kedge.cloud.certserver import CertService, start_cert_server
+from kedge.cloud.config import CloudDir
+from kedge.cloud.hub import CloudHub
+from kedge.cloud.state import CloudState
+from kedge.pki import ca as pki
+
+log = logging.getLogger(__name__)
+
+
+def url_host(addr: str) -> str:
+    try:
+        if ipaddress.ip_address(addr).version == 6:
+            return f"[{addr}]"
+    except ValueError:
+        pass
+    return addr
+
+
+class CloudCore:
+    def __init__(self, data_dir: str | Path, *, kubeconfig: str | None = None) -> None:
+        self.dir = CloudDir(data_dir)
+        self.cfg = self.dir.load_config()
+        self.limits = self.cfg.build_limits()
+        self.kubeconfig = kubeconfig
+        self.state = CloudState(self.dir.state_db)
+        self.audit = AuditLog(self.dir.audit_log_path(self.cfg))
+        self.hub: CloudHub | None = None
+        self.cert_server: asyncio.base_events.Server | None = None
+        self.endpoints: dict[str, str] = {}
+        self._connected_dirty = asyncio.Event()
+
+    @property
+    def advertise(self) -> str:
+        return url_host(self.cfg.advertise_addresses[0])
+
+    async def start(self) -> dict[str, str]:
+        d, cfg = self.dir, self.cfg
+        ca_cert = pki.load_cert_file(d.ca_crt)
+        ca_key = pki.load_key_file(d.ca_key)
+        hub_ctx = tls.server_context(d.hub_crt, d.hub_key, d.ca_crt, client_cert="required",
+                                     allow_tls12=cfg.allow_tls12)
+        cert_ctx = tls.server_context(d.hub_crt, d.hub_key, d.ca_crt, client_cert="optional",
+                                      allow_tls12=cfg.allow_tls12)
+        self.hub = CloudHub(ssl_ctx=hub_ctx, limits=self.limits, state=self.state, audit=self.audit,
+                            on_change=self._connected_dirty.set)
+        hub_port = await self.hub.start(cfg.bind_address, cfg.hub_port)
+        hub_url = f"wss://{self.advertise}:{hub_port}"
+        service = CertService(
+            ca_key=ca_key, ca_cert=ca_cert, state=self.state, audit=self.audit, limits=self.limits,
+            node_cert_validity=dt.timedelta(seconds=cfg.node_cert_validity_s), hub_url=lambda: hub_url)
+        self.cert_server = await start_cert_server(service, cert_ctx, cfg.bind_address, cfg.cert_port, self.limits)
+        cert_port = self.cert_server.sockets[0].getsockname()[1]
+        self.endpoints = {"hub": hub_url, "certs": f"https://{self.advertise}:{cert_port}"}
+        fsutil.update_json(d.endpoints, self.endpoints)
+        self.audit.write("cloudcore_started", hub=hub_url, certs=self.endpoints["certs"])
+        self._connected_task = asyncio.create_task(self._write_connected())
+        log.info("cloudhub listening on %s, certificate endpoint on %s", hub_url, self.endpoints["certs"])
+        return self.endpoints
+
+    async def _write_connected(self) -> None:
+        """Keep ``DIR/connected.json`` (the nodes with a live tunnel) current, debounced."""
+        while True:
+            await self._connected_dirty.wait()
+            self._connected_dirty.clear()
+            assert self.hub is not None  # nosec B101 - set in start()
+            nodes = sorted(self.hub.sessions)
+            data = (json.dumps({"nodes": nodes}) + "\n").encode()
+            await asyncio.to_thread(fsutil.atomic_write, self.dir.connected, data)
+            await asyncio.sleep(0.2)
+
+    async def stop(self) -> None:
+        if self.hub is not None:
+            await self.hub.stop()
+        if self.cert_server is not None:
+            self.cert_server.close()
+        self.state.close()
+        self.audit.close()
+
+    async def run_forever(self) -> None:
+        await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()

@@ -1,0 +1,323 @@
+"""CloudHub: the WSS endpoint edge nodes keep a tunnel to (mutual TLS required).
+
+The node's identity comes from its client certificate (CN=system:node:<name>,
+O=system:nodes); a ``node_id`` header that disagrees is refused. The newest session
+of a node replaces the older one. Each session gets an upstream token bucket (a
+flooding node is slowed by TCP backpressure, nobody else is), a bounded outbound
+queue, and an idle timeout. The wire protocol itself lives in the sans-I/O
+:class:`kedge.protocol.session.Session`; this module only feeds and drains it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import http
+import logging
+import time
+from typing import Any, Awaitable, Callable
+
+from cryptography import x509
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request
+
+from kedge._internal.auditlog import AuditLog
+from kedge._internal.ratelimit import TokenBucket
+from kedge.cloud.state import CloudState
+from kedge.errors import KedgeError, PeerError
+from kedge.limits import Limits
+from kedge.pki import ca as pki
+from kedge.protocol import message as m
+from kedge.protocol.session import (
+    ConnectionClosed as SessionClosed,
+    MessageReceived,
+    ProtocolFailed,
+    ResponseReceived,
+    Session,
+    State,
+)
+
+log = logging.getLogger(__name__)
+
+# Application close codes (4000-4999 are free for applications in RFC 6455).
+CLOSE_PROTOCOL = 1008
+CLOSE_SUPERSEDED = 4001
+CLOSE_REVOKED = 4003
+CLOSE_IDLE = 4008
+CLOSE_QUEUE_FULL = 4009
+CLOSE_CERT_EXPIRED = 4010
+CLOSE_SHUTDOWN = 1001
+
+HUB_NAME = "cloudhub"
+
+Router = Callable[["NodeSession", m.Message], Awaitable[Any]]
+
+
+@dataclasses.dataclass
+class Identity:
+    node: str
+    serial: int
+    not_after: dt.datetime
+    peer: str
+
+
+class NodeSession:
+    """The I/O side of one edge's tunnel."""
+
+    def __init__(self, hub: "CloudHub", conn: ServerConnection, ident: Identity) -> None:
+        self.hub = hub
+        self.conn = conn
+        self.ident = ident
+        self.node = ident.node
+        self.session = Session(role="cloud", local=HUB_NAME, peer=ident.node, limits=hub.limits)
+        self.session.connection_made()
+        self.bucket = TokenBucket(hub.limits.upstream_qps, hub.limits.upstream_burst, now=time.monotonic())
+        self.outbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=hub.limits.outbound_queue_items)
+        self.waiters: dict[str, asyncio.Future[m.Message]] = {}
+        self.connected_at = time.time()
+        self.close_code: tuple[int, str] | None = None
+
+    def _flush(self) -> None:
+        for frame in self.session.data_to_send():
+            try:
+                self.outbox.put_nowait(frame)
+            except asyncio.QueueFull:
+                self.close(CLOSE_QUEUE_FULL, "queue_full")
+                return
+
+    def close(self, code: int, reason: str) -> None:
+        if self.close_code is None:
+            self.close_code = (code, reason)
+            self.hub.audit.write("disconnect", node=self.node, peer=self.ident.peer, code=reason)
+            asyncio.ensure_future(self.conn.close(code, reason))
+
+    async def request(self, msg: m.Message, *, timeout: float = 30.0) -> m.Message:
+        """Send ``msg`` and wait for the edge's response (its ack)."""
+        fut: asyncio.Future[m.Message] = asyncio.get_running_loop().create_future()
+        self.waiters[msg.header.msg_id] = fut
+        try:
+            self.session.send_message(msg, expect_response=True)
+            self._flush()
+            async with asyncio.timeout(timeout):
+                return await fut
+        finally:
+            self.waiters.pop(msg.header.msg_id, None)
+
+    def push(self, msg: m.Message) -> None:
+        """Send ``msg`` without waiting for a response."""
+        self.session.send_message(msg)
+        self._flush()
+
+    async def _sender(self) -> None:
+        while True:
+            frame = await self.outbox.get()
+            await self.conn.send(frame, text=True)
+
+    async def _dispatch(self, now_ms: int) -> None:
+        for event in self.session.events_received():
+            if isinstance(event, ResponseReceived):
+                fut = self.waiters.get(event.request.header.msg_id)
+                if fut is not None and not fut.done():
+                    fut.set_result(event.message)
+            elif isinstance(event, MessageReceived):
+                msg = event.message
+                if msg.route.operation == m.KEEPALIVE:
+                    self.session.send_response(msg, {"ts": now_ms}, now_ms=now_ms)
+                    continue
+                try:
+                    content = await self.hub.route(self, msg)
+                except PeerError as exc:
+                    self.session.send_error(msg, exc.code, now_ms=now_ms)
+                except KedgeError as exc:
+                    log.warning("handling %s from %s failed: %s", msg.route.operation, self.node, exc.code)
+                    self.session.send_error(msg, "internal_error", now_ms=now_ms)
+                else:
+                    if content is not None and self.session.state is State.CONNECTED:
+                        self.session.send_response(msg, content, now_ms=now_ms)
+            elif isinstance(event, ProtocolFailed):
+                self.hub.audit.write("protocol_error", node=self.node, peer=self.ident.peer, code=event.code)
+                self._flush()  # the error frame carrying the code goes out first
+                await asyncio.sleep(0)
+                self.close(CLOSE_PROTOCOL, event.code)
+                return
+            elif isinstance(event, SessionClosed):
+                return
+        self._flush()
+
+    async def run(self) -> None:
+        limits = self.hub.limits
+        sender = asyncio.create_task(self._sender())
+        try:
+            while self.close_code is None:
+                try:
+                    async with asyncio.timeout(limits.idle_timeout_s):
+                        frame = await self.conn.recv(decode=False)
+                except TimeoutError:
+                    self.close(CLOSE_IDLE, "idle_timeout")
+                    break
+                if isinstance(frame, str):  # pragma: no cover - decode=False yields bytes
+                    frame = frame.encode()
+                now = time.monotonic()
+                if not self.bucket.take(now):
+                    # Rate limited: stop reading this one connection for a while (TCP backpressure).
+                    await asyncio.sleep(self.bucket.wait_time(now))
+                    self.bucket.take(time.monotonic())
+                now_ms = int(time.time() * 1000)
+                self.session.receive_data(frame, now_ms=now_ms)
+                await self._dispatch(now_ms)
+        except ConnectionClosed:
+            pass
+        finally:
+            sender.cancel()
+            for fut in self.waiters.values():
+                if not fut.done():
+                    fut.set_exception(ConnectionError("tunnel closed"))
+
+
+class CloudHub:
+    def __init__(
+        self,
+        *,
+        ssl_ctx,
+        limits: Limits,
+        state: CloudState,
+        audit: AuditLog,
+        router: Router | None = None,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.ssl_ctx = ssl_ctx
+        self.limits = limits
+        self.state = state
+        self.audit = audit
+        self._router = router
+        self.on_change = on_change
+        self.sessions: dict[str, NodeSession] = {}
+        self.server = None
+        self.port: int | None = None
+        self._watch_task: asyncio.Task | None = None
+        self._generation = -1
+
+    async def route(self, ns: NodeSession, msg: m.Message) -> Any:
+        if self._router is not None:
+            return await self._router(ns, msg)
+        if msg.route.operation == m.QUERY and msg.route.resource.endswith("/hubinfo/" + ns.node):
+            return {"node": ns.node, "not_after": ns.ident.not_after.isoformat()}
+        raise PeerError("no handler for this message", code="not_supported")
+
+    # -- connection admission -------------------------------------------------
+
+    def _refuse(self, conn: ServerConnection, status: http.HTTPStatus, code: str, peer: str, node: str | None):
+        self.audit.write("connect", peer=peer, node=node, result="refused", code=code)
+        return conn.respond(status, code + "\n")
+
+    async def _process_request(self, conn: ServerConnection, request: Request):
+        remote = conn.remote_address or ("?", 0)
+        peer = f"{remote[0]}:{remote[1]}"
+        ssl_obj = conn.transport.get_extra_info("ssl_object") if conn.transport else None
+        der = ssl_obj.getpeercert(binary_form=True) if ssl_obj is not None else None
+        if not der:
+            return self._refuse(conn, http.HTTPStatus.UNAUTHORIZED, "no_client_cert", peer, None)
+        cert = x509.load_der_x509_certificate(der)
+        try:
+            node = pki.node_name_from_cert(cert)
+        except KedgeError as exc:
+            return self._refuse(conn, http.HTTPStatus.FORBIDDEN, exc.code, peer, None)
+        claimed = request.headers.get("node_id")
+        if claimed is not None and claimed != node:
+            return self._refuse(conn, http.HTTPStatus.FORBIDDEN, "node_id_mismatch", peer, node)
+        parts = [p for p in request.path.split("?", 1)[0].split("/") if p]
+        if not (parts == ["tunnel"] or (len(parts) == 3 and parts[2] == "events" and parts[1] == node)):
+            return self._refuse(conn, http.HTTPStatus.NOT_FOUND, "bad_path", peer, node)
+        if await asyncio.to_thread(self.state.is_cert_revoked, node=node, serial=cert.serial_number):
+            return self._refuse(conn, http.HTTPStatus.FORBIDDEN, "revoked", peer, node)
+        if node not in self.sessions and len(self.sessions) >= self.limits.max_nodes:
+            return self._refuse(conn, http.HTTPStatus.SERVICE_UNAVAILABLE, "too_many_nodes", peer, node)
+        conn.kedge_identity = Identity(node, cert.serial_number, cert.not_valid_after_utc, peer)  # type: ignore[attr-defined]
+        return None
+
+    async def _handler(self, conn: ServerConnection) -> None:
+        ident: Identity = conn.kedge_identity  # type: ignore[attr-defined]
+        ns = NodeSession(self, conn, ident)
+        old = self.sessions.get(ident.node)
+        self.sessions[ident.node] = ns
+        self.audit.write("connect", peer=ident.peer, node=ident.node, result="accepted",
+                         serial=format(ident.serial, "x"))
+        if old is not None:
+            old.close(CLOSE_SUPERSEDED, "superseded")
+        self._changed()
+        try:
+            await ns.run()
+        finally:
+            if self.sessions.get(ident.node) is ns:
+                del self.sessions[ident.node]
+                self._changed()
+            if ns.close_code is None:
+                self.audit.write("disconnect", node=ident.node, peer=ident.peer, code="peer_closed")
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def start(self, host: str, port: int) -> int:
+        self.server = await serve(
+            self._handler, host, port,
+            ssl=self.ssl_ctx,
+            process_request=self._process_request,
+            max_size=self.limits.max_frame_bytes,
+            max_queue=4,
+            compression=None,  # no permessage-deflate: no decompression bombs, less memory per edge
+            open_timeout=self.limits.handshake_timeout_s,
+            ssl_handshake_timeout=self.limits.handshake_timeout_s,
+            ping_interval=None,  # edges send keepalives; silence is caught by the idle timeout
+            close_timeout=2,
+            server_header=None,
+        )
+        self.port = self.server.sockets[0].getsockname()[1]
+        self._watch_task = asyncio.create_task(self._watch_revocations())
+        return self.port
+
+    async def stop(self) -> None:
+        if self._watch_task:
+            self._watch_task.cancel()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def check_revocations(self, *, full: bool = True) -> int:
+        """Close every live session whose certificate is now revoked (``full``) or expired."""
+        closed = 0
+        now = dt.datetime.now(dt.timezone.utc)
+        sessions = list(self.sessions.values())
+        if full:
+            def revoked_nodes() -> set[str]:
+                return {ns.node for ns in sessions
+                        if self.state.is_cert_revoked(node=ns.node, serial=ns.ident.serial)}
+            revoked = await asyncio.to_thread(revoked_nodes)
+        else:
+            revoked = set()
+        for ns in sessions:
+            if ns.node in revoked:
+                self.audit.write("revoked_session_closed", node=ns.node, peer=ns.ident.peer)
+                ns.close(CLOSE_REVOKED, "revoked")
+                closed += 1
+            elif ns.ident.not_after <= now:
+                ns.close(CLOSE_CERT_EXPIRED, "cert_expired")
+                closed += 1
+        return closed
+
+    async def _watch_revocations(self, interval: float = 0.5) -> None:
+        ticks = 0
+        while True:
+            await asyncio.sleep(interval)
+            ticks += 1
+            try:
+                gen = await asyncio.to_thread(self.state.generation)
+                changed = gen != self._generation
+                self._generation = gen
+                await self.check_revocations(full=changed)
+            except Exception:  # noqa: BLE001 - the watcher must survive a transient DB error
+                log.exception("revocation watcher")

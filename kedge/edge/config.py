@@ -1,0 +1,88 @@
+"""The edge data directory. Imports nothing heavy: edgecore must stay small."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from kedge._internal import fsutil
+from kedge.errors import ConfigError, StateError
+
+
+@dataclasses.dataclass(frozen=True)
+class EdgeConfig:
+    node_name: str
+    certs: str  # https://H:P of the certificate endpoint
+    hub: str  # wss://H:P of CloudHub
+    keepalive_interval_s: float = 15.0
+    limits: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "EdgeConfig":
+        if not isinstance(data, dict):
+            raise ConfigError("edge config.json must hold a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown keys in edge config.json: {sorted(unknown)}")
+        try:
+            cfg = cls(**data)
+        except TypeError as exc:
+            raise ConfigError(f"invalid edge config: {exc}") from exc
+        if not cfg.certs.startswith("https://") or not cfg.hub.startswith("wss://"):
+            raise ConfigError("edge config: certs must be https:// and hub wss://")
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class EdgeDir:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.pki = self.root / "pki"
+        self.ca_crt = self.pki / "ca.crt"
+        self.node_crt = self.pki / "node.crt"
+        self.node_key = self.pki / "node.key"
+        self.next_crt = self.pki / "node.crt.next"
+        self.next_key = self.pki / "node.key.next"
+        self.config = self.root / "config.json"
+        self.db = self.root / "edge.db"
+        self.endpoints = self.root / "endpoints.json"
+
+    def load_config(self) -> EdgeConfig:
+        if not self.config.exists() or not self.node_crt.exists():
+            raise StateError(f"{self.root} holds no joined node (run `kedge join`)", code="not_joined")
+        return EdgeConfig.from_dict(fsutil.read_json(self.config))
+
+    def save_config(self, cfg: EdgeConfig) -> None:
+        fsutil.atomic_write(self.config, (json.dumps(cfg.to_dict(), indent=2) + "\n").encode())
+
+    def install_identity(self, key_pem: bytes, cert_pem: bytes) -> None:
+        """Replace node.key/node.crt as a pair, recoverably.
+
+        Both are written to ``*.next`` first; then the key, then the certificate, are
+        renamed into place. :meth:`recover_identity` finishes an interrupted swap.
+        """
+        fsutil.write_private(self.next_key, key_pem)
+        fsutil.atomic_write(self.next_crt, cert_pem)
+        import os
+
+        os.replace(self.next_key, self.node_key)
+        os.replace(self.next_crt, self.node_crt)
+
+    def recover_identity(self) -> None:
+        import os
+
+        if self.next_crt.exists() and not self.next_key.exists():
+            # The key was already moved into place: finish with the certificate.
+            os.replace(self.next_crt, self.node_crt)
+        elif self.next_key.exists():
+            # Interrupted before the key moved: the old pair is intact; drop the half-written new one.
+            for p in (self.next_key, self.next_crt):
+                try:
+                    p.unlink()
+                except FileNotFoundError:
+                    pass

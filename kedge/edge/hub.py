@@ -1,0 +1,280 @@
+"""EdgeHub: keeps this node's tunnel to CloudHub up and its certificate fresh.
+
+- Connects over mutual TLS with the node certificate, pinning the cluster CA.
+- Reconnects with exponential backoff and full jitter (cap 30 s).
+- Renews the certificate at a random point between 70 % and 90 % of its lifetime
+  (measured from when this node received it), over mutual TLS with the current
+  certificate, then reconnects with the new identity. A node that was offline past
+  that point renews as soon as the cloud is reachable; an expired certificate cannot
+  be renewed and the node must re-join with a new token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import random
+import time
+from typing import Any, Awaitable, Callable
+from urllib.parse import urlsplit
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+
+from kedge import tls
+from kedge._internal import httpclient
+from kedge.edge.config import EdgeConfig, EdgeDir
+from kedge.errors import KedgeError, PeerError, StateError
+from kedge.limits import Limits
+from kedge.pki import ca as pki
+from kedge.protocol import message as m
+from kedge.protocol.session import (
+    MessageReceived,
+    ProtocolFailed,
+    ResponseReceived,
+    Session,
+    State,
+)
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[m.Message], Awaitable[Any]]
+
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 30.0
+RENEW_FRACTION = (0.7, 0.9)
+
+
+def backoff_delay(attempt: int, rng: random.Random, *, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_CAP_S) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
+    return rng.uniform(0.0, min(cap, base * (2 ** min(attempt, 30))))
+
+
+def renewal_time(received_at: float, not_after: float, rng: random.Random) -> float:
+    """A random point between 70 % and 90 % of the certificate's remaining lifetime at receipt."""
+    lifetime = max(0.0, not_after - received_at)
+    return received_at + lifetime * rng.uniform(*RENEW_FRACTION)
+
+
+class CertificateExpired(StateError):
+    code = "certificate_expired"
+
+
+class EdgeHub:
+    def __init__(
+        self,
+        edge_dir: str | os.PathLike[str],
+        *,
+        handler: Handler | None = None,
+        limits: Limits | None = None,
+        rng: random.Random | None = None,
+        keepalive_interval: float | None = None,
+    ) -> None:
+        self.dir = EdgeDir(edge_dir)
+        self.dir.recover_identity()
+        self.cfg: EdgeConfig = self.dir.load_config()
+        self.limits = limits or Limits(**self.cfg.limits)
+        self.node = self.cfg.node_name
+        self.handler = handler
+        self.rng = rng or random.SystemRandom()
+        self.keepalive_interval = keepalive_interval or self.cfg.keepalive_interval_s
+        self.session: Session | None = None
+        self.conn = None
+        self.connected = asyncio.Event()
+        self.waiters: dict[str, asyncio.Future[m.Message]] = {}
+        self.rotations = 0
+        self.connects = 0
+        self.last_close: tuple[int | None, str] | None = None
+        self._renew_at: float | None = None
+
+    # -- certificate ------------------------------------------------------------
+
+    def _cert_times(self) -> tuple[float, float]:
+        cert = pki.load_cert_file(self.dir.node_crt)
+        received = self.dir.node_crt.stat().st_mtime
+        return received, cert.not_valid_after_utc.timestamp()
+
+    def check_not_expired(self) -> None:
+        _, not_after = self._cert_times()
+        if time.time() >= not_after:
+            when = dt.datetime.fromtimestamp(not_after, dt.timezone.utc).isoformat()
+            raise CertificateExpired(
+                f"node certificate of {self.node} expired at {when}; it cannot be renewed. Re-join: on the "
+                f"cloud run `kedge token create --node {self.node}`, then here `kedge join --node {self.node} ...`")
+
+    def renew_at(self) -> float:
+        if self._renew_at is None:
+            received, not_after = self._cert_times()
+            self._renew_at = renewal_time(received, not_after, self.rng)
+        return self._renew_at
+
+    def _renew_blocking(self) -> None:
+        ctx = tls.client_context(self.dir.ca_crt, self.dir.node_crt, self.dir.node_key)
+        key = pki.generate_key()
+        resp = httpclient.request_json(self.cfg.certs + "/edge.crt", ctx, method="POST",
+                                       body=pki.make_csr(key, self.node),
+                                       headers={"Content-Type": "application/pkcs10"})
+        from kedge.edge.join import _check_issued
+
+        cert = _check_issued(resp, self.dir.ca_crt.read_bytes(), key, self.node, None)
+        self.dir.install_identity(pki.key_to_pem(key), pki.cert_to_pem(cert))
+
+    async def renew(self) -> None:
+        self.check_not_expired()
+        await asyncio.to_thread(self._renew_blocking)
+        self._renew_at = None
+        self.rotations += 1
+        log.info("node certificate renewed (rotation %d)", self.rotations)
+
+    # -- tunnel -----------------------------------------------------------------
+
+    async def request(self, msg: m.Message, *, timeout: float = 10.0) -> m.Message:
+        if self.session is None or self.session.state is not State.CONNECTED:
+            raise PeerError("tunnel not connected", code="not_connected")
+        fut: asyncio.Future[m.Message] = asyncio.get_running_loop().create_future()
+        self.waiters[msg.header.msg_id] = fut
+        try:
+            self.session.send_message(msg, expect_response=True)
+            await self._flush()
+            async with asyncio.timeout(timeout):
+                return await fut
+        finally:
+            self.waiters.pop(msg.header.msg_id, None)
+
+    def new_message(self, operation: str, resource: str, content: Any = None, group: str = "resource") -> m.Message:
+        return m.Message.new(source="edgehub", destination="cloudhub", group=group, operation=operation,
+                             resource=resource, content=content, now_ms=int(time.time() * 1000))
+
+    async def _flush(self) -> None:
+        if self.session is None or self.conn is None:
+            return
+        for frame in self.session.data_to_send():
+            await self.conn.send(frame, text=True)
+
+    async def _dispatch(self) -> None:
+        assert self.session is not None  # nosec B101
+        now_ms = int(time.time() * 1000)
+        for event in self.session.events_received():
+            if isinstance(event, ResponseReceived):
+                fut = self.waiters.get(event.request.header.msg_id)
+                if fut is not None and not fut.done():
+                    fut.set_result(event.message)
+            elif isinstance(event, MessageReceived):
+                msg = event.message
+                if self.handler is None:
+                    self.session.send_error(msg, "not_supported", now_ms=now_ms)
+                    continue
+                try:
+                    content = await self.handler(msg)
+                except PeerError as exc:
+                    self.session.send_error(msg, exc.code, now_ms=now_ms)
+                except KedgeError:
+                    log.exception("handling %s failed", msg.route.resource)
+                    self.session.send_error(msg, "internal_error", now_ms=now_ms)
+                else:
+                    if content is not None:
+                        self.session.send_response(msg, content, now_ms=now_ms)
+            elif isinstance(event, ProtocolFailed):
+                log.warning("protocol error from cloud: %s", event.code)
+        await self._flush()
+
+    async def _keepalive(self) -> None:
+        while True:
+            await asyncio.sleep(self.keepalive_interval)
+            try:
+                await self.request(self.new_message(m.KEEPALIVE, f"{self.node}/keepalive/{self.node}", None, "hub"),
+                                   timeout=self.keepalive_interval * 2)
+            except (TimeoutError, PeerError, ConnectionError):
+                log.warning("keepalive unanswered; reconnecting")
+                if self.conn is not None:
+                    await self.conn.close(1001, "keepalive_timeout")
+                return
+
+    async def _rotate_when_due(self) -> None:
+        """Renew under the live connection when due, then reconnect with the new identity."""
+        attempt = 0
+        while True:
+            delay = self.renew_at() - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                await self.renew()
+            except CertificateExpired:
+                raise
+            except (KedgeError, OSError) as exc:
+                code = getattr(exc, "code", type(exc).__name__)
+                wait = backoff_delay(attempt, self.rng)
+                attempt += 1
+                log.warning("certificate renewal failed (%s); retrying in %.1fs", code, wait)
+                self._renew_at = time.time() + wait
+                continue
+            if self.conn is not None:
+                await self.conn.close(1000, "rotating")
+            return
+
+    async def connect_once(self) -> None:
+        """One tunnel lifetime: connect, serve until closed."""
+        self.check_not_expired()
+        if time.time() >= self.renew_at():
+            await self.renew()  # offline past the renewal point: renew before connecting
+        ctx = tls.client_context(self.dir.ca_crt, self.dir.node_crt, self.dir.node_key)
+        host = urlsplit(self.cfg.hub).hostname
+        uri = f"{self.cfg.hub}/e632aba927ea4ac2b575ec1603d56f10/{self.node}/events"
+        async with connect(
+            uri, ssl=ctx, server_hostname=host, additional_headers={"node_id": self.node},
+            max_size=self.limits.max_frame_bytes, max_queue=4, compression=None, proxy=None,
+            open_timeout=self.limits.handshake_timeout_s, ping_interval=None, close_timeout=2,
+            user_agent_header="kedge-edgehub",
+        ) as conn:
+            self.conn = conn
+            self.session = Session(role="edge", local=self.node, peer="cloudhub", limits=self.limits)
+            self.session.connection_made()
+            self.connects += 1
+            self.connected.set()
+            log.info("tunnel connected to %s as %s", self.cfg.hub, self.node)
+            tasks = [asyncio.create_task(self._keepalive()), asyncio.create_task(self._rotate_when_due())]
+            try:
+                async for frame in conn:
+                    data = frame.encode() if isinstance(frame, str) else frame
+                    self.session.receive_data(data, now_ms=int(time.time() * 1000))
+                    await self._dispatch()
+                    if self.session.state is State.FAILED:
+                        await conn.close(1008, self.session.failure_code or "protocol_error")
+                        break
+            finally:
+                self.connected.clear()
+                for t in tasks:
+                    t.cancel()
+                for t in tasks:
+                    if t.done() and not t.cancelled() and isinstance(t.exception(), CertificateExpired):
+                        raise t.exception()  # type: ignore[misc]
+                self.last_close = (conn.close_code, conn.close_reason or "")
+                for fut in self.waiters.values():
+                    if not fut.done():
+                        fut.set_exception(ConnectionError("tunnel closed"))
+                self.conn = None
+
+    async def run(self) -> None:
+        """Keep the tunnel up forever (until cancelled or the certificate expires)."""
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            self.last_close = None
+            try:
+                await self.connect_once()
+            except CertificateExpired:
+                raise
+            except (OSError, WebSocketException, KedgeError, TimeoutError) as exc:
+                reason = exc.response.status_code if isinstance(exc, InvalidStatus) else getattr(exc, "code", type(exc).__name__)
+                log.warning("tunnel to %s failed: %s", self.cfg.hub, reason)
+            if self.last_close and self.last_close[1] == "rotating":
+                attempt = 0
+                continue  # reconnect at once with the new identity
+            if time.monotonic() - started > 10:
+                attempt = 0
+            delay = backoff_delay(attempt, self.rng)
+            attempt += 1
+            log.info("reconnecting in %.2fs", delay)
+            await asyncio.sleep(delay)

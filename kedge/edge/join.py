@@ -1,0 +1,98 @@
+"""``kedge join``: discover and pin the cluster CA, then bootstrap this node's identity."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import logging
+from pathlib import Path
+
+from cryptography import x509
+
+from kedge import tls
+from kedge._internal import fsutil, httpclient
+from kedge.edge.config import EdgeConfig, EdgeDir
+from kedge.errors import ConfigError, PeerError, StateError, VerificationError
+from kedge.pki import ca as pki
+from kedge.pki import tokens
+
+log = logging.getLogger(__name__)
+
+
+def parse_cloud(cloud: str) -> str:
+    """``HOST:PORT`` (or ``[v6]:PORT``, or a full https URL) -> base URL."""
+    if cloud.startswith("https://"):
+        return cloud.rstrip("/")
+    host, sep, port = cloud.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--cloud must be HOST:PORT, got {cloud!r}", code="bad_cloud_address")
+    return f"https://{host}:{port}"
+
+
+def fetch_pinned_ca(base: str, ca_hash: str) -> bytes:
+    """Fetch ``/ca.crt`` and accept it only if its SHA-256 equals the token's pin."""
+    data = httpclient.request(base + "/ca.crt", tls.unsafe_discovery_context())
+    try:
+        ca = pki.load_cert_pem(data)
+    except Exception as exc:  # noqa: BLE001 - any parse failure means "not our CA"
+        raise VerificationError("the cloud sent no valid CA certificate", code="ca_invalid") from exc
+    got = pki.ca_fingerprint(ca)
+    if not hmac.compare_digest(got, ca_hash):
+        raise VerificationError(
+            f"the cloud's CA (sha256 {got}) does not match the token's pin {ca_hash}; refusing to join",
+            code="ca_pin_mismatch")
+    return pki.cert_to_pem(ca)
+
+
+def join(*, cloud: str, token: str, node: str, edge_dir: str | Path,
+         now: dt.datetime | None = None) -> EdgeConfig:
+    node = pki.validate_node_name(node)
+    tok = tokens.parse_token(token)
+    base = parse_cloud(cloud)
+    d = EdgeDir(edge_dir)
+    if d.config.exists():
+        existing = EdgeConfig.from_dict(fsutil.read_json(d.config))
+        if existing.node_name != node:
+            raise StateError(f"{d.root} already belongs to node {existing.node_name!r}", code="exists")
+    ca_pem = fetch_pinned_ca(base, tok.ca_hash)
+    # From here on the server is authenticated by the pinned CA.
+    ctx = tls.client_context(cadata=ca_pem.decode())
+    key = pki.generate_key()
+    csr = pki.make_csr(key, node)
+    try:
+        resp = httpclient.request_json(
+            base + "/edge.crt", ctx, method="POST", body=csr,
+            headers={"Authorization": f"Bearer {tokens.format_token(tok)}",
+                     "Content-Type": "application/pkcs10"})
+    except httpclient.HTTPError as exc:
+        raise PeerError(f"the cloud refused to join node {node}: {exc.code}", code=exc.code) from exc
+    cert = _check_issued(resp, ca_pem, key, node, now)
+    hub = resp.get("hub")
+    if not isinstance(hub, str) or not hub.startswith("wss://"):
+        raise PeerError("the cloud did not say where its hub is", code="bad_response")
+    fsutil.make_private_dir(d.root)
+    fsutil.make_private_dir(d.pki)
+    fsutil.atomic_write(d.ca_crt, ca_pem)
+    d.install_identity(pki.key_to_pem(key), pki.cert_to_pem(cert))
+    cfg = EdgeConfig(node_name=node, certs=base, hub=hub)
+    d.save_config(cfg)
+    log.info("joined as node %s (certificate valid until %s)", node, cert.not_valid_after_utc.isoformat())
+    return cfg
+
+
+def _check_issued(resp, ca_pem: bytes, key, node: str, now: dt.datetime | None) -> x509.Certificate:
+    """Check what the cloud issued: signed by the pinned CA, for our key and our node."""
+    if not isinstance(resp, dict) or not isinstance(resp.get("certificate"), str):
+        raise PeerError("malformed certificate response", code="bad_response")
+    cert = pki.load_cert_pem(resp["certificate"].encode())
+    ca = pki.load_cert_pem(ca_pem)
+    try:
+        cert.verify_directly_issued_by(ca)
+    except Exception as exc:  # noqa: BLE001 - cryptography raises several types here
+        raise VerificationError("issued certificate is not signed by the pinned CA", code="bad_certificate") from exc
+    if cert.public_key().public_numbers() != key.public_key().public_numbers():
+        raise VerificationError("issued certificate is not for our key", code="bad_certificate")
+    issued_for = pki.node_name_from_cert(cert)
+    if issued_for != node:
+        raise PeerError(f"the token is for node {issued_for!r}, not {node!r}", code="token_node_mismatch")
+    return cert
