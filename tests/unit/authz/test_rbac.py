@@ -1,0 +1,198 @@
+"""RBAC semantics, re-expressing the cases of Kubernetes' rbac_test.go and rule_test.go."""
+
+from __future__ import annotations
+
+import pytest
+
+from kedge.authz.rbac import (
+    Attributes, Policy, Rule, authorize, binding_allowed, escalate_allowed, rule_allows, uncovered,
+)
+
+RBAC = "rbac.authorization.k8s.io"
+
+
+def role(name, rules, ns=None, kind="Role", labels=None, aggregation=None):
+    meta = {"name": name}
+    if ns:
+        meta["namespace"] = ns
+    if labels:
+        meta["labels"] = labels
+    obj = {"kind": kind, "metadata": meta, "rules": rules}
+    if aggregation:
+        obj["aggregationRule"] = {"clusterRoleSelectors": aggregation}
+    return obj
+
+
+def binding(name, ref_kind, ref_name, subjects, ns=None):
+    meta = {"name": name}
+    if ns:
+        meta["namespace"] = ns
+    return {"metadata": meta, "roleRef": {"apiGroup": RBAC, "kind": ref_kind, "name": ref_name},
+            "subjects": subjects}
+
+
+def user(name):
+    return {"kind": "User", "apiGroup": RBAC, "name": name}
+
+
+def group(name):
+    return {"kind": "Group", "apiGroup": RBAC, "name": name}
+
+
+def attrs(u="alice", groups=(), verb="get", ns="", group="", resource="pods", sub="", name="", **kw):
+    return Attributes(user=u, groups=tuple(groups), verb=verb, namespace=ns, api_group=group,
+                      resource=resource, subresource=sub, name=name, **kw)
+
+
+@pytest.mark.parametrize("rule,request_attrs,allowed", [
+    ({"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}, attrs(), True),
+    ({"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}, attrs(verb="list"), False),
+    ({"verbs": ["*"], "apiGroups": [""], "resources": ["pods"]}, attrs(verb="delete"), True),
+    ({"verbs": ["get"], "apiGroups": ["apps"], "resources": ["pods"]}, attrs(), False),
+    ({"verbs": ["get"], "apiGroups": ["*"], "resources": ["pods"]}, attrs(group="apps"), True),
+    # subresources are separate resources
+    ({"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}, attrs(sub="status"), False),
+    ({"verbs": ["get"], "apiGroups": [""], "resources": ["pods/status"]}, attrs(sub="status"), True),
+    ({"verbs": ["get"], "apiGroups": [""], "resources": ["pods/status"]}, attrs(), False),
+    ({"verbs": ["get"], "apiGroups": ["*"], "resources": ["*/scale"]}, attrs(group="apps", resource="deployments", sub="scale"), True),
+    ({"verbs": ["get"], "apiGroups": ["*"], "resources": ["*/scale"]}, attrs(resource="deployments"), False),
+    ({"verbs": ["get"], "apiGroups": [""], "resources": ["*"]}, attrs(sub="log"), True),
+    # resourceNames
+    ({"verbs": ["get"], "apiGroups": [""], "resources": ["pods"], "resourceNames": ["a"]}, attrs(name="a"), True),
+    ({"verbs": ["get"], "apiGroups": [""], "resources": ["pods"], "resourceNames": ["a"]}, attrs(name="b"), False),
+    ({"verbs": ["list"], "apiGroups": [""], "resources": ["pods"], "resourceNames": ["a"]}, attrs(verb="list"), False),
+    # non-resource URLs
+    ({"verbs": ["get"], "nonResourceURLs": ["/apis/*"]},
+     Attributes(user="a", verb="get", resource_request=False, path="/apis/foo"), True),
+    ({"verbs": ["get"], "nonResourceURLs": ["/apis"]},
+     Attributes(user="a", verb="get", resource_request=False, path="/apis/foo"), False),
+    ({"verbs": ["get"], "nonResourceURLs": ["*"]},
+     Attributes(user="a", verb="get", resource_request=False, path="/anything"), True),
+    ({"verbs": ["post"], "nonResourceURLs": ["*"]},
+     Attributes(user="a", verb="get", resource_request=False, path="/x"), False),
+    # a resource rule never matches a non-resource request and vice versa
+    ({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]},
+     Attributes(user="a", verb="get", resource_request=False, path="/x"), False),
+    ({"verbs": ["*"], "nonResourceURLs": ["*"]}, attrs(), False),
+])
+def test_rule_matching(rule, request_attrs, allowed):
+    assert rule_allows(request_attrs, Rule.from_dict(rule)) is allowed
+
+
+def _policy():
+    return Policy.build(
+        cluster_roles=[role("pod-reader", [{"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods"]}],
+                            kind="ClusterRole"),
+                       role("agg", [], kind="ClusterRole",
+                            aggregation=[{"matchLabels": {"agg": "yes"}}]),
+                       role("piece", [{"verbs": ["get"], "apiGroups": [""], "resources": ["secrets"]}],
+                            kind="ClusterRole", labels={"agg": "yes"})],
+        roles=[role("cm-writer", [{"verbs": ["*"], "apiGroups": [""], "resources": ["configmaps"]}], ns="a")],
+        cluster_role_bindings=[binding("readers", "ClusterRole", "pod-reader", [group("readers")]),
+                               binding("agg", "ClusterRole", "agg", [user("agg-user")])],
+        role_bindings=[binding("w", "Role", "cm-writer", [user("bob")], ns="a"),
+                       binding("r", "ClusterRole", "pod-reader", [user("carol")], ns="a"),
+                       binding("sa", "ClusterRole", "pod-reader",
+                               [{"kind": "ServiceAccount", "name": "robot"}], ns="a")],
+    )
+
+
+def test_unbound_user_is_denied():
+    assert not authorize(attrs(u="nobody", ns="a"), _policy()).allowed
+
+
+def test_group_binding_grants_cluster_wide():
+    assert authorize(attrs(u="x", groups=["readers"], ns="zzz"), _policy()).allowed
+
+
+def test_role_in_one_namespace_grants_nothing_in_another():
+    p = _policy()
+    assert authorize(attrs(u="bob", ns="a", resource="configmaps", verb="create"), p).allowed
+    assert not authorize(attrs(u="bob", ns="b", resource="configmaps", verb="create"), p).allowed
+    assert not authorize(attrs(u="bob", resource="configmaps", verb="list"), p).allowed  # all namespaces
+
+
+def test_rolebinding_to_clusterrole_is_namespace_scoped():
+    p = _policy()
+    assert authorize(attrs(u="carol", ns="a"), p).allowed
+    assert not authorize(attrs(u="carol", ns="b"), p).allowed
+
+
+def test_service_account_subject_defaults_to_binding_namespace():
+    p = _policy()
+    assert authorize(attrs(u="system:serviceaccount:a:robot", ns="a"), p).allowed
+    assert not authorize(attrs(u="system:serviceaccount:b:robot", ns="a"), p).allowed
+
+
+def test_aggregation_rule_collects_labelled_roles():
+    p = _policy()
+    assert authorize(attrs(u="agg-user", resource="secrets"), p).allowed
+    assert not authorize(attrs(u="agg-user", resource="pods"), p).allowed
+
+
+def test_binding_to_a_missing_role_grants_nothing():
+    p = Policy.build(role_bindings=[binding("x", "Role", "missing", [user("dan")], ns="a")])
+    assert not authorize(attrs(u="dan", ns="a"), p).allowed
+
+
+@pytest.mark.parametrize("owner,servant,covered", [
+    ([{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+     [{"verbs": ["get"], "apiGroups": ["x"], "resources": ["y"]}], True),
+    ([{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}],
+     [{"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods"]}], False),
+    ([{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"], "resourceNames": ["a"]}],
+     [{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}], False),
+    ([{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}],
+     [{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"], "resourceNames": ["a"]}], True),
+    ([{"verbs": ["get"], "apiGroups": [""], "resources": ["*/status"]}],
+     [{"verbs": ["get"], "apiGroups": [""], "resources": ["pods/status"]}], True),
+    ([{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}],
+     [{"verbs": ["get"], "apiGroups": [""], "resources": ["*"]}], False),
+    ([{"verbs": ["get"], "nonResourceURLs": ["/api/*"]}], [{"verbs": ["get"], "nonResourceURLs": ["/api/v1"]}], True),
+    ([{"verbs": ["get"], "nonResourceURLs": ["/api"]}], [{"verbs": ["get"], "nonResourceURLs": ["/api/*"]}], False),
+    # split across two owner rules still covers
+    ([{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]},
+      {"verbs": ["list"], "apiGroups": [""], "resources": ["pods"]}],
+     [{"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods"]}], True),
+])
+def test_covers(owner, servant, covered):
+    missing = uncovered([Rule.from_dict(r) for r in owner], [Rule.from_dict(r) for r in servant])
+    assert (not missing) is covered
+
+
+def test_escalation_refused_for_role_with_more_than_user_holds():
+    p = _policy()
+    wider = [Rule.from_dict({"verbs": ["*"], "apiGroups": [""], "resources": ["secrets"]})]
+    narrow = [Rule.from_dict({"verbs": ["get"], "apiGroups": [""], "resources": ["configmaps"]})]
+    assert not escalate_allowed(p, "bob", (), "a", "Role", "x", wider).allowed
+    assert escalate_allowed(p, "bob", (), "a", "Role", "x", narrow).allowed
+    # bob's namespace rights do not count in another namespace
+    assert not escalate_allowed(p, "bob", (), "b", "Role", "x", narrow).allowed
+    assert escalate_allowed(p, "root", ("system:masters",), "b", "Role", "x", wider).allowed
+
+
+def test_escalate_verb_allows_writing_wider_roles():
+    p = Policy.build(
+        cluster_roles=[role("esc", [{"verbs": ["escalate"], "apiGroups": [RBAC], "resources": ["roles"]}],
+                            kind="ClusterRole")],
+        role_bindings=[binding("e", "ClusterRole", "esc", [user("eve")], ns="a")])
+    wider = [Rule.from_dict({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]})]
+    assert escalate_allowed(p, "eve", (), "a", "Role", "x", wider).allowed
+    assert not escalate_allowed(p, "eve", (), "b", "Role", "x", wider).allowed
+
+
+def test_binding_requires_holding_the_roles_permissions_or_bind():
+    p = _policy()
+    ref_reader = {"apiGroup": RBAC, "kind": "ClusterRole", "name": "pod-reader"}
+    ref_writer = {"apiGroup": RBAC, "kind": "Role", "name": "cm-writer"}
+    assert binding_allowed(p, "carol", (), "a", ref_reader).allowed
+    assert not binding_allowed(p, "carol", (), "a", ref_writer).allowed
+    assert not binding_allowed(p, "carol", (), "", ref_reader).allowed  # cluster binding needs cluster rights
+    p2 = Policy.build(
+        cluster_roles=list(p.cluster_roles.values()) + [role(
+            "binder", [{"verbs": ["bind"], "apiGroups": [RBAC], "resources": ["roles"],
+                        "resourceNames": ["cm-writer"]}], kind="ClusterRole")],
+        roles=list(p.roles.values()),
+        role_bindings=[binding("b", "ClusterRole", "binder", [user("frank")], ns="a")])
+    assert binding_allowed(p2, "frank", (), "a", ref_writer).allowed
+    assert not binding_allowed(p2, "frank", (), "a", ref_reader).allowed
