@@ -1,0 +1,111 @@
+"""``kedge release build|sign|keygen`` -- also runnable as ``python -m kedge.release``.
+
+The standalone entry point (:func:`main`) builds only the release commands, so
+``make release`` does not depend on every other CLI module importing cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+from kedge.errors import ConfigError, KedgeError, PeerError, StateError, VerificationError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "release", help="reproducible release build, provenance and offline signing",
+        description="Build, describe and sign a kedge release.")
+    add_commands(parser)
+
+
+def add_commands(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="release_command", metavar="SUBCOMMAND", required=True)
+
+    build = sub.add_parser("build", help="sdist + wheel + SBOM + SHA256SUMS + provenance + in-toto links",
+                           description="Build the release of one commit from a clean clone.")
+    build.add_argument("--out", required=True, type=Path, help="output directory (replaced if it holds a release)")
+    build.add_argument("--source", type=Path, default=Path("."), help="git repository to build (default: .)")
+    build.add_argument("--commit", default="HEAD", help="commit to build (default: HEAD)")
+    build.add_argument("--repository", help="source repository URI recorded in the provenance "
+                       "(default: from GitHub Actions, else origin remote, else file:// of the source)")
+    build.add_argument("--ref", help="git ref recorded in the provenance (default: GITHUB_REF or the branch)")
+    build.add_argument("--workflow-path", help="entry point recorded in the provenance (default: Makefile)")
+    build.add_argument("--builder-id", help="builder id URI recorded in the provenance")
+    build.add_argument("--invocation-id", help="invocation id recorded in the provenance")
+    build.add_argument("--link-key", type=Path, help="P-256 key to sign in-toto links (default: ephemeral key)")
+    build.add_argument("--extra", action="append", dest="extras", metavar="EXTRA",
+                       help="optional extra whose dependencies the SBOM lists as optional (default: cloud)")
+    build.set_defaults(func=_cmd_build)
+
+    sign = sub.add_parser("sign", help="DSSE-sign the provenance and sign the in-toto root layout",
+                          description="Verify a release directory, then sign it with a local key.")
+    sign.add_argument("--key", required=True, type=Path, help="ECDSA P-256 private key (PEM)")
+    sign.add_argument("--in", dest="directory", required=True, type=Path, help="release directory")
+    sign.add_argument("--layout-expires-days", type=int, default=365, help="root layout validity (days)")
+    sign.set_defaults(func=_cmd_sign)
+
+    keygen = sub.add_parser("keygen", help="create an ECDSA P-256 release key (0600) and KEY.pub")
+    keygen.add_argument("--out", required=True, type=Path, help="private key path, e.g. release.pem")
+    keygen.set_defaults(func=_cmd_keygen)
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from kedge.release.build import build_release
+
+    result = build_release(
+        args.out, source=args.source, commit=args.commit, repository=args.repository, ref=args.ref,
+        workflow_path=args.workflow_path, builder_id=args.builder_id, invocation_id=args.invocation_id,
+        link_key=args.link_key, extras=tuple(args.extras) if args.extras else ("cloud",),
+    )
+    for name, digest in sorted(result.digests.items()):
+        print(f"{digest}  {result.out_dir / name}")
+    print(f"commit {result.facts.commit} SOURCE_DATE_EPOCH={result.facts.source_date_epoch} "
+          f"repository {result.facts.repository} ref {result.facts.ref}", file=sys.stderr)
+    return 0
+
+
+def _cmd_sign(args: argparse.Namespace) -> int:
+    from kedge.release.sign import load_private_key, sign_release
+
+    key = load_private_key(args.key)
+    result = sign_release(args.directory, key, now=dt.datetime.now(dt.timezone.utc),
+                          layout_days=args.layout_expires_days)
+    for path in result.envelopes:
+        print(path)
+    print(result.layout)
+    return 0
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from kedge.release.sign import keygen
+
+    pub = keygen(args.out)
+    print(pub)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m kedge.release``; same exit codes as ``kedge``."""
+    parser = argparse.ArgumentParser(prog="python -m kedge.release",
+                                     description="Build, describe and sign a kedge release.")
+    add_commands(parser)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except VerificationError as exc:
+        print(f"kedge: {exc.code}: {exc}", file=sys.stderr)
+        return 1
+    except (ConfigError, StateError, PeerError) as exc:
+        print(f"kedge: {exc.code}: {exc}", file=sys.stderr)
+        return 2
+    except KedgeError as exc:
+        print(f"kedge: {exc.code}: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,183 @@
+"""Offline signing of a release directory with a local ECDSA P-256 key.
+
+``sign_release`` verifies before it signs: every artifact must match
+``SHA256SUMS``, every Statement must speak only about those artifacts with those
+digests, every artifact must be covered, and the in-toto links must be signed by
+the build's functionary. Only then are DSSE envelopes and the root layout written
+(each atomically), so the key never vouches for a directory someone has edited.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from kedge._internal.fsutil import PUBLIC_FILE, atomic_write, create_exclusive
+from kedge.errors import ConfigError, VerificationError
+from kedge.release import intoto, provenance, sums
+from kedge.release.build import sha256_file
+from kedge.verify.dsse import sign_envelope
+
+MAX_KEY_BYTES = 16 * 1024
+STATEMENT_SUFFIX = ".intoto.json"
+ENVELOPE_SUFFIX = ".intoto.dsse.json"
+
+
+def public_path_for(private_path: Path) -> Path:
+    """``KEY.pem`` -> ``KEY.pub``; any other name gets ``.pub`` appended."""
+    if private_path.suffix == ".pem":
+        return private_path.with_suffix(".pub")
+    return private_path.with_name(private_path.name + ".pub")
+
+
+def keygen(out: Path) -> Path:
+    """Create a new P-256 key at ``out`` (0600 from creation) and its public half.
+
+    Refuses to overwrite either file: replacing a release key silently would orphan
+    every signature made with the old one.
+    """
+    pub_path = public_path_for(out)
+    if pub_path.exists():
+        raise ConfigError(f"{pub_path} already exists; refusing to overwrite it", code="exists")
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    create_exclusive(out, pem)  # 0600 from the first byte; StateError("exists") if present
+    create_exclusive(pub_path, public_pem(key.public_key()), mode=PUBLIC_FILE)
+    return pub_path
+
+
+def public_pem(key: ec.EllipticCurvePublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _read_bounded(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_KEY_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read key {path}", code="bad_key") from exc
+    if len(data) > MAX_KEY_BYTES:
+        raise ConfigError(f"{path} is too large to be a key", code="bad_key")
+    return data
+
+
+def load_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    """Load an unencrypted PEM private key and insist on ECDSA P-256."""
+    try:
+        key = serialization.load_pem_private_key(_read_bounded(path), password=None)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{path} is not an unencrypted PEM private key", code="bad_key") from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ConfigError(f"{path} is not an ECDSA P-256 key", code="bad_key")
+    return key
+
+
+def load_public_key(path: Path) -> ec.EllipticCurvePublicKey:
+    try:
+        key = serialization.load_pem_public_key(_read_bounded(path))
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not a PEM public key", code="bad_key") from exc
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ConfigError(f"{path} is not an ECDSA P-256 key", code="bad_key")
+    return key
+
+
+@dataclasses.dataclass(frozen=True)
+class SignResult:
+    envelopes: tuple[Path, ...]
+    layout: Path
+    keyid: str
+
+
+def _regular_file(directory: Path, name: str) -> Path:
+    path = directory / sums.check_name(name)
+    if path.is_symlink() or not path.is_file():
+        raise VerificationError(f"{name} is missing or not a regular file", code="artifact_missing")
+    return path
+
+
+def check_release_dir(directory: Path) -> tuple[dict[str, str], dict[Path, bytes]]:
+    """Verify artifacts against SHA256SUMS and Statements against both.
+
+    Returns the digests and ``{statement path: exact bytes}`` to be signed.
+    """
+    sums_path = _regular_file(directory, sums.SUMS_NAME)
+    digests = sums.parse_sums(sums_path.read_bytes()[: sums.MAX_SUMS_BYTES + 1])
+    for name, digest in digests.items():
+        if sha256_file(_regular_file(directory, name)) != digest:
+            raise VerificationError(f"{name} does not match SHA256SUMS", code="digest_mismatch")
+    statements: dict[Path, bytes] = {}
+    covered: set[str] = set()
+    for path in sorted(directory.glob("*" + STATEMENT_SUFFIX)):
+        if path.is_symlink() or not path.is_file():
+            raise VerificationError(f"{path.name} is not a regular file", code="malformed_statement")
+        data = path.read_bytes()[: provenance.MAX_STATEMENT_BYTES + 1]
+        doc = provenance.parse_statement(data)
+        for name, digest in provenance.subject_digests(doc).items():
+            if digests.get(name) != digest:
+                raise VerificationError(f"{path.name} names {name} with a digest not in SHA256SUMS",
+                                        code="digest_mismatch")
+            covered.add(name)
+        statements[path] = data
+    missing = sorted(set(digests) - covered)
+    if missing:
+        raise VerificationError(f"no provenance statement for {missing}", code="missing_provenance")
+    return digests, statements
+
+
+def _artifact_names(digests: dict[str, str]) -> tuple[str, str, str]:
+    wheels = [n for n in digests if n.endswith(".whl")]
+    sdists = [n for n in digests if n.endswith(".tar.gz")]
+    sboms = [n for n in digests if n.endswith(".cdx.json")]
+    if len(wheels) != 1 or len(sdists) != 1 or len(sboms) != 1 or len(digests) != 3:
+        raise VerificationError("a release holds exactly one wheel, one sdist and one SBOM",
+                                code="unexpected_artifacts")
+    return wheels[0], sdists[0], sboms[0]
+
+
+def sign_release(
+    directory: Path,
+    private_key: ec.EllipticCurvePrivateKey,
+    *,
+    now: dt.datetime,
+    layout_days: int = 365,
+) -> SignResult:
+    """DSSE-sign every Statement and sign the in-toto root layout; verify first."""
+    if not 1 <= layout_days <= 3650:
+        raise ConfigError("layout validity must be 1..3650 days", code="bad_layout_expiry")
+    digests, statements = check_release_dir(directory)
+    wheel, sdist, sbom_name = _artifact_names(digests)
+    link_dir = directory / intoto.LINK_DIR
+    functionary = intoto.load_functionary(link_dir)
+    links = intoto.check_links(link_dir, functionary)
+    built = {**links["build"].products, **links["sbom"].products}
+    for name in (wheel, sdist, sbom_name):
+        if built.get(name, {}).get("sha256") != digests[name]:
+            raise VerificationError(f"{name} is not what the recorded build step produced",
+                                    code="digest_mismatch")
+
+    keyid = intoto.keyid_of(private_key.public_key())
+    envelopes = []
+    for path, payload in statements.items():
+        env = sign_envelope(private_key, payload, provenance.PAYLOAD_TYPE, keyid)
+        out = path.with_name(path.name[: -len(STATEMENT_SUFFIX)] + ENVELOPE_SUFFIX)
+        atomic_write(out, (json.dumps(env, indent=2, sort_keys=True) + "\n").encode("ascii"))
+        envelopes.append(out)
+    layout = intoto.make_layout(functionary, wheel, sdist, sbom_name,
+                                expires=now + dt.timedelta(days=layout_days))
+    layout_path = directory / intoto.LAYOUT_NAME
+    tmp = directory / f".{intoto.LAYOUT_NAME}.{os.getpid()}.tmp"
+    try:
+        intoto.sign_layout(layout, private_key, tmp)
+        os.replace(tmp, layout_path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return SignResult(tuple(envelopes), layout_path, keyid)
