@@ -269,6 +269,11 @@ def evaluate(
         builder = facts.builder_id
     elif facts.kind == prov.KIND_PYPI_PUBLISH:
         check_issuer(identity)
+        if identity.source_repository_uri != source:
+            raise _fail(
+                "source_mismatch",
+                f"certificate source {identity.source_repository_uri[:200]!r} is not {source!r}",
+            )
         builder = identity.build_signer_uri
         if opts.builder_id:
             if not builder_matches(builder, opts.builder_id):
