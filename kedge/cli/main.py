@@ -18,6 +18,7 @@ from kedge.errors import ConfigError, KedgeError, PeerError, StateError, Verific
 COMMAND_MODULES = (
     "kedge.cli.cluster",
     "kedge.cli.release",
+    "kedge.cli.verify",
 )
 
 
