@@ -1,0 +1,300 @@
+"""Release pipeline end to end: real git clones, real hatchling, real in-toto, real keys.
+
+Two clean clones of HEAD are built with ``python -m kedge.release build`` (what
+``make release`` runs) in separate processes; the wheel and sdist must be
+bit-identical. One build is then signed with ``kedge release sign`` and checked by
+in-toto's own verifier and by kedge's DSSE/SLSA verification, and each kind of
+tampering must be caught.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PY = sys.executable
+REPOSITORY = "https://github.com/kedge/kedge"
+REF = "refs/tags/v0.1.0"
+TIMEOUT = 120
+
+
+def run(args, cwd=REPO, check=True):
+    done = subprocess.run([PY, "-m", "kedge.release", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=TIMEOUT, check=False)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{args[0]} failed ({done.returncode}): {done.stderr}")
+    return done
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def git(*args, cwd):
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, timeout=TIMEOUT)
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory):
+    """Two clean clones of HEAD, each built into its own dist directory."""
+    root = tmp_path_factory.mktemp("release")
+    outs = []
+    for name in ("a", "b"):
+        clone = root / name
+        git("clone", "--quiet", str(REPO), str(clone), cwd=root)
+        if name == "b":
+            # A dirty working tree must not leak into the release: build from the commit.
+            (clone / "kedge" / "zz_uncommitted.py").write_text("raise SystemExit('not committed')\n")
+            with open(clone / "README.md", "a") as fh:
+                fh.write("\nlocal edit\n")
+        out = root / f"dist-{name}"
+        run(["build", "--out", str(out), "--source", str(clone), "--repository", REPOSITORY, "--ref", REF])
+        outs.append(out)
+    return outs
+
+
+@pytest.fixture(scope="module")
+def signed(builds, tmp_path_factory):
+    """Build a, copied and signed with a fresh key from ``kedge release keygen``."""
+    root = tmp_path_factory.mktemp("signed")
+    dist = root / "dist"
+    shutil.copytree(builds[0], dist)
+    run(["keygen", "--out", str(root / "release.pem")])
+    run(["sign", "--key", str(root / "release.pem"), "--in", str(dist)])
+    return dist, root / "release.pem", root / "release.pub"
+
+
+def artifacts(dist: Path) -> dict[str, str]:
+    return {p.name: sha256(p) for p in sorted(dist.iterdir())
+            if p.name.endswith((".whl", ".tar.gz", ".cdx.json"))}
+
+
+def test_two_clean_clones_build_bit_identical_wheel_and_sdist(builds):
+    a, b = (artifacts(d) for d in builds)
+    assert sorted(a) == ["kedge-0.1.0-py3-none-any.whl", "kedge-0.1.0.cdx.json", "kedge-0.1.0.tar.gz"]
+    assert a == b  # wheel, sdist and SBOM
+    assert (builds[0] / "SHA256SUMS").read_bytes() == (builds[1] / "SHA256SUMS").read_bytes()
+    print("wheel+sdist sha256:", {k: v for k, v in a.items() if not k.endswith(".json")})
+
+
+def test_uncommitted_files_do_not_reach_the_release(builds):
+    import tarfile
+    import zipfile
+
+    with zipfile.ZipFile(builds[1] / "kedge-0.1.0-py3-none-any.whl") as zf:
+        assert not any("zz_uncommitted" in n for n in zf.namelist())
+    with tarfile.open(builds[1] / "kedge-0.1.0.tar.gz") as tf:
+        names = tf.getnames()
+        assert "kedge-0.1.0/pyproject.toml" in names
+        assert not any("zz_uncommitted" in n for n in names)
+
+
+def test_release_files_and_provenance_describe_the_commit(builds):
+    dist = builds[0]
+    sums = dict(reversed(line.split("  ")) for line in (dist / "SHA256SUMS").read_text().splitlines())
+    assert sums == artifacts(dist)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    epoch = int(subprocess.run(["git", "log", "-1", "--format=%ct"], cwd=REPO, capture_output=True, text=True,
+                               check=True).stdout)
+    for name, digest in sums.items():
+        stmt = json.loads((dist / f"{name}.intoto.json").read_text())
+        assert stmt["subject"] == [{"name": name, "digest": {"sha256": digest}}]
+        pred = stmt["predicate"]
+        assert pred["buildDefinition"]["resolvedDependencies"][0] == {
+            "uri": f"git+{REPOSITORY}@{REF}", "digest": {"gitCommit": head}}
+        assert pred["buildDefinition"]["internalParameters"]["sourceDateEpoch"] == epoch
+        assert pred["runDetails"]["metadata"]["invocationId"].startswith("urn:uuid:")
+    bom = json.loads((dist / "kedge-0.1.0.cdx.json").read_text())
+    assert bom["metadata"]["component"]["hashes"][0]["content"] == sums["kedge-0.1.0-py3-none-any.whl"]
+    names = {c["name"] for c in bom["components"] if c["scope"] == "required"}
+    assert {"cryptography", "websockets", "h11", "pyyaml"} <= names
+
+
+def test_keygen_key_is_private(signed):
+    _dist, key, pub = signed
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+    assert pub.read_bytes().startswith(b"-----BEGIN PUBLIC KEY-----")
+
+
+def test_in_toto_verify_accepts_the_signed_release(signed, tmp_path):
+    dist, _key, pub = signed
+    work = tmp_path / "dist"
+    shutil.copytree(dist, work)
+    done = subprocess.run([str(Path(PY).parent / "in-toto-verify"), "--layout", "root.layout",
+                           "--verification-keys", str(pub), "--link-dir", "in-toto"],
+                          cwd=work, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def _in_toto_verify(dist: Path, pub: Path, monkeypatch) -> None:
+    from in_toto.models._signer import load_public_key_from_file
+    from in_toto.models.metadata import Metadata
+    from in_toto.verifylib import in_toto_verify
+
+    key = load_public_key_from_file(str(pub))
+    monkeypatch.chdir(dist)  # inspections run in the release directory
+    in_toto_verify(Metadata.load("root.layout"), {key["keyid"]: key}, link_dir_path="in-toto",
+                   persist_inspection_links=False)
+
+
+def test_in_toto_verifylib_accepts_the_signed_release(signed, tmp_path, monkeypatch):
+    dist, _key, pub = signed
+    shutil.copytree(dist, tmp_path / "d")
+    _in_toto_verify(tmp_path / "d", pub, monkeypatch)
+
+
+def _flip(path: Path, offset: int = 200) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_artifact_swapped_after_build_fails_in_toto_even_with_rewritten_sums(signed, tmp_path, monkeypatch):
+    from in_toto.exceptions import RuleVerificationError
+
+    dist, _key, pub = signed
+    work = tmp_path / "d"
+    shutil.copytree(dist, work)
+    wheel = work / "kedge-0.1.0-py3-none-any.whl"
+    _flip(wheel)
+    lines = [ln for ln in (work / "SHA256SUMS").read_text().splitlines() if not ln.endswith(wheel.name)]
+    (work / "SHA256SUMS").write_text("\n".join(sorted([*lines, f"{sha256(wheel)}  {wheel.name}"])) + "\n")
+    with pytest.raises(RuleVerificationError, match="DISALLOW"):
+        _in_toto_verify(work, pub, monkeypatch)
+
+
+def test_artifact_tampered_after_build_fails_in_toto_inspection(signed, tmp_path, monkeypatch):
+    from in_toto.exceptions import BadReturnValueError
+
+    dist, _key, pub = signed
+    work = tmp_path / "d"
+    shutil.copytree(dist, work)
+    _flip(work / "kedge-0.1.0.tar.gz")
+    with pytest.raises(BadReturnValueError):
+        _in_toto_verify(work, pub, monkeypatch)
+
+
+def test_edited_link_fails_in_toto_signature_check(signed, tmp_path, monkeypatch):
+    from in_toto.exceptions import ThresholdVerificationError
+
+    dist, _key, pub = signed
+    work = tmp_path / "d"
+    shutil.copytree(dist, work)
+    link = next((work / "in-toto").glob("build.*.link"))
+    doc = json.loads(link.read_text())
+    doc["signed"]["products"]["kedge-0.1.0.tar.gz"]["sha256"] = "0" * 64
+    link.write_text(json.dumps(doc))
+    with pytest.raises(ThresholdVerificationError):
+        _in_toto_verify(work, pub, monkeypatch)
+
+
+def test_layout_signed_by_another_key_is_refused(signed, tmp_path, monkeypatch):
+    from in_toto.exceptions import SignatureVerificationError
+
+    dist, _key, _pub = signed
+    run(["keygen", "--out", str(tmp_path / "other.pem")])
+    work = tmp_path / "d"
+    shutil.copytree(dist, work)
+    with pytest.raises(SignatureVerificationError):
+        _in_toto_verify(work, tmp_path / "other.pub", monkeypatch)
+
+
+def test_sign_refuses_a_release_edited_after_build(builds, tmp_path):
+    work = tmp_path / "d"
+    shutil.copytree(builds[0], work)
+    run(["keygen", "--out", str(tmp_path / "k.pem")])
+    _flip(work / "kedge-0.1.0.tar.gz")
+    done = run(["sign", "--key", str(tmp_path / "k.pem"), "--in", str(work)], check=False)
+    assert done.returncode == 1 and "digest_mismatch" in done.stderr
+    assert not list(work.glob("*.dsse.json")) and not (work / "root.layout").exists()
+
+
+def test_sign_refuses_a_statement_about_another_artifact(builds, tmp_path):
+    work = tmp_path / "d"
+    shutil.copytree(builds[0], work)
+    run(["keygen", "--out", str(tmp_path / "k.pem")])
+    stmt_path = work / "kedge-0.1.0.tar.gz.intoto.json"
+    stmt = json.loads(stmt_path.read_text())
+    stmt["subject"][0]["digest"]["sha256"] = "1" * 64
+    stmt_path.write_text(json.dumps(stmt))
+    done = run(["sign", "--key", str(tmp_path / "k.pem"), "--in", str(work)], check=False)
+    assert done.returncode == 1 and "digest_mismatch" in done.stderr
+
+
+# --- DSSE envelopes through kedge's verifier -----------------------------------------
+
+
+def _verify(dist: Path, pub: Path, artifact: Path, envelope: Path, **opts):
+    from kedge.verify import api, policy
+
+    options = policy.SlsaOptions(artifact_sha256=api.artifact_digest(str(artifact)),
+                                 source_uri=opts.pop("source_uri", "github.com/kedge/kedge"), **opts)
+    return api.verify_provenance(envelope.read_bytes(), options, key=api.load_public_key(pub))
+
+
+@pytest.mark.parametrize("name", ["kedge-0.1.0-py3-none-any.whl", "kedge-0.1.0.tar.gz", "kedge-0.1.0.cdx.json"])
+def test_signed_provenance_round_trips_through_kedge_verify(signed, name):
+    from kedge.verify.dsse import verify_envelope
+    from kedge.release.sign import load_public_key
+
+    dist, _key, pub = signed
+    envelope = dist / f"{name}.intoto.dsse.json"
+    env = json.loads(envelope.read_text())
+    assert env["payloadType"] == "application/vnd.in-toto+json"
+    assert base64.b64decode(env["payload"]) == (dist / f"{name}.intoto.json").read_bytes()
+    verify_envelope(env, load_public_key(pub))
+    outcome = _verify(dist, pub, dist / name, envelope, source_tag="v0.1.0")
+    assert outcome.result.source_ref == REF
+    assert outcome.result.subjects == (name,)
+
+
+def test_flipped_artifact_byte_fails_kedge_verify(signed, tmp_path):
+    from kedge.errors import VerificationError
+
+    dist, _key, pub = signed
+    wheel = tmp_path / "kedge-0.1.0-py3-none-any.whl"
+    shutil.copy(dist / wheel.name, wheel)
+    _flip(wheel)
+    with pytest.raises(VerificationError) as err:
+        _verify(dist, pub, wheel, dist / f"{wheel.name}.intoto.dsse.json")
+    assert err.value.code == "digest_mismatch"
+
+
+def test_edited_provenance_payload_fails_kedge_verify(signed, tmp_path):
+    from kedge.errors import VerificationError
+
+    dist, _key, pub = signed
+    name = "kedge-0.1.0.tar.gz"
+    env = json.loads((dist / f"{name}.intoto.dsse.json").read_text())
+    stmt = json.loads(base64.b64decode(env["payload"]))
+    stmt["predicate"]["buildDefinition"]["externalParameters"]["workflow"]["ref"] = "refs/tags/v9.9.9"
+    env["payload"] = base64.b64encode(json.dumps(stmt).encode()).decode()
+    forged = tmp_path / "forged.dsse.json"
+    forged.write_text(json.dumps(env))
+    with pytest.raises(VerificationError) as err:
+        _verify(dist, pub, dist / name, forged)
+    assert err.value.code == "dsse_bad_signature"
+
+
+def test_other_artifacts_envelope_or_wrong_source_fails_kedge_verify(signed):
+    from kedge.errors import VerificationError
+
+    dist, _key, pub = signed
+    wheel, sdist = dist / "kedge-0.1.0-py3-none-any.whl", dist / "kedge-0.1.0.tar.gz"
+    with pytest.raises(VerificationError) as err:
+        _verify(dist, pub, wheel, dist / f"{sdist.name}.intoto.dsse.json")
+    assert err.value.code == "digest_mismatch"
+    with pytest.raises(VerificationError) as err:
+        _verify(dist, pub, wheel, dist / f"{wheel.name}.intoto.dsse.json", source_uri="github.com/evil/kedge")
+    assert err.value.code == "source_mismatch"
