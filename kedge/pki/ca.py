@@ -35,6 +35,7 @@ __all__ = [
     "NODE_GROUP",
     "NODE_PREFIX",
     "build_crl",
+    "check_node_csr",
     "ca_fingerprint",
     "cert_to_pem",
     "create_ca",
@@ -381,28 +382,14 @@ def _check_public_key(pub: object) -> None:
     raise CsrError("key type not accepted", code="csr_weak_key")
 
 
-def sign_node_csr(
-    ca_key: PrivateKey,
-    ca_cert: x509.Certificate,
-    csr_pem: bytes,
-    *,
-    node_name: str,
-    now: _dt.datetime,
-    validity: _dt.timedelta,
-    max_csr_bytes: int = 16384,
-) -> x509.Certificate:
-    """Certify the CSR's public key as node ``node_name``; everything else is ours.
+def check_node_csr(csr_pem: bytes, *, max_csr_bytes: int = 16384) -> PublicKey:
+    """Validate a node CSR without signing anything; return the public key to certify.
 
-    ``node_name`` comes from what authenticated the caller (the token's node, or the
-    node of the presented client certificate), never from the CSR. The CSR must be
-    PEM, at most ``max_csr_bytes``, signed by its own key with SHA-2 (proof of
-    possession), and carry an accepted key. The issued certificate: CN
-    ``system:node:<node_name>``, O ``system:nodes``, clientAuth only,
-    digitalSignature only, no SANs, valid from ``now - 60s`` to ``now + validity``
-    (capped at the CA's expiry).
+    Exactly the checks :func:`sign_node_csr` applies, so a server can run them
+    *before* consuming a single-use token (a broken request must not burn it).
+    Raises :class:`CsrError` (codes ``csr_too_large``, ``csr_malformed``,
+    ``csr_bad_signature``, ``csr_weak_key``) and nothing else for any input.
     """
-    validate_node_name(node_name)
-    _check_ca_pair(ca_key, ca_cert)
     if not isinstance(csr_pem, (bytes, bytearray, memoryview)):
         raise CsrError("CSR must be bytes", code="csr_malformed")
     if len(csr_pem) > max_csr_bytes:
@@ -431,6 +418,32 @@ def sign_node_csr(
         raise CsrError("CSR signature invalid", code="csr_bad_signature") from exc
     if not valid:
         raise CsrError("CSR signature invalid", code="csr_bad_signature")
+    return pub  # type: ignore[return-value]
+
+
+def sign_node_csr(
+    ca_key: PrivateKey,
+    ca_cert: x509.Certificate,
+    csr_pem: bytes,
+    *,
+    node_name: str,
+    now: _dt.datetime,
+    validity: _dt.timedelta,
+    max_csr_bytes: int = 16384,
+) -> x509.Certificate:
+    """Certify the CSR's public key as node ``node_name``; everything else is ours.
+
+    ``node_name`` comes from what authenticated the caller (the token's node, or the
+    node of the presented client certificate), never from the CSR. The CSR must be
+    PEM, at most ``max_csr_bytes``, signed by its own key with SHA-2 (proof of
+    possession), and carry an accepted key. The issued certificate: CN
+    ``system:node:<node_name>``, O ``system:nodes``, clientAuth only,
+    digitalSignature only, no SANs, valid from ``now - 60s`` to ``now + validity``
+    (capped at the CA's expiry).
+    """
+    validate_node_name(node_name)
+    _check_ca_pair(ca_key, ca_cert)
+    pub = check_node_csr(csr_pem, max_csr_bytes=max_csr_bytes)
 
     not_before, not_after = _window(ca_cert, now, validity)
     subject = x509.Name(
@@ -440,7 +453,7 @@ def sign_node_csr(
         ]
     )
     return _leaf_builder(
-        ca_cert, subject, pub, not_before, not_after, eku=ExtendedKeyUsageOID.CLIENT_AUTH  # type: ignore[arg-type]
+        ca_cert, subject, pub, not_before, not_after, eku=ExtendedKeyUsageOID.CLIENT_AUTH
     ).sign(ca_key, _sign_alg(ca_key))
 
 

@@ -543,3 +543,15 @@ def test_hub_cert_cannot_be_used_as_a_client_cert(cluster, tmp_path: Path) -> No
     client = tls.client_context(tmp_path / "ca.crt", tmp_path / "hub.crt", tmp_path / "hub.key")
     with pytest.raises(ssl.SSLError, match="certificate purpose"):
         _handshake(server, client, "127.0.0.1")
+
+
+def test_check_node_csr_applies_the_same_checks_without_signing(cluster) -> None:
+    """Servers run this before consuming a token, so a bad request cannot burn it."""
+    edge = ca.generate_key()
+    pub = ca.check_node_csr(ca.make_csr(edge, "edge-1"))
+    assert pub.public_numbers() == edge.public_key().public_numbers()
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    for data, code in ((b"x" * 20000, "csr_too_large"), (b"junk", "csr_malformed"), (ca.make_csr(weak, "e"), "csr_weak_key")):
+        with pytest.raises(ca.CsrError) as err:
+            ca.check_node_csr(data)
+        assert err.value.code == code
