@@ -78,6 +78,8 @@ class NodeSession:
         self.waiters: dict[str, asyncio.Future[m.Message]] = {}
         self.connected_at = time.time()
         self.close_code: tuple[int, str] | None = None
+        self._closer: asyncio.Future | None = None
+        self._sender_task: asyncio.Task | None = None
 
     def _flush(self) -> None:
         for frame in self.session.data_to_send():
@@ -88,10 +90,23 @@ class NodeSession:
                 return
 
     def close(self, code: int, reason: str) -> None:
+        """Close this tunnel with ``code``/``reason`` (idempotent; safe from any task)."""
         if self.close_code is None:
             self.close_code = (code, reason)
             self.hub.audit.write("disconnect", node=self.node, peer=self.ident.peer, code=reason)
-            asyncio.ensure_future(self.conn.close(code, reason))
+            self._closer = asyncio.ensure_future(self._do_close(code, reason))
+
+    async def _do_close(self, code: int, reason: str) -> None:
+        # Stop the sender, flush what is queued (e.g. the error frame carrying the code), then close.
+        if self._sender_task is not None:
+            self._sender_task.cancel()
+        try:
+            async with asyncio.timeout(1.0):
+                while not self.outbox.empty():
+                    await self.conn.send(self.outbox.get_nowait(), text=True)
+        except (ConnectionClosed, TimeoutError):
+            pass
+        await self.conn.close(code, reason)
 
     async def request(self, msg: m.Message, *, timeout: float = 30.0) -> m.Message:
         """Send ``msg`` and wait for the edge's response (its ack)."""
@@ -111,9 +126,12 @@ class NodeSession:
         self._flush()
 
     async def _sender(self) -> None:
-        while True:
-            frame = await self.outbox.get()
-            await self.conn.send(frame, text=True)
+        try:
+            while True:
+                frame = await self.outbox.get()
+                await self.conn.send(frame, text=True)
+        except ConnectionClosed:
+            pass
 
     async def _dispatch(self, now_ms: int) -> None:
         for event in self.session.events_received():
@@ -139,7 +157,6 @@ class NodeSession:
             elif isinstance(event, ProtocolFailed):
                 self.hub.audit.write("protocol_error", node=self.node, peer=self.ident.peer, code=event.code)
                 self._flush()  # the error frame carrying the code goes out first
-                await asyncio.sleep(0)
                 self.close(CLOSE_PROTOCOL, event.code)
                 return
             elif isinstance(event, SessionClosed):
@@ -148,7 +165,7 @@ class NodeSession:
 
     async def run(self) -> None:
         limits = self.hub.limits
-        sender = asyncio.create_task(self._sender())
+        self._sender_task = sender = asyncio.create_task(self._sender())
         try:
             while self.close_code is None:
                 try:
@@ -170,6 +187,11 @@ class NodeSession:
         except ConnectionClosed:
             pass
         finally:
+            if self._closer is not None:
+                try:
+                    await self._closer
+                except ConnectionClosed:
+                    pass
             sender.cancel()
             for fut in self.waiters.values():
                 if not fut.done():
