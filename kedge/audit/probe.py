@@ -1,0 +1,223 @@
+"""Live probes: connect to each listener and record what it accepts (the I/O shell).
+
+Every connection is bounded in time (``timeout``) and in what is read (a status line,
+at most :data:`MAX_RESPONSE_BYTES`). What the probes learn becomes a
+:class:`~kedge.audit.facts.ProbeFacts`; deciding pass or fail is left to the checks.
+A probe that cannot even connect records ``error`` so the audit reports ERROR (exit 3)
+instead of a silent pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import ssl
+from urllib.parse import urlsplit
+
+from cryptography import x509
+
+from kedge.audit import _probe_tls
+from kedge.audit.facts import CertInfo, ProbeFacts
+from kedge.audit.gather import cert_info
+from kedge.errors import ConfigError
+
+MAX_RESPONSE_BYTES = 16 * 1024
+OVERSIZED_BODY_BYTES = 1024 * 1024
+_CHUNK = 64 * 1024
+_VERSIONS = (("TLSv1", "TLSv1"), ("TLSv1.1", "TLSv1_1"), ("TLSv1.2", "TLSv1_2"), ("TLSv1.3", "TLSv1_3"))
+ROLES = ("hub", "certs", "api", "unknown")
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    url: str
+    role: str
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str, role: str | None = None) -> "Target":
+        """``URL`` or ``ROLE=URL``; schemes https/wss; the role defaults from the scheme."""
+        if "=" in text.split("://", 1)[0]:
+            role, text = text.split("=", 1)
+        u = urlsplit(text)
+        if u.scheme not in ("https", "wss") or not u.hostname:
+            raise ConfigError(f"endpoint must be https://HOST:PORT or wss://HOST:PORT, not {text!r}",
+                              code="bad_endpoint")
+        try:
+            port = u.port or 443
+        except ValueError as exc:
+            raise ConfigError(f"bad port in {text!r}", code="bad_endpoint") from exc
+        if role is None:
+            role = "hub" if u.scheme == "wss" else "unknown"
+        if role not in ROLES:
+            raise ConfigError(f"endpoint role must be one of {ROLES}, not {role!r}", code="bad_endpoint")
+        return cls(url=text, role=role, host=u.hostname, port=port)
+
+
+class _ProbeFailed(Exception):
+    """The TCP connection itself failed: the probe could not run."""
+
+
+def _connect(t: Target, ctx: ssl.SSLContext, timeout: float) -> ssl.SSLSocket:
+    try:
+        raw = socket.create_connection((t.host, t.port), timeout=timeout)
+    except OSError as exc:
+        raise _ProbeFailed(f"{type(exc).__name__}: {exc.strerror or exc}") from exc
+    try:
+        return ctx.wrap_socket(raw, server_hostname=t.host)
+    except BaseException:
+        raw.close()
+        raise
+
+
+def _try_handshake(t: Target, ctx: ssl.SSLContext, timeout: float) -> tuple[str, bytes | None]:
+    """("accepted", peer DER) or ("refused"/"unavailable", None)."""
+    try:
+        s = _connect(t, ctx, timeout)
+    except ssl.SSLError as exc:
+        text = f"{exc.reason} {exc}".upper()
+        if "NO_PROTOCOLS_AVAILABLE" in text or "NO CIPHERS AVAILABLE" in text or "NO_CIPHERS_AVAILABLE" in text:
+            return "unavailable", None
+        return "refused", None
+    except (ConnectionError, socket.timeout, OSError) as exc:
+        if isinstance(exc, _ProbeFailed):
+            raise
+        return "refused", None
+    try:
+        return "accepted", s.getpeercert(binary_form=True)
+    finally:
+        s.close()
+
+
+def _read_status(s: ssl.SSLSocket) -> int | None:
+    buf = b""
+    while b"\r\n" not in buf and len(buf) < MAX_RESPONSE_BYTES:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        buf += chunk
+    line = buf.split(b"\r\n", 1)[0].split()
+    if len(line) >= 2 and line[0].startswith(b"HTTP/") and line[1].isdigit():
+        return int(line[1])
+    return None
+
+
+def _client_cert_required(t: Target, timeout: float) -> str:
+    """Whether a peer without a client certificate gets an answer (TLS 1.3 rejects after handshake)."""
+    try:
+        s = _connect(t, _probe_tls.unsafe_probe_context_anonymous(), timeout)
+    except ssl.SSLError:
+        return "refused"
+    except _ProbeFailed:
+        raise
+    except OSError:
+        return "refused"
+    try:
+        s.sendall(f"GET / HTTP/1.1\r\nHost: {t.host}\r\nConnection: close\r\n\r\n".encode())
+        data = s.recv(1)
+        return "accepted" if data else "refused"
+    except (ssl.SSLError, ConnectionError):
+        return "refused"
+    except socket.timeout:
+        return "accepted"  # kept the connection open without asking for a certificate
+    except OSError:
+        return "refused"
+    finally:
+        s.close()
+
+
+def _anonymous_request(t: Target, timeout: float) -> tuple[int | None, str]:
+    try:
+        s = _connect(t, _probe_tls.unsafe_probe_context_anonymous(), timeout)
+    except (ssl.SSLError, OSError) as exc:
+        if isinstance(exc, _ProbeFailed):
+            raise
+        return None, f"handshake refused ({type(exc).__name__})"
+    try:
+        s.sendall(f"GET /api/v1/namespaces HTTP/1.1\r\nHost: {t.host}\r\nAccept: application/json\r\n"
+                  "Connection: close\r\n\r\n".encode())
+        return _read_status(s), "ok"
+    except (ssl.SSLError, OSError) as exc:
+        return None, f"no answer ({type(exc).__name__})"
+    finally:
+        s.close()
+
+
+def _oversized_post(t: Target, timeout: float) -> str:
+    try:
+        s = _connect(t, _probe_tls.unsafe_probe_context_anonymous(), timeout)
+    except (ssl.SSLError, OSError) as exc:
+        if isinstance(exc, _ProbeFailed):
+            raise
+        return "closed"
+    sent_all = False
+    try:
+        try:
+            s.sendall(f"POST /edge.crt HTTP/1.1\r\nHost: {t.host}\r\nContent-Type: application/octet-stream\r\n"
+                      f"Content-Length: {OVERSIZED_BODY_BYTES}\r\nConnection: close\r\n\r\n".encode())
+            zero = bytes(_CHUNK)
+            for _ in range(OVERSIZED_BODY_BYTES // _CHUNK):
+                s.sendall(zero)
+            sent_all = True
+        except (ssl.SSLError, OSError):
+            pass  # the server stopped reading: look for its answer below
+        try:
+            status = _read_status(s)
+        except (ssl.SSLError, OSError):
+            status = None
+    finally:
+        s.close()
+    if status == 413:
+        return "413"
+    if status is None:
+        return "closed"
+    return f"accepted:{status}" if sent_all else f"refused-early:{status}"
+
+
+def _peer_info(der: bytes | None, ca: x509.Certificate | None) -> CertInfo | None:
+    if der is None:
+        return None
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return CertInfo(name="served", path="", error="unparseable certificate")
+    return cert_info("served", "", cert, ca)
+
+
+def probe(t: Target, *, ca: x509.Certificate | None, timeout: float = 3.0) -> ProbeFacts:
+    """Run every probe that applies to ``t``'s role."""
+    try:
+        versions: list[tuple[str, str]] = []
+        peer_der: bytes | None = None
+        for label, attr in _VERSIONS:
+            try:
+                ctx = _probe_tls.unsafe_probe_context_version(getattr(ssl.TLSVersion, attr))
+            except (ValueError, ssl.SSLError):
+                versions.append((label, "unavailable"))
+                continue
+            state, der = _try_handshake(t, ctx, timeout)
+            versions.append((label, state))
+            if der is not None and (peer_der is None or label == "TLSv1.3"):
+                peer_der = der
+        cbc = non_ecdhe = "n/a"
+        if dict(versions).get("TLSv1.2") == "accepted":
+            for name, ciphers in (("cbc", _probe_tls.CBC_CIPHERS), ("non_ecdhe", _probe_tls.NON_ECDHE_CIPHERS)):
+                try:
+                    state, _ = _try_handshake(t, _probe_tls.unsafe_probe_context_tls12(ciphers), timeout)
+                except ValueError:
+                    state = "unavailable"
+                if name == "cbc":
+                    cbc = state
+                else:
+                    non_ecdhe = state
+        no_cert = _client_cert_required(t, timeout) if t.role == "hub" else "n/a"
+        anon_status, anon_detail = _anonymous_request(t, timeout) if t.role == "api" else (None, "n/a")
+        oversized = _oversized_post(t, timeout) if t.role == "certs" else "n/a"
+    except _ProbeFailed as exc:
+        return ProbeFacts(url=t.url, role=t.role, host=t.host, error=str(exc))
+    return ProbeFacts(
+        url=t.url, role=t.role, host=t.host, versions=tuple(versions), tls12_cbc=cbc, tls12_non_ecdhe=non_ecdhe,
+        no_client_cert=no_cert, peer_cert=_peer_info(peer_der, ca),
+        anonymous_status=anon_status, anonymous_detail=anon_detail, oversized=oversized,
+    )
