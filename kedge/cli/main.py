@@ -17,6 +17,7 @@ from kedge.errors import ConfigError, KedgeError, PeerError, StateError, Verific
 # Each module defines ``register(subparsers)``; a parser sets ``func(args) -> int``.
 COMMAND_MODULES = (
     "kedge.cli.cluster",
+    "kedge.cli.audit",
     "kedge.cli.release",
     "kedge.cli.verify",
 )
