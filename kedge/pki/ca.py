@@ -399,7 +399,8 @@ def check_node_csr(csr_pem: bytes, *, max_csr_bytes: int = 16384) -> PublicKey:
         raise CsrError("CSR is not PEM", code="csr_malformed")
     try:
         csr = x509.load_pem_x509_csr(data)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
+        # InvalidVersion is not a ValueError (found by fuzz_csr).
         raise CsrError("CSR cannot be parsed", code="csr_malformed") from exc
     try:
         pub = csr.public_key()
@@ -526,7 +527,7 @@ def load_cert_pem(data: bytes) -> x509.Certificate:
     """The first certificate in ``data``; :class:`PemError` if there is none."""
     try:
         return x509.load_pem_x509_certificate(bytes(data))
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
         raise PemError("not a PEM certificate", code="bad_pem") from exc
 
 
@@ -534,7 +535,7 @@ def load_cert_bundle_pem(data: bytes) -> list[x509.Certificate]:
     """Every certificate in a PEM bundle (CA rotation keeps old and new CA side by side)."""
     try:
         certs = x509.load_pem_x509_certificates(bytes(data))
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
         raise PemError("not a PEM certificate bundle", code="bad_pem") from exc
     if not certs:
         raise PemError("empty certificate bundle", code="bad_pem")

@@ -555,3 +555,25 @@ def test_check_node_csr_applies_the_same_checks_without_signing(cluster) -> None
         with pytest.raises(ca.CsrError) as err:
             ca.check_node_csr(data)
         assert err.value.code == code
+
+
+def test_csr_with_an_invalid_version_is_refused_as_malformed(cluster) -> None:
+    """Regression from fuzz_csr: cryptography's InvalidVersion is not a ValueError."""
+    der = bytearray(
+        x509.load_pem_x509_csr(ca.make_csr(ca.generate_key(), "edge-1")).public_bytes(serialization.Encoding.DER)
+    )
+    # CertificationRequestInfo.version is the INTEGER right after the two SEQUENCE headers.
+    idx = der.index(b"\x02\x01\x00")
+    der[idx + 2] = 0x10
+    with pytest.raises(PeerError) as err:
+        _sign(cluster, _der_to_pem(bytes(der)))
+    assert err.value.code == "csr_malformed"
+    cert_der = bytearray(cluster[1].public_bytes(serialization.Encoding.DER))
+    v = cert_der.index(b"\xa0\x03\x02\x01\x02")
+    cert_der[v + 4] = 0x05
+    import base64
+
+    pem = b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(bytes(cert_der)) + b"-----END CERTIFICATE-----\n"
+    for loader in (ca.load_cert_pem, ca.load_cert_bundle_pem):
+        with pytest.raises(ca.PemError):
+            loader(pem)
