@@ -9,8 +9,8 @@ These contexts are therefore unsafe by design and are only fit for probing:
 * they do not verify the server (the served certificate is inspected separately and
   compared with the cluster CA by :mod:`kedge.audit.probe`).
 
-The static-analysis lint must allow this file (and only this file) to construct
-``ssl.SSLContext``.
+Each construct is waived on its line for ``security/lint.py`` (KL001/KL002) with the
+reason; nothing else under ``kedge/audit`` builds a context.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ NON_ECDHE_CIPHERS = "ALL:!kECDHE:!aNULL:!eNULL:@SECLEVEL=0"
 
 
 def _bare() -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # nosec B501 - probe only: no credentials sent, cert inspected separately
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # kedge-lint: allow KL002 - audit probes must offer weak TLS
+    ctx.check_hostname = False  # kedge-lint: allow KL001 - probe only, the served cert is checked separately
+    ctx.verify_mode = ssl.CERT_NONE  # kedge-lint: allow KL001 - probe only, no credentials are ever sent
     return ctx
 
 

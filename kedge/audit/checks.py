@@ -109,7 +109,10 @@ def _validity(cert: CertInfo, now: dt.datetime) -> tuple[Status, str]:
     if now >= cert.not_after:
         return Status.FAIL, f"{cert.name}: expired {cert.not_after.isoformat()}"
     left = cert.not_after - now
-    if left < EXPIRY_WARN:
+    # Warn 30 days ahead, or at a third of the lifetime for short-lived, auto-rotated
+    # certificates (a 30-day node certificate would otherwise always warn).
+    warn = min(EXPIRY_WARN, (cert.not_after - cert.not_before) / 3)
+    if left < warn:
         return Status.WARN, f"{cert.name}: expires in {left.days} days ({cert.not_after.isoformat()})"
     return Status.PASS, f"{cert.name}: valid until {cert.not_after.date().isoformat()}"
 
@@ -240,7 +243,7 @@ def key_strength(f: Facts) -> Outcome:
 
 @check("KEDGE-CLOUD-006")
 def cloud_cert_expiry(f: Facts) -> Outcome:
-    exp = "every certificate valid now and for more than 30 days"
+    exp = "every certificate valid now and not within 30 days (or its last third) of expiry"
     c = f.cloud
     if c is None:
         return _no_cloud(exp)
@@ -822,7 +825,7 @@ def edge_dir_modes(f: Facts) -> Outcome:
 
 @check("KEDGE-EDGE-003")
 def node_cert(f: Facts) -> Outcome:
-    exp = "node.crt valid > 30 days, CN=system:node:<node_name>, O=system:nodes, issued by pinned CA"
+    exp = "node.crt valid (not in its last third or 30 days), CN=system:node:<node_name>, O=system:nodes, issued by pinned CA"
     e = f.edge
     if e is None:
         return _no_edge(exp)

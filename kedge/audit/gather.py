@@ -189,7 +189,12 @@ def _as_epoch(value: Any) -> float | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return float(value)
+        v = float(value)
+        # Integer epochs in s, ms, us or ns (kedge's CloudState stores microseconds).
+        for threshold, scale in ((1e17, 1e9), (1e14, 1e6), (1e11, 1e3)):
+            if abs(v) >= threshold:
+                return v / scale
+        return v
     if isinstance(value, str):
         try:
             t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -229,8 +234,8 @@ def read_tokens(db: Path) -> TokenFacts:
         # Column names come from PRAGMA on the table itself and are checked against
         # fixed lists above, so quoting them is safe.
         select = ", ".join(f'"{c}"' if c else "NULL" for c in wanted)
-        rows = conn.execute(f"SELECT {select} FROM tokens LIMIT ?",  # nosec B608 - fixed column names
-                            (MAX_TOKEN_ROWS + 1,)).fetchall()
+        query = f"SELECT {select} FROM tokens LIMIT ?"  # nosec B608 - column names from a fixed list
+        rows = conn.execute(query, (MAX_TOKEN_ROWS + 1,)).fetchall()
     except sqlite3.Error as exc:
         return TokenFacts(db_path=str(db), error=type(exc).__name__)
     finally:
