@@ -123,7 +123,8 @@ def verify_provenance(
         except VerificationError as exc:
             if first is None:
                 first = exc
-    assert first is not None  # nosec B101 - cands is never empty
+    if first is None:  # cannot happen: candidates() never returns an empty list
+        raise VerificationError("no signed object in provenance file", code="malformed_bundle")
     raise first
 
 
