@@ -176,15 +176,50 @@ def _wrap(exc: Exception) -> VerificationError:
     return VerificationError(f"Sigstore verification failed: {message}", code=_code_for(message))
 
 
+def make_verifier(trusted_root):  # type: ignore[no-untyped-def]
+    """A sigstore-python ``Verifier`` whose TSA validity window is a closed interval.
+
+    The trusted-root spec defines ``validFor`` as a closed time range, but
+    sigstore-python 4.5.1 rejects a timestamp equal to a TSA's ``validFor.end``
+    (sigstore-conformance ``trust-root-tsa-validity-end-inclusive``). Only that
+    one comparison differs; the timestamp's signature and chain are still checked
+    by rfc3161-client against the trusted root's TSA certificates.
+    """
+    from rfc3161_client import VerificationError as Rfc3161VerificationError
+    from rfc3161_client import VerifierBuilder
+    from sigstore._internal.timestamp import TimestampSource, TimestampVerificationResult
+    from sigstore.verify import Verifier
+
+    class _ClosedRangeTsaVerifier(Verifier):
+        def _verify_signed_timestamp(self, timestamp_response, message):  # type: ignore[no-untyped-def]
+            when = timestamp_response.tst_info.gen_time
+            for authority in self._trusted_root.get_timestamp_authorities():
+                chain = authority.certificates(allow_expired=True)
+                if len(chain) < 2:  # need at least the TSA leaf and a root
+                    continue
+                builder = VerifierBuilder().tsa_certificate(chain[0]).add_root_certificate(chain[-1])
+                for intermediate in chain[1:-1]:
+                    builder = builder.add_intermediate_certificate(intermediate)
+                try:
+                    builder.build().verify_message(timestamp_response, message)
+                except Rfc3161VerificationError:
+                    continue
+                start, end = authority.validity_period_start, authority.validity_period_end
+                if start <= when and (end is None or when <= end):
+                    return TimestampVerificationResult(source=TimestampSource.TIMESTAMP_AUTHORITY, time=when)
+            return None
+
+    return _ClosedRangeTsaVerifier(trusted_root=trusted_root)
+
+
 def verify_bundle_dsse(bundle, trusted_root, policy):  # type: ignore[no-untyped-def]
     """Signature, log proof, signing time and chain; returns (cert, payload_type, payload)."""
     from sigstore.errors import Error as SigstoreError
-    from sigstore.verify import Verifier
 
     if bundle._dsse_envelope is None:
         raise VerificationError("bundle holds no DSSE envelope", code="malformed_bundle")
     try:
-        verifier = Verifier(trusted_root=trusted_root)
+        verifier = make_verifier(trusted_root)
         payload_type, payload = verifier.verify_dsse(bundle, policy)
     except (SigstoreError, ValueError, TypeError, KeyError, IndexError) as exc:
         raise _wrap(exc) from exc
@@ -194,10 +229,9 @@ def verify_bundle_dsse(bundle, trusted_root, policy):  # type: ignore[no-untyped
 def verify_bundle_artifact(bundle, hashed, trusted_root, policy) -> None:  # type: ignore[no-untyped-def]
     """hashedrekord path: the bundle's message signature over the artifact digest."""
     from sigstore.errors import Error as SigstoreError
-    from sigstore.verify import Verifier
 
     try:
-        verifier = Verifier(trusted_root=trusted_root)
+        verifier = make_verifier(trusted_root)
         verifier.verify_artifact(hashed, bundle, policy)
     except (SigstoreError, ValueError, TypeError, KeyError, IndexError) as exc:
         raise _wrap(exc) from exc

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, utils
 
 from kedge.errors import UnsupportedFormat, VerificationError
 from kedge.verify import _json
+from kedge.verify.bundles import make_verifier
 from kedge.verify._limits import DEFAULT, VerifyLimits
 
 _MAX_TIMESTAMPS = 32
@@ -69,7 +70,6 @@ def verify(doc: dict[str, Any], digest_hex: str, key: ec.EllipticCurvePublicKey,
     from sigstore._internal.trust import KeyringPurpose
     from sigstore.errors import Error as SigstoreError
     from sigstore.models import Bundle, InvalidBundle, TimestampVerificationData, TransparencyLogEntry
-    from sigstore.verify import Verifier
     from sigstore_models.bundle.v1 import Bundle as _Bundle
 
     try:
@@ -116,7 +116,7 @@ def verify(doc: dict[str, Any], digest_hex: str, key: ec.EllipticCurvePublicKey,
         if tsrs:
             if not trusted_root.get_timestamp_authorities():
                 raise VerificationError("bundle has timestamps but no TSA is trusted", code="timestamp_invalid")
-            verifier = Verifier(trusted_root=trusted_root)
+            verifier = make_verifier(trusted_root)
             for tsr in tsrs:
                 result = verifier._verify_signed_timestamp(tsr, ms.signature)
                 if result is None:
