@@ -377,8 +377,8 @@ class CloudState:
         out: list[tuple[int, _dt.datetime]] = []
         for serial, revoked_at in rows:
             when = _from_us(revoked_at)
-            assert when is not None  # nosec B101 - guaranteed by the WHERE clause; typing aid only
-            out.append((int(serial), when))
+            if when is not None:  # always, given the WHERE clause
+                out.append((int(serial), when))
         return out
 
     def generation(self) -> int:
