@@ -134,8 +134,18 @@ def _is_release_tag(ref: str) -> bool:
 
 
 def check_issuer(identity: CertIdentity) -> None:
+    """GitHub Actions OIDC issuer, on a GitHub-hosted runner.
+
+    A self-hosted runner is controlled by the repository owner, so its build is
+    not isolated from them (no SLSA Build L3); certificates from before Fulcio
+    recorded the runner environment carry none and are accepted.
+    """
     if identity.issuer != GITHUB_ACTIONS_ISSUER:
         raise _fail("oidc_issuer_mismatch", f"certificate issuer {identity.issuer[:200]!r} is not GitHub Actions")
+    if identity.runner_environment not in ("", "github-hosted"):
+        raise _fail(
+            "runner_not_hosted", f"built on a {identity.runner_environment[:50]!r} runner, not a GitHub-hosted one"
+        )
 
 
 def check_builder_identity(identity: CertIdentity, expected_builder: str | None) -> str:

@@ -75,6 +75,11 @@ def test_non_github_issuer_is_refused() -> None:
     assert _code(lambda: policy.evaluate(ident, "application/vnd.in-toto+json", _v02(), _opts())) == "oidc_issuer_mismatch"
 
 
+def test_self_hosted_runner_is_refused() -> None:
+    ident = _identity(runner_environment="self-hosted")
+    assert _code(lambda: policy.evaluate(ident, "application/vnd.in-toto+json", _v02(), _opts())) == "runner_not_hosted"
+
+
 def test_untrusted_reusable_workflow_is_refused_without_builder_id() -> None:
     evil = "https://github.com/evil/gen/.github/workflows/generator_generic_slsa3.yml@refs/tags/v2.1.0"
     ident = _identity(build_signer_uri=evil)
