@@ -1,0 +1,329 @@
+"""HTTPS shell of the API server: asyncio + h11 over TLS, x509 client-cert authentication.
+
+The shell only feeds bytes to h11, enforces the bounds (header bytes, body bytes,
+read timeouts, connection count, watch backlog), authenticates the client certificate
+(already verified against the cluster CA by TLS; here: not revoked, CN/O -> user and
+groups) and hands a :class:`kedge.apiserver.api.Request` to the API. Anonymous
+requests are answered ``401`` -- there is no anonymous user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import json
+import logging
+import os
+import ssl
+import uuid
+from pathlib import Path
+from typing import Any
+
+import h11
+from cryptography import x509
+
+from kedge.apiserver.api import API, Request, Response, User, Watch, _dumps
+from kedge.apiserver.status import status_body
+from kedge.authz.rbac import AUTHENTICATED
+from kedge.limits import DEFAULT, Limits
+
+log = logging.getLogger(__name__)
+
+MAX_API_BODY_BYTES = 3 * 1024 * 1024
+MAX_CONNECTIONS = 2048
+IDLE_KEEPALIVE_S = 90.0
+WRITE_TIMEOUT_S = 30.0
+BOOKMARK_INTERVAL_S = 60.0
+READ_CHUNK = 64 * 1024
+
+
+class RevocationList:
+    """The CA's CRL (``pki/crl.pem``), reloaded when the file changes; verified against the CA."""
+
+    def __init__(self, crl_path: Path | None, ca_path: Path) -> None:
+        self.crl_path, self.ca_path = crl_path, ca_path
+        self._mtime: float | None = None
+        self._serials: frozenset[int] = frozenset()
+
+    def revoked(self, serial: int) -> bool:
+        self._refresh()
+        return serial in self._serials
+
+    def _refresh(self) -> None:
+        if self.crl_path is None:
+            return
+        try:
+            mtime = os.stat(self.crl_path).st_mtime_ns
+        except FileNotFoundError:
+            self._serials, self._mtime = frozenset(), None
+            return
+        if mtime == self._mtime:
+            return
+        try:
+            crl = x509.load_pem_x509_crl(self.crl_path.read_bytes())
+            ca = x509.load_pem_x509_certificate(self.ca_path.read_bytes())
+            if not crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
+                log.error("CRL %s is not signed by the cluster CA; refusing all client certificates", self.crl_path)
+                self._serials = frozenset({-1})
+                self._fail_closed = True
+            else:
+                self._serials = frozenset(r.serial_number for r in crl)
+                self._fail_closed = False
+        except (ValueError, OSError):
+            log.error("CRL %s is unreadable; refusing all client certificates", self.crl_path)
+            self._fail_closed = True
+        self._mtime = mtime
+
+    @property
+    def fail_closed(self) -> bool:
+        self._refresh()
+        return getattr(self, "_fail_closed", False)
+
+
+def user_from_cert(peercert: dict[str, Any] | None) -> tuple[User | None, int | None]:
+    """CN -> user name, every O -> a group (plus ``system:authenticated``)."""
+    if not peercert:
+        return None, None
+    cn, orgs = None, []
+    for rdn in peercert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                cn = value
+            elif key == "organizationName":
+                orgs.append(value)
+    if not cn:
+        return None, None
+    try:
+        serial = int(peercert.get("serialNumber", ""), 16)
+    except ValueError:
+        return None, None
+    groups = tuple(dict.fromkeys(orgs + [AUTHENTICATED]))
+    return User(cn, groups), serial
+
+
+class ApiServer:
+    """Listens on ``host:port`` (0 = any free port) and serves the API until stopped."""
+
+    def __init__(self, api: API, ssl_context: ssl.SSLContext, *, host: str = "127.0.0.1", port: int = 0,
+                 limits: Limits = DEFAULT, revocations: RevocationList | None = None,
+                 audit_path: Path | None = None) -> None:
+        self.api = api
+        self.ssl_context = ssl_context
+        self.host, self.port = host, port
+        self.limits = limits
+        self.revocations = revocations
+        self._server: asyncio.AbstractServer | None = None
+        self._conns: set[asyncio.Task[Any]] = set()
+        self._audit_fd: int | None = None
+        if audit_path is not None:
+            self._audit_fd = os.open(audit_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(
+            self._on_connect, self.host, self.port, ssl=self.ssl_context,
+            ssl_handshake_timeout=self.limits.handshake_timeout_s, limit=READ_CHUNK, backlog=512)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for t in list(self._conns):
+            t.cancel()
+        if self._conns:
+            await asyncio.gather(*self._conns, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+        if self._audit_fd is not None:
+            os.close(self._audit_fd)
+            self._audit_fd = None
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if len(self._conns) >= MAX_CONNECTIONS:
+            writer.close()
+            return
+        assert task is not None
+        self._conns.add(task)
+        try:
+            await _Connection(self, reader, writer).run()
+        except (ConnectionError, asyncio.TimeoutError, ssl.SSLError, h11.ProtocolError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._conns.discard(task)
+            writer.close()
+            try:
+                await asyncio.wait_for(writer.wait_closed(), 2)
+            except (ConnectionError, asyncio.TimeoutError, ssl.SSLError, OSError):
+                pass
+
+    def audit(self, record: dict[str, Any]) -> None:
+        if self._audit_fd is None:
+            return
+        try:
+            os.write(self._audit_fd, json.dumps(record, separators=(",", ":")).encode() + b"\n")
+        except OSError:
+            log.exception("audit log write failed")
+
+
+def _now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class _Connection:
+    def __init__(self, server: ApiServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.server, self.reader, self.writer = server, reader, writer
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=server.limits.max_http_header_bytes)
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        self.peer = f"{peer[0]}:{peer[1]}"
+        sslobj = writer.get_extra_info("ssl_object")
+        self.user, serial = user_from_cert(sslobj.getpeercert() if sslobj else None)
+        rev = server.revocations
+        if self.user is not None and rev is not None and (rev.fail_closed or (serial is not None and rev.revoked(serial))):
+            self.user = None
+
+    async def _next_event(self, timeout: float) -> Any:
+        while True:
+            event = self.conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await asyncio.wait_for(self.reader.read(READ_CHUNK), timeout)
+                self.conn.receive_data(data)
+                continue
+            return event
+
+    async def _send(self, *events: Any) -> None:
+        for ev in events:
+            data = self.conn.send(ev)
+            if data:
+                self.writer.write(data)
+        await asyncio.wait_for(self.writer.drain(), WRITE_TIMEOUT_S)
+
+    async def run(self) -> None:
+        limits = self.server.limits
+        while True:
+            try:
+                event = await self._next_event(IDLE_KEEPALIVE_S)
+            except h11.RemoteProtocolError:
+                await self._error(400, "malformed HTTP request")
+                return
+            if isinstance(event, (h11.ConnectionClosed, h11.EndOfMessage)) or event is h11.PAUSED:
+                return
+            if not isinstance(event, h11.Request):
+                return
+            headers: dict[str, list[str]] = {}
+            for k, v in event.headers:
+                headers.setdefault(k.decode("latin-1").lower(), []).append(v.decode("latin-1"))
+            clen = headers.get("content-length", ["0"])[-1]
+            if clen.isdigit() and int(clen) > MAX_API_BODY_BYTES:
+                await self._error(413, "the request body is too large")
+                return
+            body = bytearray()
+            try:
+                while True:
+                    ev = await self._next_event(limits.http_read_timeout_s)
+                    if isinstance(ev, h11.Data):
+                        body += ev.data
+                        if len(body) > MAX_API_BODY_BYTES:
+                            await self._error(413, "the request body is too large")
+                            return
+                    elif isinstance(ev, h11.EndOfMessage):
+                        break
+                    else:
+                        return
+            except h11.RemoteProtocolError:
+                await self._error(400, "malformed HTTP request")
+                return
+            target = event.target.decode("latin-1")
+            method = event.method.decode("ascii", "replace")
+            audit_base = {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata",
+                          "auditID": str(uuid.uuid4()), "stage": "ResponseComplete",
+                          "sourceIPs": [self.peer.rsplit(":", 1)[0]], "userAgent": headers.get("user-agent", [""])[-1][:256],
+                          "requestReceivedTimestamp": _now_iso()}
+            if self.user is None:
+                resp: Response | Watch = Response(401, _dumps(status_body(401, "Unauthorized", "Unauthorized")))
+                resp.audit = {"requestURI": target[:2048], "verb": method.lower(), "user": {"username": "system:anonymous"},
+                              "responseStatus": {"code": 401}}
+            else:
+                resp = self.server.api.handle(Request(method, target, headers, bytes(body), self.user))
+            if isinstance(resp, Watch):
+                self.server.audit(dict(audit_base, **resp.audit, responseStatus={"code": 200},
+                                       stageTimestamp=_now_iso()))
+                await self._stream(resp)
+            else:
+                self.server.audit(dict(audit_base, **resp.audit, stageTimestamp=_now_iso()))
+                hdrs = [("content-type", resp.content_type), ("content-length", str(len(resp.body))),
+                        ("cache-control", "no-cache, private"), ("x-content-type-options", "nosniff")]
+                if resp.status == 401:
+                    hdrs.append(("www-authenticate", 'Basic realm="kedge"'))
+                body_out = b"" if method == "HEAD" else resp.body
+                await self._send(h11.Response(status_code=resp.status, headers=hdrs), h11.Data(data=body_out),
+                                 h11.EndOfMessage())
+            if self.conn.our_state is h11.MUST_CLOSE or self.conn.their_state is h11.MUST_CLOSE:
+                return
+            try:
+                self.conn.start_next_cycle()
+            except h11.LocalProtocolError:
+                return
+
+    async def _error(self, status: int, message: str) -> None:
+        body = _dumps(status_body(status, {400: "BadRequest", 413: "RequestEntityTooLarge"}.get(status, ""), message))
+        try:
+            if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                await self._send(h11.Response(status_code=status, headers=[
+                    ("content-type", "application/json"), ("content-length", str(len(body))),
+                    ("connection", "close")]), h11.Data(data=body), h11.EndOfMessage())
+        except (h11.LocalProtocolError, ConnectionError, asyncio.TimeoutError):
+            pass
+
+    async def _stream(self, watch: Watch) -> None:
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        watch.notify = wake.set
+        deadline = loop.time() + watch.timeout_s
+        next_bookmark = loop.time() + BOOKMARK_INTERVAL_S
+        # Watch for the client going away while we wait for events.
+        eof = asyncio.ensure_future(self.reader.read(1))
+        try:
+            await self._send(h11.Response(status_code=200, headers=[
+                ("content-type", "application/json"), ("transfer-encoding", "chunked"),
+                ("cache-control", "no-cache, private")]))
+            while True:
+                if watch.lines:
+                    batch = []
+                    while watch.lines and len(batch) < 256:
+                        batch.append(watch.lines.popleft())
+                    await self._send(h11.Data(data=b"".join(batch)))
+                    continue
+                if watch.overflowed or watch.closed:
+                    break
+                now = loop.time()
+                if now >= deadline:
+                    break
+                if watch.bookmarks and now >= next_bookmark:
+                    await self._send(h11.Data(data=watch.bookmark_line()))
+                    next_bookmark = now + BOOKMARK_INTERVAL_S
+                    continue
+                wake.clear()
+                waiter = asyncio.ensure_future(wake.wait())
+                timeout = min(deadline, next_bookmark if watch.bookmarks else deadline) - now
+                done, _ = await asyncio.wait({waiter, eof}, timeout=max(0.0, timeout),
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if not waiter.done():
+                    waiter.cancel()
+                if eof in done:
+                    return  # client went away (or sent bytes mid-watch, which we do not accept)
+            await self._send(h11.EndOfMessage())
+        finally:
+            watch.close()
+            if not eof.done():
+                eof.cancel()
+                try:
+                    await eof
+                except (asyncio.CancelledError, ConnectionError, ssl.SSLError):
+                    pass
+        # After a watch we do not reuse the connection: the pending read may have consumed bytes.
+        raise ConnectionResetError("watch finished")
+
+
+__all__ = ["ApiServer", "RevocationList", "user_from_cert", "MAX_API_BODY_BYTES"]
+

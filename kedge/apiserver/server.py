@@ -1,0 +1,77 @@
+"""Run the embedded API server from a cloud data directory.
+
+``serve_apiserver(data_dir)`` is the entry point for both ``kedge apiserver`` and an
+embedding cloudcore: it opens ``DIR/api.db``, serves HTTPS with ``pki/hub.crt`` on the
+configured ``api_port`` (0 = a free port), publishes the address in
+``DIR/endpoints.json`` and rewrites ``DIR/admin.kubeconfig`` to it, and runs until
+cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from pathlib import Path
+
+from kedge import tls
+from kedge._internal import fsutil
+from kedge.apiserver.api import API
+from kedge.apiserver.http import ApiServer, RevocationList
+from kedge.cloud.config import CloudDir
+from kedge.store.sqlite import Store
+
+log = logging.getLogger(__name__)
+
+API_DB = "api.db"
+API_AUDIT_LOG = "apiserver-audit.log"
+DEFAULT_WATCH_WINDOW = 10_000  # events kept for watches from an old resourceVersion
+
+
+def _url_host(addr: str) -> str:
+    try:
+        if ipaddress.ip_address(addr).version == 6:
+            return f"[{addr}]"
+    except ValueError:
+        pass
+    return addr
+
+
+async def start_apiserver(data_dir: str | Path, *, port: int | None = None,
+                          watch_window: int = DEFAULT_WATCH_WINDOW) -> tuple[ApiServer, Store, str]:
+    """Open the store and start listening; returns ``(server, store, url)``. Caller stops both."""
+    d = CloudDir(data_dir)
+    cfg = d.load_config()
+    limits = cfg.build_limits()
+    ctx = tls.server_context(d.hub_crt, d.hub_key, d.ca_crt, client_cert="optional", allow_tls12=cfg.allow_tls12)
+    store = Store(d.root / API_DB, window=watch_window)
+    try:
+        api = API(store, node_authorization=True)
+        server = ApiServer(api, ctx, host=cfg.bind_address, port=cfg.api_port if port is None else port,
+                           limits=limits, revocations=RevocationList(d.crl, d.ca_crt),
+                           audit_path=d.root / API_AUDIT_LOG)
+        bound = await server.start()
+    except BaseException:
+        store.close()
+        raise
+    url = f"https://{_url_host(cfg.advertise_addresses[0])}:{bound}"
+    fsutil.update_json(d.endpoints, {"api": url})
+    from kedge.cloud.init import write_kubeconfig
+
+    if d.admin_key.exists():
+        write_kubeconfig(d, url)
+    log.info("API server listening on %s", url)
+    return server, store, url
+
+
+async def serve_apiserver(data_dir: str | Path, *, port: int | None = None,
+                          ready: asyncio.Event | None = None, watch_window: int = DEFAULT_WATCH_WINDOW) -> None:
+    """Serve until cancelled; sets ``ready`` once listening and published."""
+    server, store, _ = await start_apiserver(data_dir, port=port, watch_window=watch_window)
+    try:
+        if ready is not None:
+            ready.set()
+        await asyncio.Event().wait()
+    finally:
+        await server.stop()
+        store.close()
