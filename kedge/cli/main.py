@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "kedge.cli.audit",
     "kedge.cli.release",
     "kedge.cli.verify",
+    "kedge.cli.apiserver",
 )
 
 
