@@ -55,11 +55,11 @@ async def start_apiserver(data_dir: str | Path, *, port: int | None = None,
         store.close()
         raise
     url = f"https://{_url_host(cfg.advertise_addresses[0])}:{bound}"
-    fsutil.update_json(d.endpoints, {"api": url})
     from kedge.cloud.init import write_kubeconfig
 
     if d.admin_key.exists():
-        write_kubeconfig(d, url)
+        write_kubeconfig(d, url)  # before publishing: readers of endpoints.json may use it at once
+    fsutil.update_json(d.endpoints, {"api": url})
     log.info("API server listening on %s", url)
     return server, store, url
 

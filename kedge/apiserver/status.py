@@ -60,5 +60,7 @@ def conflict(resource: str, name: str, group: str = "") -> ApiError:
 
 
 def invalid(kind: str, name: str, message: str, group: str = "") -> ApiError:
-    return ApiError(422, f'{kind} "{name}" is invalid: {message}', details={"name": name, "group": group,
-                                                                         "kind": kind})
+    field = message.split(":", 1)[0] if ":" in message and " " not in message.split(":", 1)[0] else ""
+    return ApiError(422, f'{kind} "{name}" is invalid: {message}', details={
+        "name": name, "group": group, "kind": kind,
+        "causes": [{"reason": "FieldValueInvalid", "message": message, "field": field}]})
