@@ -11,7 +11,8 @@ KL001  TLS verification disabled (``ssl.CERT_NONE``, ``check_hostname = False``,
        ``unsafe_*`` in ``kedge/tls.py``.
 KL002  ``ssl.SSLContext(...)`` / ``create_default_context(...)`` outside ``kedge/tls.py``
        (the one place that builds TLS contexts).
-KL003  ``sys.exit`` / ``os._exit`` outside ``kedge/cli/`` (only the CLI ends the process).
+KL003  ``sys.exit`` / ``os._exit`` outside ``kedge/cli/`` and ``__main__.py`` entry points
+       (only the CLI ends the process).
 KL004  ``pickle`` / ``marshal`` / ``shelve`` imported anywhere; ``yaml.load``/``load_all``
        without ``SafeLoader``/``CSafeLoader``, ``yaml.unsafe_load``, ``yaml.full_load``.
 KL005  ``subprocess`` (or anything) called with ``shell=True``; ``os.system``; ``os.popen``.
@@ -80,7 +81,7 @@ class _Visitor(ast.NodeVisitor):
         self.issues: list[Issue] = []
         self.func_stack: list[str] = []
         self.in_tls = path == TLS_MODULE
-        self.in_cli = path.startswith(CLI_PREFIX)
+        self.in_cli = path.startswith(CLI_PREFIX) or path.endswith("/__main__.py")
         self.in_edge = path.startswith(EDGE_PREFIX)
 
     # -- helpers
