@@ -371,15 +371,45 @@ class CloudState:
         rows = self._read("SELECT revoked_at FROM nodes WHERE name = ?", (node,))
         return _from_us(rows[0][0]) if rows else None
 
-    def revoked_serials(self) -> list[tuple[int, _dt.datetime]]:
-        """Every revoked serial with its revocation time, for the CRL."""
-        rows = self._read("SELECT serial, revoked_at FROM certs WHERE revoked_at IS NOT NULL ORDER BY revoked_at")
+    def revoked_serials(self, *, now: _dt.datetime | None = None) -> list[tuple[int, _dt.datetime]]:
+        """Every revoked serial with its revocation time, for the CRL.
+
+        With ``now``, certificates that have expired by then are left out: an expired
+        certificate is refused anyway, so the CRL need not grow forever.
+        """
+        if now is None:
+            rows = self._read(
+                "SELECT serial, revoked_at FROM certs WHERE revoked_at IS NOT NULL ORDER BY revoked_at, serial"
+            )
+        else:
+            rows = self._read(
+                "SELECT serial, revoked_at FROM certs WHERE revoked_at IS NOT NULL AND not_after > ?"
+                " ORDER BY revoked_at, serial",
+                (_to_us(now),),
+            )
         out: list[tuple[int, _dt.datetime]] = []
         for serial, revoked_at in rows:
             when = _from_us(revoked_at)
             if when is not None:  # always, given the WHERE clause
                 out.append((int(serial), when))
         return out
+
+    def prune(self, *, now: _dt.datetime, keep: _dt.timedelta = _dt.timedelta(days=7)) -> int:
+        """Delete tokens that expired, and certificates that expired, more than ``keep`` ago.
+
+        Node revocation records are kept forever (they are what refuses certificates
+        this store never saw). Returns the number of rows deleted.
+        """
+        if not isinstance(keep, _dt.timedelta) or keep < _dt.timedelta(0):
+            raise ConfigError("keep must be a non-negative duration", code="bad_duration")
+        cutoff = _to_us(now - keep)
+
+        def tx(db: sqlite3.Connection) -> int:
+            a = db.execute("DELETE FROM tokens WHERE expires_at <= ?", (cutoff,)).rowcount
+            b = db.execute("DELETE FROM certs WHERE not_after <= ?", (cutoff,)).rowcount
+            return int(a) + int(b)
+
+        return self._write(tx)
 
     def generation(self) -> int:
         """A counter that grows on every revocation; one indexed read, cheap to poll."""

@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[3]
 NOW = dt.datetime(2026, 6, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
 CA_HASH = "0" * 64
 SEC = dt.timedelta(seconds=1)
+DAY_ = dt.timedelta(days=1)
 
 
 @pytest.fixture
@@ -482,3 +483,24 @@ def test_crl_built_from_state_contains_the_revoked_serials(state: CloudState) ->
 def test_naive_datetimes_are_refused(state: CloudState) -> None:
     with pytest.raises(ValueError):
         state.revoke_node("edge-a", now=dt.datetime(2026, 1, 1))
+
+
+def test_crl_view_can_leave_out_expired_certs(state: CloudState) -> None:
+    state.record_cert(serial=1, node="edge-a", not_before=NOW, not_after=NOW + 10 * SEC, issued_at=NOW)
+    state.record_cert(serial=2, node="edge-a", not_before=NOW, not_after=NOW + 100 * SEC, issued_at=NOW)
+    state.revoke_node("edge-a", now=NOW + SEC)
+    assert [s for s, _ in state.revoked_serials()] == [1, 2]
+    assert [s for s, _ in state.revoked_serials(now=NOW + 50 * SEC)] == [2]
+
+
+def test_prune_drops_old_tokens_and_certs_but_never_node_revocations(state: CloudState) -> None:
+    old = _add(state, "edge-a", ttl=dt.timedelta(minutes=15))
+    fresh = _add(state, "edge-b", at=NOW + dt.timedelta(days=10))
+    state.record_cert(serial=5, node="edge-a", not_before=NOW, not_after=NOW + DAY_, issued_at=NOW)
+    state.revoke_node("edge-a", now=NOW + SEC)
+    assert state.prune(now=NOW + dt.timedelta(days=9)) == 2
+    assert [t["token_id"] for t in state.list_tokens()] == [fresh.token_id]
+    assert _code(state.consume_token, token_id=old.token_id, secret=old.secret, now=NOW) == "token_unknown"
+    assert state.revoked_serials() == []
+    # The node stays revoked, so the pruned certificate is still refused.
+    assert state.is_cert_revoked(node="edge-a", serial=5)
