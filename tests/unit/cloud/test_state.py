@@ -316,7 +316,7 @@ print(json.dumps({"won": won, "lost": lost}), flush=True)
 
 def test_concurrent_consumption_from_two_processes_has_exactly_one_winner_per_token(db_path: Path) -> None:
     setup = CloudState(db_path)
-    toks = [_add(setup) for _ in range(200)]
+    toks = [_add(setup) for _ in range(100)]
     setup.close()
     pairs = json.dumps([[t.token_id, t.secret] for t in toks])
     env = dict(os.environ, PYTHONPATH=str(REPO))
