@@ -16,7 +16,6 @@ from typing import Any
 from kedge.audit.model import Report, Result, Status
 
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
-TOOL_URI = "https://github.com/kedge/kedge/blob/main/security/audit-checks.yaml"
 FORMATS = ("text", "json", "junit", "sarif")
 
 
@@ -171,7 +170,7 @@ def to_sarif(report: Report) -> str:
         results.append(res)
     run: dict[str, Any] = {
         "tool": {"driver": {"name": "kedge-audit", "version": report.version, "semanticVersion": report.version,
-                            "informationUri": TOOL_URI, "rules": rules}},
+                            "rules": rules}},
         "results": results,
         "invocations": [{"executionSuccessful": not report.errors(), "endTimeUtc": report.generated_at}],
     }

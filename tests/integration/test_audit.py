@@ -16,6 +16,7 @@ import socket
 import sqlite3
 import ssl
 import threading
+import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Iterator
@@ -256,3 +257,52 @@ def test_malformed_waiver_file_exits_2(fresh_cloud, tmp_path):
     wf = tmp_path / "w.yaml"
     wf.write_text("waivers:\n- id: KEDGE-CLOUD-001\n  reason: no expiry\n")
     assert kedge("audit", "--data-dir", str(fresh_cloud), "--waivers", str(wf)).returncode == 2
+
+
+def test_probe_reports_a_listener_that_accepts_tls10(fresh_cloud, tmp_path):
+    """TLS 1.0 is either offered and seen accepted (FAIL), or this OpenSSL cannot offer it (INFO)."""
+    from kedge.audit.probe import Target, probe
+
+    ca_key, ca_cert = pki.load_key_file(fresh_cloud / "pki" / "ca.key"), pki.load_cert_file(fresh_cloud / "pki" / "ca.crt")
+    key, cert = pki.issue_server_cert(ca_key, ca_cert, common_name="old", sans=["127.0.0.1"],
+                                      now=dt.datetime.now(dt.timezone.utc))
+    (tmp_path / "old.crt").write_bytes(pki.cert_to_pem(cert))
+    (tmp_path / "old.key").write_bytes(pki.key_to_pem(key))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1
+        ctx.set_ciphers("ALL:@SECLEVEL=0")
+        server_can = True
+    except (ValueError, ssl.SSLError):
+        server_can = False
+    ctx.load_cert_chain(tmp_path / "old.crt", tmp_path / "old.key")
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except (socket.timeout, OSError):
+                continue
+            conn.settimeout(2)
+            try:
+                with ctx.wrap_socket(conn, server_side=True) as tls:
+                    tls.recv(16)
+            except (ssl.SSLError, OSError):
+                conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        facts = probe(Target.parse(f"https://127.0.0.1:{srv.getsockname()[1]}"), ca=ca_cert, timeout=2)
+    finally:
+        stop.set()
+        t.join(5)
+        srv.close()
+    state = facts.version("TLSv1")
+    assert state == ("accepted" if server_can else "unavailable")
+    assert facts.version("TLSv1.3") == "accepted" and facts.error is None

@@ -125,3 +125,14 @@ def test_catalogue_is_complete_and_references_use_known_keys():
 def test_malformed_catalogue_is_refused(doc):
     with pytest.raises(ConfigError):
         catalogue.from_dict(doc)
+
+
+def test_kedge_threat_references_name_threats_in_the_register():
+    import yaml
+    from pathlib import Path
+
+    register = Path(__file__).resolve().parents[3] / "threat-model" / "threats.yaml"
+    known = {t["id"] for t in yaml.safe_load(register.read_text())["threats"]}
+    refs = {c.id: c.reference_dict["kedge_threat"] for c in catalogue.load().checks
+            if "kedge_threat" in c.reference_dict}
+    assert refs and {cid: ref for cid, ref in refs.items() if ref not in known} == {}
