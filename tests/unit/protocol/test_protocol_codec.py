@@ -223,3 +223,25 @@ def test_encode_refuses_what_is_not_strict_json(bad):
     with pytest.raises(EncodeError) as info:
         encode_json([bad])
     assert info.value.code == "encode_failed"
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        # (the [] prefix defeats the few-brackets fast path, so the scan really runs)
+        b"[" + b"[]," * 40 + b'"' + b'\\"' * 400_000,  # quotes after the first escaped
+        b"[" + b"[]," * 40 + b'"' + b'\\"' * 400_000 + b"\\",  # ... and a lone backslash
+        b'["' + b'\\"[' * 300_000,  # brackets inside the unterminated string
+    ],
+)
+def test_unterminated_string_of_escaped_quotes_is_refused_in_linear_time(frame):
+    # A string pattern that can fail is retried from every later quote: quadratic
+    # (16 s for 60 KB before the fix). These are ~800 KB and take ~0.1 s now.
+    start = time.perf_counter()
+    assert _code(frame, Limits()) == "malformed_json"
+    assert time.perf_counter() - start < 2.0
+
+
+def test_escaped_backslash_before_closing_quote_ends_the_string():
+    assert decode_json(b'["\\\\"]', SMALL) == ["\\"]
+    assert decode_json(b'["\\\\\\"[[[[[[["]', SMALL) == ['\\"[[[[[[[']
