@@ -16,6 +16,7 @@ import hashlib
 import os
 import platform
 import re
+import secrets
 import shutil
 import subprocess  # nosec B404 - runs git and hatchling with fixed argument lists, no shell
 import sys
@@ -200,7 +201,9 @@ def build_release(
     with tempfile.TemporaryDirectory(prefix="kedge-release-") as work_s:
         work = Path(work_s)
         src = work / "src"
-        stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=parent))
+        # Public release directory (not mkdtemp's 0700); the random name keeps it exclusive.
+        stage = parent / f".{out_dir.name}.{secrets.token_hex(8)}.tmp"
+        stage.mkdir(mode=0o755)
         try:
             link_dir = stage / intoto.LINK_DIR
             link_dir.mkdir()
@@ -251,9 +254,6 @@ def build_release(
             for name, digest in digests.items():
                 stmt = provenance.make_statement([provenance.Subject(name, digest)], facts)
                 (stage / f"{name}.intoto.json").write_bytes(provenance.dump(stmt))
-            for path in [*stage.rglob("*")]:
-                os.chmod(path, 0o755 if path.is_dir() else 0o644)  # nosec B103 - public release files
-            os.chmod(stage, 0o755)  # nosec B103 - public release directory
             _swap_into_place(stage, out_dir, prepared)
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)

@@ -52,7 +52,12 @@ def builds(tmp_path_factory):
     for name in ("a", "b"):
         clone = root / name
         git("clone", "--quiet", str(REPO), str(clone), cwd=root)
-        if name == "b":
+        if name == "a":
+            commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True,
+                                    check=True).stdout.strip()
+        else:
+            # Others may commit meanwhile: both clones must hold the same commit.
+            git("checkout", "--quiet", "--detach", commit, cwd=clone)
             # A dirty working tree must not leak into the release: build from the commit.
             (clone / "kedge" / "zz_uncommitted.py").write_text("raise SystemExit('not committed')\n")
             with open(clone / "README.md", "a") as fh:
@@ -103,9 +108,10 @@ def test_release_files_and_provenance_describe_the_commit(builds):
     dist = builds[0]
     sums = dict(reversed(line.split("  ")) for line in (dist / "SHA256SUMS").read_text().splitlines())
     assert sums == artifacts(dist)
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+    clone = dist.parent / "a"  # the commit that was built, not whatever HEAD is by now
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True,
                           check=True).stdout.strip()
-    epoch = int(subprocess.run(["git", "log", "-1", "--format=%ct"], cwd=REPO, capture_output=True, text=True,
+    epoch = int(subprocess.run(["git", "log", "-1", "--format=%ct"], cwd=clone, capture_output=True, text=True,
                                check=True).stdout)
     for name, digest in sums.items():
         stmt = json.loads((dist / f"{name}.intoto.json").read_text())
