@@ -47,6 +47,12 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     sign.add_argument("--layout-expires-days", type=int, default=365, help="root layout validity (days)")
     sign.set_defaults(func=_cmd_sign)
 
+    check = sub.add_parser("verify-layout", help="in-toto verification of a signed release directory",
+                           description="Verify the root layout, step links and final artifacts with in-toto.")
+    check.add_argument("--in", dest="directory", required=True, type=Path, help="release directory")
+    check.add_argument("--key", required=True, type=Path, help="release public key (PEM) that signed the layout")
+    check.set_defaults(func=_cmd_verify_layout)
+
     keygen = sub.add_parser("keygen", help="create an ECDSA P-256 release key (0600) and KEY.pub")
     keygen.add_argument("--out", required=True, type=Path, help="private key path, e.g. release.pem")
     keygen.set_defaults(func=_cmd_keygen)
@@ -76,6 +82,26 @@ def _cmd_sign(args: argparse.Namespace) -> int:
     for path in result.envelopes:
         print(path)
     print(result.layout)
+    return 0
+
+
+def _cmd_verify_layout(args: argparse.Namespace) -> int:
+    import os
+
+    from kedge.release import intoto
+    from kedge.release.sign import load_public_key
+
+    key = load_public_key(args.key)
+    directory = args.directory.resolve()
+    if not directory.is_dir():
+        raise ConfigError(f"{directory} is not a directory", code="bad_in_dir")
+    previous = os.getcwd()
+    os.chdir(directory)  # in-toto inspects the current directory; this process owns its cwd
+    try:
+        intoto.verify_in_cwd(Path(intoto.LAYOUT_NAME), key, Path(intoto.LINK_DIR))
+    finally:
+        os.chdir(previous)
+    print(f"PASSED: in-toto layout, links and artifacts in {directory}")
     return 0
 
 

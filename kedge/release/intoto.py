@@ -179,3 +179,37 @@ def check_links(link_dir: Path, functionary: ec.EllipticCurvePublicKey) -> dict[
             raise VerificationError(f"link {path.name} is for step {link.name!r}", code="bad_link")
         out[step] = link
     return out
+
+
+def verify_in_cwd(layout_path: Path, layout_key: ec.EllipticCurvePublicKey, link_dir: Path) -> None:
+    """Run in-toto's final-product verification; the caller has chdir'd into the release.
+
+    in-toto runs the layout's inspection in the current directory, so only a CLI
+    process (which owns its cwd) should call this. Any in-toto failure becomes a
+    :class:`VerificationError` whose code names the stage that failed.
+    """
+    from in_toto import exceptions as itx
+    from in_toto.models.metadata import Metadata
+    from in_toto.verifylib import in_toto_verify
+
+    key = key_dict(layout_key)
+    try:
+        layout = Metadata.load(str(layout_path))
+    except Exception as exc:  # unreadable or malformed layout, whatever in-toto raises
+        raise VerificationError("root layout unreadable", code="bad_layout") from exc
+    codes = [
+        (itx.SignatureVerificationError, "layout_signature_invalid"),
+        (itx.LayoutExpiredError, "layout_expired"),
+        (itx.ThresholdVerificationError, "link_signature_invalid"),
+        (itx.LinkNotFoundError, "link_missing"),
+        (itx.RuleVerificationError, "artifact_rule_failed"),
+        (itx.BadReturnValueError, "inspection_failed"),
+    ]
+    try:
+        in_toto_verify(layout, {key["keyid"]: key}, link_dir_path=str(link_dir), persist_inspection_links=False)
+    except Exception as exc:
+        for cls, code in codes:
+            if isinstance(exc, cls):
+                first = (str(exc).splitlines() or [""])[0][:300]
+                raise VerificationError(f"in-toto verification failed: {first}", code=code) from exc
+        raise VerificationError(f"in-toto verification failed: {type(exc).__name__}", code="intoto_failed") from exc

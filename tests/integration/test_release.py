@@ -304,3 +304,30 @@ def test_other_artifacts_envelope_or_wrong_source_fails_kedge_verify(signed):
     with pytest.raises(VerificationError) as err:
         _verify(dist, pub, wheel, dist / f"{wheel.name}.intoto.dsse.json", source_uri="github.com/evil/kedge")
     assert err.value.code == "source_mismatch"
+
+
+# --- kedge release verify-layout (in-toto through kedge's CLI) -----------------------
+
+
+def test_verify_layout_command_passes_on_the_signed_release(signed):
+    dist, _key, pub = signed
+    before = sorted(p.name for p in dist.rglob("*"))
+    done = run(["verify-layout", "--in", str(dist), "--key", str(pub)])
+    assert done.stdout.startswith("PASSED:")
+    assert sorted(p.name for p in dist.rglob("*")) == before  # verification writes nothing
+
+
+@pytest.mark.parametrize("tamper,code", [
+    (lambda d: _flip(d / "kedge-0.1.0.cdx.json"), "inspection_failed"),
+    (lambda d: (d / "root.layout").write_text((d / "root.layout").read_text().replace("DISALLOW", "ALLOW", 1)),
+     "layout_signature_invalid"),
+    (lambda d: next((d / "in-toto").glob("sbom.*.link")).unlink(), "link_missing"),
+])
+def test_verify_layout_command_names_what_was_tampered(signed, tmp_path, tamper, code):
+    dist, _key, pub = signed
+    work = tmp_path / "d"
+    shutil.copytree(dist, work)
+    tamper(work)
+    done = run(["verify-layout", "--in", str(work), "--key", str(pub)], check=False)
+    assert done.returncode == 1
+    assert f"kedge: {code}:" in done.stderr
