@@ -58,6 +58,8 @@ __all__ = ["EncodeError", "decode_json", "encode_json"]
 _STRING_RE = re.compile(rb'"[^"\\]*(?:\\.?[^"\\]*)*(?:"|\Z)', re.DOTALL)
 # Keep only the bracket bytes; map both kinds to one pair so nesting of mixed
 # kinds is counted together (a kind mismatch is the parser's job to refuse).
+# A \\uD800-\\uDFFF escape (may be a valid pair; the walk decides).
+_SURROGATE_ESCAPE_RE = re.compile(rb"\\u[dD][89a-fA-F]")
 _BRACKETS_ONLY = bytes(range(256)).translate(
     bytes.maketrans(b"{}", b"[]")
 )
@@ -163,6 +165,22 @@ def _check_values(value: Any, limits: Limits) -> None:
                 stack.append(sub)
 
 
+def _may_break_value_bounds(data: bytes, limits: Limits) -> bool:
+    """Cheap byte-level test whether the value walk can find anything to refuse.
+
+    A decoded string never has more UTF-8 bytes than its literal in the frame
+    (every escape decodes to fewer bytes than it is written with), and an array
+    of n items needs n - 1 commas. So a frame shorter than ``max_string_bytes``
+    with fewer commas than ``max_list_items`` and no surrogate escape needs no
+    walk -- the common case, and the walk is most of the decode cost.
+    """
+    return (
+        len(data) > limits.max_string_bytes
+        or data.count(b",") >= limits.max_list_items
+        or _SURROGATE_ESCAPE_RE.search(data) is not None
+    )
+
+
 def decode_json(data: bytes, limits: Limits = DEFAULT) -> Any:
     """Decode one frame payload of strict, bounded UTF-8 JSON.
 
@@ -193,7 +211,8 @@ def decode_json(data: bytes, limits: Limits = DEFAULT) -> Any:
         raise _limit("depth_exceeded", "JSON nesting too deep") from exc
     except ValueError as exc:  # JSONDecodeError, and int() digit-limit errors
         raise _fail("malformed_json", "frame is not valid JSON") from exc
-    _check_values(value, limits)
+    if _may_break_value_bounds(data, limits):
+        _check_values(value, limits)
     return value
 
 

@@ -245,3 +245,13 @@ def test_unterminated_string_of_escaped_quotes_is_refused_in_linear_time(frame):
 def test_escaped_backslash_before_closing_quote_ends_the_string():
     assert decode_json(b'["\\\\"]', SMALL) == ["\\"]
     assert decode_json(b'["\\\\\\"[[[[[[["]', SMALL) == ['\\"[[[[[[[']
+
+
+def test_bounds_hold_on_the_fast_path_with_default_limits():
+    # Small frames skip the value walk; the byte-level pre-test must still catch these.
+    assert _code(b'["\\uD800"]', Limits()) == "malformed_json"
+    assert _code(b'{"a":"\\udc00x"}', Limits()) == "malformed_json"
+    assert decode_json(b'["\\uD83D\\uDE00"]', Limits()) == ["\U0001f600"]
+    tight = Limits(max_string_bytes=300 * 1024, max_list_items=3)
+    assert _code(b"[1,2,3,4]", tight) == "list_too_long"
+    assert _code(b'"' + b"x" * (300 * 1024 + 1) + b'"', tight) == "string_too_long"
