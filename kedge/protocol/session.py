@@ -442,6 +442,20 @@ class Session:
             self._remember(msg_id)
         return out
 
+    def cancel_request(self, msg_id: str) -> Message | None:
+        """Stop waiting for the response to request *msg_id*; return it, or None if not pending.
+
+        For a shell that times a request out itself (``asyncio.timeout``): without
+        this (or :meth:`expire_requests`) the entry would stay pending and count
+        against ``max_pending_requests`` forever. A response that still arrives
+        later is dropped as late, not treated as a protocol error.
+        """
+        pending = self._pending.pop(msg_id, None)
+        if pending is None:
+            return None
+        self._remember(msg_id)
+        return pending.request
+
     def abandon_pending(self) -> list[Message]:
         """Remove and return every pending request (e.g. to resend after a reconnect)."""
         out = [p.request for p in self._pending.values()]

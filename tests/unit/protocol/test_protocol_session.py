@@ -512,3 +512,20 @@ def test_error_notice_is_valid_kubeedge_json():
     assert obj["route"]["operation"] == "error"
     assert obj["header"]["timestamp"] == 1234
     assert obj["content"] == {"code": "malformed_json"}
+
+
+def test_cancelled_request_frees_its_slot_and_its_late_reply_is_dropped():
+    cloud = _session(max_pending_requests=1)
+    cloud.connection_made()
+    foreign = Message.new(source="cloudhub", destination="edge-1", group="g", operation=QUERY,
+                          resource="default/pod", content=None, now_ms=1)  # uuid4 id, as a shell builds it
+    cloud.send_message(foreign, expect_response=True)
+    with pytest.raises(TooManyPending):
+        cloud.send_request(group="g", operation=QUERY, resource="r", content=None, now_ms=1)
+    assert cloud.cancel_request(foreign.msg_id) == foreign
+    assert cloud.cancel_request(foreign.msg_id) is None
+    assert cloud.pending_count == 0
+    cloud.send_request(group="g", operation=QUERY, resource="r", content=None, now_ms=2)
+    cloud.receive_data(foreign.reply("late", now_ms=3).to_bytes(), now_ms=3)
+    assert cloud.events_received() == []
+    assert cloud.late_responses == 1 and cloud.state is State.CONNECTED
