@@ -33,8 +33,8 @@ State machine (a table, :data:`TRANSITIONS`; h11-style)::
 
 Request/response correlation: a message sent with ``expect_response=True`` is
 *pending* until a ``response``/``error`` whose ``parent_msg_id`` is its id
-arrives (:class:`ResponseReceived`), or :meth:`Session.expire_requests` times it
-out. At most ``max_pending_requests`` are pending (``too_many_pending``).
+arrives (:class:`ResponseReceived`), :meth:`Session.expire_requests` times it
+out, or :meth:`Session.cancel_request` gives up on it. At most ``max_pending_requests`` are pending (``too_many_pending``).
 
 Late responses: a response whose parent we *did* send -- a request that expired
 or was already answered, or a message sent without ``expect_response`` (KubeEdge
@@ -50,10 +50,15 @@ with a per-session random prefix and a counter, so any id with our prefix and
 ``n`` below the counter is ours. Ids from elsewhere (``Message.new``'s UUIDs)
 are remembered in a small LRU (256) once they stop being pending; beyond that a
 late reply to such a message counts as unexpected. Use :meth:`new_msg_id` when
-building messages by hand to avoid that. A
-``response``/``error`` with an empty ``parent_msg_id`` is not correlated and is
-delivered as a plain :class:`MessageReceived` (KubeEdge's ``NewErrorMessage``
+building messages by hand to avoid that.
+
+A ``response``/``error`` with an empty ``parent_msg_id`` is not correlated and
+is delivered as a plain :class:`MessageReceived` (KubeEdge's ``NewErrorMessage``
 can produce one).
+
+A shell that times requests out itself must tell the session
+(:meth:`Session.cancel_request`), or call :meth:`Session.expire_requests`
+periodically; otherwise timed-out requests keep their pending slots.
 """
 
 from __future__ import annotations
