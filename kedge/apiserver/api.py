@@ -834,7 +834,7 @@ class API:
                 raise conflict(rt.resource, info.name, rt.group) from exc
             self._cascade(rt, gone)
             return self._ok(200, gone, rt)
-        if new == old:
+        if _same_ignoring_rv(new, old):
             return self._ok(200, old, rt)  # no-op updates do not bump the resourceVersion
         try:
             stored = self.store.update(rt.storage_key, ns, info.name, new, expected_rv=expected,
@@ -1160,6 +1160,12 @@ def _verb_allowed(rt: ResourceType, verb: str, sub: str) -> bool:
     if sub:
         return verb in _SUBRESOURCE_VERBS.get(sub, ())
     return verb in rt.verbs
+
+
+def _same_ignoring_rv(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    ma = {k: v for k, v in (a.get("metadata") or {}).items() if k != "resourceVersion"}
+    mb = {k: v for k, v in (b.get("metadata") or {}).items() if k != "resourceVersion"}
+    return ma == mb and _without(a, "metadata") == _without(b, "metadata")
 
 
 def strict_fields(req: Request) -> bool:

@@ -1,0 +1,249 @@
+"""API semantics without sockets: the request handler over a real SQLite store, fixed clock."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kedge.apiserver.api import API, Request, Response, User, Watch
+from kedge.store.sqlite import Store
+
+ADMIN = User("admin", ("system:masters", "system:authenticated"))
+NODE_A = User("system:node:node-a", ("system:nodes", "system:authenticated"))
+
+
+@pytest.fixture()
+def api(tmp_path):
+    store = Store(tmp_path / "api.db", window=50, synchronous="NORMAL")
+    yield API(store, clock=lambda: 1_700_000_000.0)
+    store.close()
+
+
+def call(api, method, path, body=None, user=ADMIN, ctype="application/json", headers=None):
+    hdrs = {"content-type": [ctype]}
+    for k, v in (headers or {}).items():
+        hdrs[k.lower()] = [v]
+    raw = json.dumps(body).encode() if body is not None else b""
+    resp = api.handle(Request(method, path, hdrs, raw, user))
+    if isinstance(resp, Watch):
+        return resp
+    return resp.status, json.loads(resp.body) if resp.body[:1] in (b"{", b"[") else resp.body
+
+
+def pod(name, node="", **spec):
+    return {"metadata": {"name": name}, "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}],
+                                                  **spec}}
+
+
+def lines(w: Watch):
+    out = [json.loads(x) for x in w.lines]
+    w.lines.clear()
+    return [(e["type"], e["object"]["metadata"].get("name")) for e in out]
+
+
+def test_create_sets_server_fields_and_rejects_duplicates(api):
+    s, obj = call(api, "POST", "/api/v1/namespaces/default/configmaps",
+                  {"metadata": {"name": "c", "uid": "forged", "resourceVersion": "999"}, "data": {}})
+    assert s == 201 and obj["metadata"]["uid"] != "forged"
+    assert obj["metadata"]["creationTimestamp"] == "2023-11-14T22:13:20Z"
+    assert obj["kind"] == "ConfigMap" and obj["apiVersion"] == "v1"
+    s, err = call(api, "POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"name": "c"}})
+    assert s == 409 and err["reason"] == "AlreadyExists"
+
+
+def test_create_in_missing_namespace_is_404(api):
+    s, err = call(api, "POST", "/api/v1/namespaces/nope/configmaps", {"metadata": {"name": "c"}})
+    assert s == 404 and 'namespaces "nope" not found' in err["message"]
+
+
+def test_generate_name_and_namespace_mismatch(api):
+    s, obj = call(api, "POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"generateName": "gen-"}})
+    assert s == 201 and obj["metadata"]["name"].startswith("gen-") and len(obj["metadata"]["name"]) == 9
+    s, _ = call(api, "POST", "/api/v1/namespaces/default/configmaps",
+                {"metadata": {"name": "x", "namespace": "kube-system"}})
+    assert s == 400
+
+
+def test_status_subresource_separates_spec_and_status(api):
+    call(api, "POST", "/api/v1/namespaces/default/pods", pod("p"))
+    s, p = call(api, "PATCH", "/api/v1/namespaces/default/pods/p",
+                {"status": {"phase": "Running"}, "metadata": {"labels": {"a": "b"}}},
+                ctype="application/merge-patch+json")
+    assert s == 200 and p["status"]["phase"] == "Pending" and p["metadata"]["labels"] == {"a": "b"}
+    s, p = call(api, "PATCH", "/api/v1/namespaces/default/pods/p/status",
+                {"status": {"phase": "Running"}, "metadata": {"labels": {"x": "y"}}},
+                ctype="application/merge-patch+json")
+    assert s == 200 and p["status"]["phase"] == "Running" and p["metadata"]["labels"] == {"a": "b"}
+    assert p["metadata"]["generation"] == 1  # neither change touched the spec
+
+
+def test_pod_spec_is_mostly_immutable(api):
+    call(api, "POST", "/api/v1/namespaces/default/pods", pod("p"))
+    s, err = call(api, "PATCH", "/api/v1/namespaces/default/pods/p", {"spec": {"nodeName": "elsewhere"}},
+                  ctype="application/merge-patch+json")
+    assert s == 422 and err["reason"] == "Invalid"
+
+
+def test_noop_update_keeps_resource_version(api):
+    _, c = call(api, "POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"name": "c"}, "data": {"a": "1"}})
+    s, again = call(api, "PATCH", "/api/v1/namespaces/default/configmaps/c", {"data": {"a": "1"}},
+                    ctype="application/merge-patch+json")
+    assert s == 200 and again["metadata"]["resourceVersion"] == c["metadata"]["resourceVersion"]
+
+
+def test_finalizers_defer_deletion(api):
+    call(api, "POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"name": "f", "finalizers": ["x/y"]}})
+    s, obj = call(api, "DELETE", "/api/v1/namespaces/default/configmaps/f")
+    assert s == 200 and obj["metadata"]["deletionTimestamp"]
+    assert call(api, "GET", "/api/v1/namespaces/default/configmaps/f")[0] == 200
+    s, _ = call(api, "PATCH", "/api/v1/namespaces/default/configmaps/f", {"metadata": {"finalizers": None}},
+                ctype="application/merge-patch+json")
+    assert s == 200
+    assert call(api, "GET", "/api/v1/namespaces/default/configmaps/f")[0] == 404
+
+
+def test_bound_pods_terminate_gracefully(api):
+    call(api, "POST", "/api/v1/namespaces/default/pods", pod("bound", "node-a"))
+    call(api, "POST", "/api/v1/namespaces/default/pods", pod("free"))
+    s, obj = call(api, "DELETE", "/api/v1/namespaces/default/pods/bound")
+    assert s == 200 and obj["metadata"]["deletionGracePeriodSeconds"] == 30
+    assert call(api, "GET", "/api/v1/namespaces/default/pods/bound")[0] == 200
+    # the node confirms with grace 0
+    s, _ = call(api, "DELETE", "/api/v1/namespaces/default/pods/bound", {"gracePeriodSeconds": 0}, user=NODE_A)
+    assert s == 200 and call(api, "GET", "/api/v1/namespaces/default/pods/bound")[0] == 404
+    call(api, "DELETE", "/api/v1/namespaces/default/pods/free")
+    assert call(api, "GET", "/api/v1/namespaces/default/pods/free")[0] == 404
+
+
+def test_namespace_deletion_removes_its_objects(api):
+    call(api, "POST", "/api/v1/namespaces", {"metadata": {"name": "tmp"}})
+    call(api, "POST", "/api/v1/namespaces/tmp/configmaps", {"metadata": {"name": "c"}})
+    call(api, "DELETE", "/api/v1/namespaces/tmp")
+    call(api, "POST", "/api/v1/namespaces", {"metadata": {"name": "tmp"}})
+    assert call(api, "GET", "/api/v1/namespaces/tmp/configmaps/c")[0] == 404
+
+
+def test_list_selectors_and_pagination(api):
+    for i in range(5):
+        call(api, "POST", "/api/v1/namespaces/default/pods",
+             dict(pod(f"p{i}", "node-a" if i < 2 else "node-b"), metadata={"name": f"p{i}",
+                                                                         "labels": {"even": str(i % 2 == 0)}}))
+    _, lst = call(api, "GET", "/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-a")
+    assert [p["metadata"]["name"] for p in lst["items"]] == ["p0", "p1"]
+    _, lst = call(api, "GET", "/api/v1/namespaces/default/pods?labelSelector=even%3DTrue")
+    assert [p["metadata"]["name"] for p in lst["items"]] == ["p0", "p2", "p4"]
+    _, page = call(api, "GET", "/api/v1/namespaces/default/pods?limit=2")
+    names = [p["metadata"]["name"] for p in page["items"]]
+    while page["metadata"].get("continue"):
+        _, page = call(api, "GET", f"/api/v1/namespaces/default/pods?limit=2&continue={page['metadata']['continue']}")
+        names += [p["metadata"]["name"] for p in page["items"]]
+    assert names == [f"p{i}" for i in range(5)]
+    assert call(api, "GET", "/api/v1/pods?continue=garbage")[0] == 400
+
+
+def test_watch_turns_selector_transitions_into_added_and_deleted(api):
+    call(api, "POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"name": "c", "labels": {"x": "1"}}})
+    w = call(api, "GET", "/api/v1/namespaces/default/configmaps?watch=1&labelSelector=x%3D2")
+    assert lines(w) == []
+    call(api, "PATCH", "/api/v1/namespaces/default/configmaps/c", {"metadata": {"labels": {"x": "2"}}},
+         ctype="application/merge-patch+json")
+    call(api, "PATCH", "/api/v1/namespaces/default/configmaps/c", {"data": {"a": "b"}},
+         ctype="application/merge-patch+json")
+    call(api, "PATCH", "/api/v1/namespaces/default/configmaps/c", {"metadata": {"labels": {"x": "3"}}},
+         ctype="application/merge-patch+json")
+    assert lines(w) == [("ADDED", "c"), ("MODIFIED", "c"), ("DELETED", "c")]
+    w.close()
+
+
+def test_watch_from_resource_version_and_expiry(api):
+    _, lst = call(api, "GET", "/api/v1/namespaces/default/configmaps")
+    rv = lst["metadata"]["resourceVersion"]
+    call(api, "POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"name": "a"}})
+    w = call(api, "GET", f"/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv}")
+    assert lines(w) == [("ADDED", "a")]
+    w.close()
+    for i in range(60):
+        call(api, "PATCH", "/api/v1/namespaces/default/configmaps/a", {"data": {"i": str(i)}},
+             ctype="application/merge-patch+json")
+    w = call(api, "GET", f"/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv}")
+    ev = json.loads(w.lines[0])
+    assert ev["type"] == "ERROR" and ev["object"]["code"] == 410 and ev["object"]["reason"] == "Expired"
+    assert w.closed
+
+
+def test_watch_backlog_is_bounded(api, monkeypatch):
+    import kedge.apiserver.api as mod
+    monkeypatch.setattr(mod, "MAX_WATCH_BACKLOG", 5)
+    w = call(api, "GET", "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion=0")
+    for i in range(10):
+        call(api, "POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"name": f"c{i}"}})
+    assert w.overflowed and not w.lines
+
+
+def test_crd_lifecycle(api):
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": "things.example.com"},
+           "spec": {"group": "example.com", "scope": "Cluster", "names": {"plural": "things", "kind": "Thing"},
+                    "versions": [{"name": "v1", "served": True, "storage": True},
+                                 {"name": "v1beta1", "served": True, "storage": False}]}}
+    s, created = call(api, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+    assert s == 201 and {c["type"] for c in created["status"]["conditions"]} == {"Established", "NamesAccepted"}
+    _, groups = call(api, "GET", "/apis")
+    eg = [g for g in groups["groups"] if g["name"] == "example.com"][0]
+    assert eg["preferredVersion"]["version"] == "v1"
+    s, t = call(api, "POST", "/apis/example.com/v1/things", {"metadata": {"name": "t"}, "spec": {"a": 1}})
+    assert s == 201
+    s, t2 = call(api, "GET", "/apis/example.com/v1beta1/things/t")
+    assert s == 200 and t2["apiVersion"] == "example.com/v1beta1" and t2["spec"] == {"a": 1}
+    s, _ = call(api, "PATCH", "/apis/example.com/v1/things/t", {"spec": {"a": 2}},
+                ctype="application/strategic-merge-patch+json")
+    assert s == 415
+    call(api, "DELETE", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/things.example.com")
+    assert call(api, "GET", "/apis/example.com/v1/things/t")[0] == 404
+
+
+@pytest.mark.parametrize("bad", [
+    {"metadata": {"name": "x.example.com"}, "spec": {"group": "example.com", "scope": "Cluster",
+                                                    "names": {"plural": "x", "kind": "X"}, "versions": []}},
+    {"metadata": {"name": "pods.core"}, "spec": {"group": "core", "scope": "Cluster",
+                                                 "names": {"plural": "pods", "kind": "Pod"},
+                                                 "versions": [{"name": "v1", "served": True, "storage": True}]}},
+    {"metadata": {"name": "wrong.example.com"}, "spec": {"group": "example.com", "scope": "Cluster",
+                                                         "names": {"plural": "x", "kind": "X"},
+                                                         "versions": [{"name": "v1", "served": True, "storage": True}]}},
+])
+def test_invalid_crds_are_refused(api, bad):
+    s, err = call(api, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", bad)
+    assert s == 422, err
+
+
+def test_table_output_for_kubectl(api):
+    call(api, "POST", "/api/v1/namespaces/default/pods", pod("p", "node-a"))
+    resp = api.handle(Request("GET", "/api/v1/namespaces/default/pods", {
+        "accept": ["application/json;as=Table;v=v1;g=meta.k8s.io,application/json"]}, b"", ADMIN))
+    assert isinstance(resp, Response)
+    table = json.loads(resp.body)
+    assert table["kind"] == "Table" and table["rows"][0]["cells"][:3] == ["p", "0/1", "Pending"]
+
+
+def test_secret_string_data_is_encoded_and_validated(api):
+    s, sec = call(api, "POST", "/api/v1/namespaces/default/secrets", {"metadata": {"name": "s"},
+                                                                       "stringData": {"k": "v"}})
+    assert s == 201 and sec["data"] == {"k": "dg=="} and "stringData" not in sec and sec["type"] == "Opaque"
+    s, _ = call(api, "POST", "/api/v1/namespaces/default/secrets", {"metadata": {"name": "t"}, "data": {"k": "%%"}})
+    assert s == 422
+
+
+def test_node_cannot_create_non_mirror_pods(api):
+    s, err = call(api, "POST", "/api/v1/namespaces/default/pods", pod("sneaky", "node-a"), user=NODE_A)
+    assert s == 403 and "mirror" in err["message"]
+
+
+def test_discovery_documents(api):
+    _, core = call(api, "GET", "/api/v1")
+    names = {r["name"] for r in core["resources"]}
+    assert {"pods", "pods/status", "nodes", "secrets", "configmaps", "serviceaccounts/token"} <= names
+    _, v3 = call(api, "GET", "/openapi/v3")
+    assert "api/v1" in v3["paths"] and "apis/rbac.authorization.k8s.io/v1" in v3["paths"]
+    assert call(api, "GET", "/apis/nope/v1")[0] == 404

@@ -1,0 +1,77 @@
+"""RequestInfo parsing and the bounded protobuf reader."""
+
+from __future__ import annotations
+
+import pytest
+
+from kedge.apiserver.protobuf import ProtobufError, decode_review
+from kedge.apiserver.request import parse_request
+from kedge.errors import PeerError
+
+
+@pytest.mark.parametrize("method,target,expect", [
+    ("GET", "/api/v1/namespaces/ns/pods/p", dict(verb="get", namespace="ns", resource="pods", name="p")),
+    ("GET", "/api/v1/namespaces/ns/pods", dict(verb="list", namespace="ns", resource="pods", name="")),
+    ("GET", "/api/v1/pods?watch=true", dict(verb="watch", namespace="", resource="pods")),
+    ("GET", "/api/v1/namespaces/ns/pods?watch=1&fieldSelector=metadata.name%3Dp",
+     dict(verb="watch", name="p", resource="pods")),
+    ("DELETE", "/api/v1/namespaces/ns/pods", dict(verb="deletecollection")),
+    ("PUT", "/api/v1/namespaces/ns/pods/p/status", dict(verb="update", subresource="status", name="p")),
+    ("GET", "/api/v1/namespaces/ns", dict(verb="get", resource="namespaces", name="ns", namespace="")),
+    ("PUT", "/api/v1/namespaces/ns/finalize", dict(resource="namespaces", name="ns", subresource="finalize")),
+    ("POST", "/apis/rbac.authorization.k8s.io/v1/namespaces/a/roles",
+     dict(verb="create", api_group="rbac.authorization.k8s.io", namespace="a", resource="roles")),
+    ("PATCH", "/apis/example.com/v1/widgets/w", dict(verb="patch", api_group="example.com", name="w")),
+])
+def test_resource_requests(method, target, expect):
+    info = parse_request(method, target)
+    assert info.resource_request
+    for k, v in expect.items():
+        assert getattr(info, k) == v, k
+
+
+@pytest.mark.parametrize("target", ["/version", "/api", "/api/v1", "/apis", "/apis/apps", "/apis/apps/v1",
+                                    "/healthz", "/openapi/v3/api/v1"])
+def test_non_resource_requests(target):
+    info = parse_request("GET", target)
+    assert not info.resource_request and info.verb == "get" and info.path == target
+
+
+@pytest.mark.parametrize("target", ["/api/v1/namespaces/../secrets", "http://evil/api/v1/pods",
+                                    "/api/v1/pods/%00x", "/api/v1/pods?fieldSelector=nofield"])
+def test_bad_targets(target):
+    with pytest.raises(PeerError):  # BadRequest or SelectorError
+        parse_request("GET", target)
+
+
+def _ld(num: int, payload: bytes) -> bytes:
+    return bytes([num << 3 | 2, len(payload)]) + payload
+
+
+def _ssar(verb: bytes, resource: bytes, name: bytes = b"") -> bytes:
+    attrs = _ld(2, verb) + _ld(5, resource) + (_ld(7, name) if name else b"")
+    raw = _ld(2, _ld(1, attrs))
+    type_meta = _ld(1, b"authorization.k8s.io/v1") + _ld(2, b"SelfSubjectAccessReview")
+    return b"k8s\x00" + _ld(1, type_meta) + _ld(2, raw)
+
+
+def test_decode_self_subject_access_review():
+    obj = decode_review(_ssar(b"create", b"pods", b"x"))
+    assert obj["kind"] == "SelfSubjectAccessReview"
+    assert obj["spec"]["resourceAttributes"] == {"verb": "create", "resource": "pods", "name": "x"}
+
+
+def test_decode_configmap_maps():
+    entry = _ld(1, b"k") + _ld(2, b"v")
+    raw = _ld(1, _ld(1, b"cm")) + _ld(2, entry)
+    body = b"k8s\x00" + _ld(1, _ld(1, b"v1") + _ld(2, b"ConfigMap")) + _ld(2, raw)
+    assert decode_review(body) == {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"},
+                                   "data": {"k": "v"}}
+
+
+@pytest.mark.parametrize("body", [b"", b"k8s\x00\x0a\xff", b"no-magic",
+                                  b"k8s\x00" + _ld(1, _ld(1, b"v1") + _ld(2, b"Pod")),
+                                  b"k8s\x00\x0f", b"k8s\x00" + b"\x80" * 20])
+def test_protobuf_garbage_is_refused(body):
+    with pytest.raises(ProtobufError):
+        decode_review(body)
