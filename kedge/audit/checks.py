@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import re
+from pathlib import PurePath as Path
 from typing import Callable, Iterable
 
 from kedge.audit.facts import CertInfo, CloudFacts, EdgeFacts, Facts, FileStat, MqttListener, ProbeFacts
@@ -478,8 +479,9 @@ def audit_logging(f: Facts) -> Outcome:
     if not isinstance(value, str) or not value.strip():
         return _o(Status.FAIL, exp, f"audit_log is {value!r}: security events are not recorded", [c.config_path])
     log = c.audit_log
-    if log is not None and log.exists and not _private(log):
-        return _o(Status.FAIL, exp, f"{log.path} is {_mode(log.mode)}", [log.path])
+    loose = [x for x in ((log,) if log is not None else ()) + c.extra_logs if x.exists and not _private(x)]
+    if loose:
+        return _o(Status.FAIL, exp, ", ".join(f"{x.path} is {_mode(x.mode)}" for x in loose), [x.path for x in loose])
     if log is None or not log.exists:
         return _o(Status.PASS, exp, f"audit_log {value!r} (created on first event)")
     return _o(Status.PASS, exp, f"{log.path} {_mode(log.mode)}")
@@ -512,15 +514,17 @@ def limits_configured(f: Facts) -> Outcome:
 
 @check("KEDGE-CLOUD-020")
 def state_db_mode(f: Facts) -> Outcome:
-    exp = "DIR/state.db mode 0600"
+    exp = "DIR/state.db and DIR/api.db mode 0600"
     c = f.cloud
     if c is None:
         return _no_cloud(exp)
-    if not c.state_db.exists:
-        return _skip(exp, "component not present: no state.db")
-    if not _private(c.state_db):
-        return _o(Status.FAIL, exp, f"mode {_mode(c.state_db.mode)}", [c.state_db.path])
-    return _o(Status.PASS, exp, f"mode {_mode(c.state_db.mode)}")
+    dbs = [x for x in (c.state_db, c.api_db) if x is not None and x.exists]
+    if not dbs:
+        return _skip(exp, "component not present: no state.db or api.db")
+    bad = [x for x in dbs if not _private(x)]
+    if bad:
+        return _o(Status.FAIL, exp, ", ".join(f"{x.path} is {_mode(x.mode)}" for x in bad), [x.path for x in bad])
+    return _o(Status.PASS, exp, ", ".join(f"{Path(x.path).name} {_mode(x.mode)}" for x in dbs))
 
 
 # --------------------------------------------------------------------------- cluster: live probes
@@ -704,7 +708,7 @@ def _is_node_identity(kind: str, name: str) -> bool:
 
 
 def _no_rbac(exp: str) -> Outcome:
-    return _skip(exp, "component not present: no RBAC objects (API server store or DIR/manifests/)")
+    return _skip(exp, "component not present: no RBAC objects (API server store DIR/api.db or DIR/manifests/)")
 
 
 @check("KEDGE-CLUSTER-007")

@@ -150,6 +150,8 @@ class CloudFacts:
     plaintext_hits: tuple[PlaintextHit, ...]
     rbac: RbacFacts | None  # None: no RBAC objects to read yet
     config_path: str = ""
+    api_db: FileStat | None = None  # the embedded API server's store (None: not checked)
+    extra_logs: tuple[FileStat, ...] = ()  # other audit logs (API server)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -311,13 +311,52 @@ def _collect(doc: Any, path: str, bindings: list[Binding], roles: list[RoleRules
         roles.append(RoleRules(kind=kind, name=name, namespace=ns, rules=_rules(doc), path=path))
 
 
+_RBAC_RESOURCES = tuple(f"rbac.authorization.k8s.io/{r}"
+                        for r in ("clusterrolebindings", "rolebindings", "clusterroles", "roles"))
+
+
+def _read_api_store(db: Path, bindings: list[Binding], roles: list[RoleRules], errors: list[str]) -> None:
+    """RBAC objects from the embedded API server's store (``DIR/api.db``), read-only."""
+    try:
+        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=2.0)
+    except sqlite3.Error as exc:
+        errors.append(f"{db}: {type(exc).__name__}")
+        return
+    try:
+        marks = ",".join("?" * len(_RBAC_RESOURCES))
+        query = f"SELECT data FROM objects WHERE resource IN ({marks}) LIMIT ?"  # nosec B608 - only placeholders
+        rows = conn.execute(query, (*_RBAC_RESOURCES, MAX_MANIFEST_DOCS)).fetchall()
+    except sqlite3.Error as exc:
+        errors.append(f"{db}: {type(exc).__name__}")
+        return
+    finally:
+        conn.close()
+    for (data,) in rows:
+        try:
+            doc = json.loads(data)
+        except (TypeError, ValueError):
+            errors.append(f"{db}: undecodable object")
+            continue
+        _collect(doc, str(db), bindings, roles)
+
+
 def read_rbac(root: Path) -> RbacFacts | None:
+    """RBAC objects from the API server store and/or ``DIR/manifests/``; None if neither exists."""
     mdir = root / "manifests"
-    if not mdir.is_dir():
+    api_db = root / "api.db"
+    if not mdir.is_dir() and not api_db.is_file():
         return None
     bindings: list[Binding] = []
     roles: list[RoleRules] = []
     errors: list[str] = []
+    sources = []
+    if api_db.is_file():
+        sources.append(str(api_db))
+        _read_api_store(api_db, bindings, roles, errors)
+    if not mdir.is_dir():
+        return RbacFacts(source=", ".join(sources), bindings=tuple(bindings), roles=tuple(roles),
+                         errors=tuple(errors))
+    sources.append(str(mdir))
     files = sorted(p for p in mdir.iterdir() if p.suffix in (".yaml", ".yml", ".json"))[:MAX_MANIFEST_FILES]
     for p in files:
         try:
@@ -327,7 +366,7 @@ def read_rbac(root: Path) -> RbacFacts | None:
             continue
         for doc in docs:
             _collect(doc, str(p), bindings, roles)
-    return RbacFacts(source=str(mdir), bindings=tuple(bindings), roles=tuple(roles), errors=tuple(errors))
+    return RbacFacts(source=", ".join(sources), bindings=tuple(bindings), roles=tuple(roles), errors=tuple(errors))
 
 
 # --------------------------------------------------------------------------- mosquitto
@@ -438,7 +477,9 @@ def gather_cloud(root: str | Path) -> CloudFacts:
         key_files=keys,
         kubeconfig=stat_path(r / "admin.kubeconfig"),
         state_db=stat_path(state_db),
+        api_db=stat_path(r / "api.db"),
         audit_log=audit_log,
+        extra_logs=(stat_path(r / "apiserver-audit.log"),),
         config=config, config_error=config_error, config_path=str(r / "config.json"),
         ca=ca_info, certs=certs,
         crl=_crl_facts(pki / "crl.pem", ca_cert),

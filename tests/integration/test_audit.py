@@ -306,3 +306,55 @@ def test_probe_reports_a_listener_that_accepts_tls10(fresh_cloud, tmp_path):
     state = facts.version("TLSv1")
     assert state == ("accepted" if server_can else "unavailable")
     assert facts.version("TLSv1.3") == "accepted" and facts.error is None
+
+
+@contextlib.contextmanager
+def running_apiserver(cloud_dir: Path, log: Path) -> Iterator[str]:
+    import subprocess
+    import sys
+
+    from support.cluster import REPO, wait_until
+
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "kedge", "apiserver", "--data-dir", str(cloud_dir)],
+                                stdout=fh, stderr=subprocess.STDOUT, cwd=REPO)
+        try:
+            yield wait_until(lambda: json.loads((cloud_dir / "endpoints.json").read_text()).get("api")
+                             if (cloud_dir / "endpoints.json").exists() else None, 30, what="apiserver endpoint")
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def test_live_api_server_refuses_anonymous_and_a_cluster_admin_binding_for_nodes_fails(fresh_cloud, tmp_path):
+    import http.client
+    from urllib.parse import urlsplit
+
+    from kedge import tls
+
+    with running_apiserver(fresh_cloud, tmp_path / "apiserver.log") as api:
+        code, report = audit("--data-dir", str(fresh_cloud))
+        r = by_id(report)
+        assert r["KEDGE-CLUSTER-005"]["status"] == "PASS" and "401" in r["KEDGE-CLUSTER-005"]["actual"]
+        assert r["KEDGE-CLUSTER-007"]["status"] == "PASS"  # read from the API server's store
+        assert fails(report) == set() and code == 0
+
+        u = urlsplit(api)
+        pki_dir = fresh_cloud / "pki"
+        ctx = tls.client_context(pki_dir / "ca.crt", pki_dir / "admin.crt", pki_dir / "admin.key")
+        conn = http.client.HTTPSConnection(u.hostname, u.port, context=ctx, timeout=10)
+        body = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": "nodes-admin"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes"}]}
+        conn.request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", json.dumps(body),
+                     {"Content-Type": "application/json"})
+        assert conn.getresponse().status == 201
+        conn.close()
+        code, report = audit("--data-dir", str(fresh_cloud))
+    assert "KEDGE-CLUSTER-007" in fails(report) and code == 1
+    assert "nodes-admin" in by_id(report)["KEDGE-CLUSTER-007"]["actual"]

@@ -136,3 +136,19 @@ def test_kedge_threat_references_name_threats_in_the_register():
     refs = {c.id: c.reference_dict["kedge_threat"] for c in catalogue.load().checks
             if "kedge_threat" in c.reference_dict}
     assert refs and {cid: ref for cid, ref in refs.items() if ref not in known} == {}
+
+
+def test_rbac_is_read_from_the_api_server_store(tmp_path):
+    from kedge.store.sqlite import Store
+
+    store = Store(tmp_path / "api.db")
+    try:
+        store.create("rbac.authorization.k8s.io/clusterrolebindings", "", "b", {
+            "kind": "ClusterRoleBinding", "metadata": {"name": "b"},
+            "roleRef": {"kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [{"kind": "User", "name": "system:node:edge-1"}]})
+    finally:
+        store.close()
+    rb = gather.read_rbac(tmp_path)
+    assert rb is not None and rb.errors == ()
+    assert [(b.name, b.subjects) for b in rb.bindings] == [("b", (("User", "system:node:edge-1"),))]
