@@ -101,15 +101,9 @@ class CertService:
         })
 
     def _precheck_csr(self, body: bytes) -> None:
-        # Validate the CSR *before* a token is consumed, so a broken request does not burn it.
-        if len(body) > self.limits.max_http_body_bytes:
-            raise PeerError("csr too large", code="csr_too_large")
-        try:
-            csr = x509.load_pem_x509_csr(body)
-        except ValueError as exc:
-            raise PeerError("malformed CSR", code="csr_malformed") from exc
-        if not csr.is_signature_valid:
-            raise PeerError("CSR signature invalid", code="csr_bad_signature")
+        # Exactly the checks signing applies, run *before* a token is consumed, so a broken
+        # request does not burn it. Raises CsrError (a PeerError) with a stable code.
+        pki.check_node_csr(body, max_csr_bytes=self.limits.max_http_body_bytes)
 
     async def _issue(self, node: str, body: bytes) -> x509.Certificate:
         now = self._now()
