@@ -540,6 +540,16 @@ def _probe_loc(f: Facts) -> list[str]:
     return []
 
 
+def _probe_error(p: ProbeFacts) -> tuple[Status, str]:
+    """A probe that could not run: ERROR -- except a listener that endpoints.json still
+    names but that refuses connections on a loopback address, which is a stopped service
+    (SKIP, reported), not an incomplete audit. An endpoint given with --endpoint always
+    counts: the operator asked for it."""
+    if p.not_running:
+        return Status.SKIP, f"{p.url}: not listening (service stopped?): {p.error}"
+    return Status.ERROR, f"{p.url}: probe failed: {p.error}"
+
+
 def _no_probe(exp: str, what: str = "live endpoint") -> Outcome:
     return _skip(exp, f"component not present: no {what} probed (--endpoint or DIR/endpoints.json)")
 
@@ -553,7 +563,7 @@ def hub_requires_client_cert(f: Facts) -> Outcome:
     results = []
     for p in probes:
         if p.error:
-            results.append((Status.ERROR, f"{p.url}: probe failed: {p.error}"))
+            results.append(_probe_error(p))
         elif p.no_client_cert == "refused":
             results.append((Status.PASS, f"{p.url}: refused"))
         elif p.no_client_cert == "accepted":
@@ -576,7 +586,7 @@ def tls_versions(f: Facts) -> Outcome:
     results = []
     for p in probes:
         if p.error:
-            results.append((Status.ERROR, f"{p.url}: probe failed: {p.error}"))
+            results.append(_probe_error(p))
             continue
         notes, status = [], Status.PASS
         for old in ("TLSv1", "TLSv1.1"):
@@ -615,7 +625,7 @@ def tls12_ciphers(f: Facts) -> Outcome:
     results = []
     for p in probes:
         if p.error:
-            results.append((Status.ERROR, f"{p.url}: probe failed: {p.error}"))
+            results.append(_probe_error(p))
             continue
         if p.version("TLSv1.2") != "accepted":
             results.append((Status.PASS, f"{p.url}: TLS 1.2 not accepted"))
@@ -639,7 +649,7 @@ def served_cert(f: Facts) -> Outcome:
     results = []
     for p in probes:
         if p.error:
-            results.append((Status.ERROR, f"{p.url}: probe failed: {p.error}"))
+            results.append(_probe_error(p))
             continue
         cert = p.peer_cert
         if cert is None or cert.error:
@@ -669,7 +679,7 @@ def anonymous_api(f: Facts) -> Outcome:
     results = []
     for p in probes:
         if p.error:
-            results.append((Status.ERROR, f"{p.url}: probe failed: {p.error}"))
+            results.append(_probe_error(p))
         elif p.anonymous_status == 401:
             results.append((Status.PASS, f"{p.url}: 401"))
         elif p.anonymous_status is None:
@@ -689,7 +699,7 @@ def oversized_body(f: Facts) -> Outcome:
     results = []
     for p in probes:
         if p.error:
-            results.append((Status.ERROR, f"{p.url}: probe failed: {p.error}"))
+            results.append(_probe_error(p))
         elif p.oversized in ("413", "closed") or p.oversized.startswith("refused-early"):
             results.append((Status.PASS, f"{p.url}: {p.oversized}"))
         elif p.oversized.startswith("accepted"):

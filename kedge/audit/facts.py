@@ -181,6 +181,7 @@ class ProbeFacts:
     url: str
     role: str  # "hub" | "certs" | "api" | "unknown"
     error: str | None = None  # the probe could not run (connection refused, timeout)
+    not_running: bool = False  # error is "refused on loopback" for an endpoint from endpoints.json
     versions: tuple[tuple[str, str], ...] = ()
     tls12_cbc: str = "n/a"
     tls12_non_ecdhe: str = "n/a"

@@ -10,6 +10,7 @@ instead of a silent pass.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import socket
 import ssl
 from urllib.parse import urlsplit
@@ -34,6 +35,7 @@ class Target:
     role: str
     host: str
     port: int
+    explicit: bool = True  # given with --endpoint (False: read from DIR/endpoints.json)
 
     @classmethod
     def parse(cls, text: str, role: str | None = None) -> "Target":
@@ -58,12 +60,17 @@ class Target:
 class _ProbeFailed(Exception):
     """The TCP connection itself failed: the probe could not run."""
 
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
+
 
 def _connect(t: Target, ctx: ssl.SSLContext, timeout: float) -> ssl.SSLSocket:
     try:
         raw = socket.create_connection((t.host, t.port), timeout=timeout)
     except OSError as exc:
-        raise _ProbeFailed(f"{type(exc).__name__}: {exc.strerror or exc}") from exc
+        raise _ProbeFailed(f"{type(exc).__name__}: {exc.strerror or exc}",
+                           refused=isinstance(exc, ConnectionRefusedError)) from exc
     try:
         return ctx.wrap_socket(raw, server_hostname=t.host)
     except BaseException:
@@ -175,6 +182,15 @@ def _oversized_post(t: Target, timeout: float) -> str:
     return f"accepted:{status}" if sent_all else f"refused-early:{status}"
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _peer_info(der: bytes | None, ca: x509.Certificate | None) -> CertInfo | None:
     if der is None:
         return None
@@ -215,7 +231,8 @@ def probe(t: Target, *, ca: x509.Certificate | None, timeout: float = 3.0) -> Pr
         anon_status, anon_detail = _anonymous_request(t, timeout) if t.role == "api" else (None, "n/a")
         oversized = _oversized_post(t, timeout) if t.role == "certs" else "n/a"
     except _ProbeFailed as exc:
-        return ProbeFacts(url=t.url, role=t.role, host=t.host, error=str(exc))
+        stopped = exc.refused and not t.explicit and _is_loopback(t.host)
+        return ProbeFacts(url=t.url, role=t.role, host=t.host, error=str(exc), not_running=stopped)
     return ProbeFacts(
         url=t.url, role=t.role, host=t.host, versions=tuple(versions), tls12_cbc=cbc, tls12_non_ecdhe=non_ecdhe,
         no_client_cert=no_cert, peer_cert=_peer_info(peer_der, ca),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -48,7 +49,7 @@ def default_targets(data_dir: str | Path | None) -> list[probe.Target]:
     for role in ("api", "hub", "certs"):
         url = (data or {}).get(role)
         if isinstance(url, str) and url:
-            out.append(probe.Target.parse(url, role=role))
+            out.append(dataclasses.replace(probe.Target.parse(url, role=role), explicit=False))
     return out
 
 

@@ -358,3 +358,15 @@ def test_live_api_server_refuses_anonymous_and_a_cluster_admin_binding_for_nodes
         code, report = audit("--data-dir", str(fresh_cloud))
     assert "KEDGE-CLUSTER-007" in fails(report) and code == 1
     assert "nodes-admin" in by_id(report)["KEDGE-CLUSTER-007"]["actual"]
+
+
+def test_stale_endpoints_after_cloudcore_stops_skip_but_explicit_endpoints_error(tmp_path):
+    from support.cluster import Cloud
+
+    cloud = Cloud(tmp_path).start()
+    hub = cloud.endpoints()["hub"]
+    cloud.stop()
+    code, report = audit("--data-dir", str(cloud.dir))
+    assert by_id(report)["KEDGE-CLUSTER-001"]["status"] == "SKIP" and code == 0
+    code, report = audit("--data-dir", str(cloud.dir), "--endpoint", hub)
+    assert by_id(report)["KEDGE-CLUSTER-001"]["status"] == "ERROR" and code == 3

@@ -213,3 +213,11 @@ def test_a_crashing_check_is_reported_as_error(monkeypatch):
     report = evaluate(af.facts(), CAT)
     assert report.results[0].status is Status.ERROR
     assert report.exit_code(Severity.CRITICAL) == 3
+
+
+def test_stopped_service_named_by_endpoints_json_is_skip_not_error():
+    stopped = af.hub_probe(error="ConnectionRefusedError: refused", not_running=True)
+    report = evaluate(af.facts(probes=(stopped,)), CAT)
+    r = {x.check.id: x for x in report.results}
+    assert r["KEDGE-CLUSTER-001"].status is Status.SKIP and "not listening" in r["KEDGE-CLUSTER-001"].outcome.actual
+    assert report.exit_code(Severity.LOW) == 0
