@@ -238,21 +238,19 @@ def test_sign_refuses_a_statement_about_another_artifact(builds, tmp_path):
     assert done.returncode == 1 and "digest_mismatch" in done.stderr
 
 
-# --- DSSE envelopes through kedge's verifier -----------------------------------------
+# --- DSSE envelopes through `kedge verify` -------------------------------------------
 
 
-def _verify(dist: Path, pub: Path, artifact: Path, envelope: Path, **opts):
-    from kedge.verify import api, policy
-
-    options = policy.SlsaOptions(artifact_sha256=api.artifact_digest(str(artifact)),
-                                 source_uri=opts.pop("source_uri", "github.com/kedge/kedge"), **opts)
-    return api.verify_provenance(envelope.read_bytes(), options, key=api.load_public_key(pub))
+def kedge_verify(artifact: Path, envelope: Path, pub: Path, *extra: str, source: str = "github.com/kedge/kedge"):
+    return subprocess.run([PY, "-m", "kedge", "verify", str(artifact), "--provenance-path", str(envelope),
+                           "--key", str(pub), "--source-uri", source, *extra],
+                          cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT, check=False)
 
 
 @pytest.mark.parametrize("name", ["kedge-0.1.0-py3-none-any.whl", "kedge-0.1.0.tar.gz", "kedge-0.1.0.cdx.json"])
 def test_signed_provenance_round_trips_through_kedge_verify(signed, name):
-    from kedge.verify.dsse import verify_envelope
     from kedge.release.sign import load_public_key
+    from kedge.verify.dsse import verify_envelope
 
     dist, _key, pub = signed
     envelope = dist / f"{name}.intoto.dsse.json"
@@ -260,26 +258,22 @@ def test_signed_provenance_round_trips_through_kedge_verify(signed, name):
     assert env["payloadType"] == "application/vnd.in-toto+json"
     assert base64.b64decode(env["payload"]) == (dist / f"{name}.intoto.json").read_bytes()
     verify_envelope(env, load_public_key(pub))
-    outcome = _verify(dist, pub, dist / name, envelope, source_tag="v0.1.0")
-    assert outcome.result.source_ref == REF
-    assert outcome.result.subjects == (name,)
+    done = kedge_verify(dist / name, envelope, pub, "--source-tag", "v0.1.0",
+                        "--builder-id", "https://kedge.dev/provenance/builders/local/v1")
+    assert done.returncode == 0, done.stderr
+    assert "PASSED: SLSA verification passed" in done.stdout + done.stderr
 
 
 def test_flipped_artifact_byte_fails_kedge_verify(signed, tmp_path):
-    from kedge.errors import VerificationError
-
     dist, _key, pub = signed
     wheel = tmp_path / "kedge-0.1.0-py3-none-any.whl"
     shutil.copy(dist / wheel.name, wheel)
     _flip(wheel)
-    with pytest.raises(VerificationError) as err:
-        _verify(dist, pub, wheel, dist / f"{wheel.name}.intoto.dsse.json")
-    assert err.value.code == "digest_mismatch"
+    done = kedge_verify(wheel, dist / f"{wheel.name}.intoto.dsse.json", pub)
+    assert done.returncode == 1 and "digest_mismatch" in done.stderr
 
 
 def test_edited_provenance_payload_fails_kedge_verify(signed, tmp_path):
-    from kedge.errors import VerificationError
-
     dist, _key, pub = signed
     name = "kedge-0.1.0.tar.gz"
     env = json.loads((dist / f"{name}.intoto.dsse.json").read_text())
@@ -288,22 +282,45 @@ def test_edited_provenance_payload_fails_kedge_verify(signed, tmp_path):
     env["payload"] = base64.b64encode(json.dumps(stmt).encode()).decode()
     forged = tmp_path / "forged.dsse.json"
     forged.write_text(json.dumps(env))
-    with pytest.raises(VerificationError) as err:
-        _verify(dist, pub, dist / name, forged)
-    assert err.value.code == "dsse_bad_signature"
+    done = kedge_verify(dist / name, forged, pub)
+    assert done.returncode == 1 and "dsse_bad_signature" in done.stderr
 
 
-def test_other_artifacts_envelope_or_wrong_source_fails_kedge_verify(signed):
-    from kedge.errors import VerificationError
-
+def test_other_artifacts_signature_fails_kedge_verify(signed, tmp_path):
     dist, _key, pub = signed
     wheel, sdist = dist / "kedge-0.1.0-py3-none-any.whl", dist / "kedge-0.1.0.tar.gz"
-    with pytest.raises(VerificationError) as err:
-        _verify(dist, pub, wheel, dist / f"{sdist.name}.intoto.dsse.json")
-    assert err.value.code == "digest_mismatch"
-    with pytest.raises(VerificationError) as err:
-        _verify(dist, pub, wheel, dist / f"{wheel.name}.intoto.dsse.json", source_uri="github.com/evil/kedge")
-    assert err.value.code == "source_mismatch"
+    # The sdist's (validly signed) envelope presented for the wheel.
+    done = kedge_verify(wheel, dist / f"{sdist.name}.intoto.dsse.json", pub)
+    assert done.returncode == 1 and "digest_mismatch" in done.stderr
+    # The wheel's statement with the sdist's signature spliced in.
+    env = json.loads((dist / f"{wheel.name}.intoto.dsse.json").read_text())
+    env["signatures"] = json.loads((dist / f"{sdist.name}.intoto.dsse.json").read_text())["signatures"]
+    spliced = tmp_path / "spliced.dsse.json"
+    spliced.write_text(json.dumps(env))
+    done = kedge_verify(wheel, spliced, pub)
+    assert done.returncode == 1 and "dsse_bad_signature" in done.stderr
+
+
+@pytest.mark.parametrize("extra,source,code", [
+    ((), "github.com/evil/kedge", "source_mismatch"),
+    (("--source-tag", "v0.2.0"), "github.com/kedge/kedge", "tag_mismatch"),
+    (("--builder-id", "https://github.com/kedge/kedge/.github/workflows/_build-sign.yml"),
+     "github.com/kedge/kedge", "untrusted_builder"),
+])
+def test_wrong_source_tag_or_builder_fails_kedge_verify(signed, extra, source, code):
+    dist, _key, pub = signed
+    wheel = dist / "kedge-0.1.0-py3-none-any.whl"
+    done = kedge_verify(wheel, dist / f"{wheel.name}.intoto.dsse.json", pub, *extra, source=source)
+    assert done.returncode == 1
+    assert code in done.stderr, done.stderr
+
+
+def test_key_other_than_the_release_key_fails_kedge_verify(signed, tmp_path):
+    dist, _key, _pub = signed
+    run(["keygen", "--out", str(tmp_path / "other.pem")])
+    wheel = dist / "kedge-0.1.0-py3-none-any.whl"
+    done = kedge_verify(wheel, dist / f"{wheel.name}.intoto.dsse.json", tmp_path / "other.pub")
+    assert done.returncode == 1 and "dsse_bad_signature" in done.stderr
 
 
 # --- kedge release verify-layout (in-toto through kedge's CLI) -----------------------
