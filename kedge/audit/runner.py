@@ -81,6 +81,11 @@ def run_audit(
     for d, flag in ((data_dir, "--data-dir"), (edge_data_dir, "--edge-data-dir")):
         if d is not None and not Path(d).is_dir():
             raise ConfigError(f"{flag} {d} is not a directory", code="no_such_dir")
+        # A directory that holds neither config.json nor pki/ is a wrong path, not a
+        # deployment with every check failing.
+        if d is not None and not (Path(d) / "config.json").exists() and not (Path(d) / "pki").is_dir():
+            raise ConfigError(f"{flag} {d} is not a kedge data directory (no config.json, no pki/)",
+                              code="not_initialised")
     targets = resolve_targets(endpoints, data_dir)
     now = now or dt.datetime.now(dt.timezone.utc)
     cloud = gather.gather_cloud(data_dir) if data_dir is not None else None

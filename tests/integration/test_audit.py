@@ -246,6 +246,7 @@ def test_unreachable_endpoint_is_exit_3_never_a_silent_pass(tmp_path):
 @pytest.mark.parametrize("args", [
     (),
     ("--data-dir", "/nonexistent/kedge"),
+    ("--data-dir", "/tmp"),
     ("--endpoint", "http://127.0.0.1:1"),
     ("--data-dir", ".", "--fail-on", "urgent"),
 ])
