@@ -83,6 +83,7 @@ __all__ = [
     "TRANSITIONS",
     "ConnectionClosed",
     "Event",
+    "Input",
     "MessageReceived",
     "MessageTooLarge",
     "ProtocolFailed",

@@ -255,3 +255,55 @@ def test_bounds_hold_on_the_fast_path_with_default_limits():
     tight = Limits(max_string_bytes=300 * 1024, max_list_items=3)
     assert _code(b"[1,2,3,4]", tight) == "list_too_long"
     assert _code(b'"' + b"x" * (300 * 1024 + 1) + b'"', tight) == "string_too_long"
+
+
+def _depth(value) -> int:
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    return 0
+
+
+def _random_value(rng, depth_left: int):
+    tricky = ['"', "\\", "[", "]", "{", "}", "\\u", "a", "\u00e9", ",", ":"]
+    kind = rng.randrange(4) if depth_left > 0 else 3
+    if kind == 0:
+        return [_random_value(rng, depth_left - 1) for _ in range(rng.randrange(3))]
+    if kind == 1:
+        return {f"k{i}{rng.choice(tricky)}": _random_value(rng, depth_left - 1) for i in range(rng.randrange(3))}
+    if kind == 2:
+        return rng.choice([0, -1.5, True, None])
+    return "".join(rng.choice(tricky) for _ in range(rng.randrange(6)))
+
+
+def test_depth_check_agrees_with_the_real_nesting_of_valid_json():
+    import json
+    import random
+
+    rng = random.Random(20261127)
+    limits = Limits(max_json_depth=3)
+    for _ in range(3000):
+        value = _random_value(rng, 6)
+        data = json.dumps(value, ensure_ascii=rng.random() < 0.5).encode()
+        if _depth(value) <= 3:
+            assert decode_json(data, limits) == value, data
+        else:
+            with pytest.raises(LimitExceeded) as info:
+                decode_json(data, limits)
+            assert info.value.code == "depth_exceeded", data
+
+
+def test_random_garbage_raises_only_protocol_errors():
+    import random
+
+    rng = random.Random(7)
+    alphabet = b'[]{}",:\\ u0e1-.tfn\xc3\xa9\xff'
+    limits = Limits(max_json_depth=3, max_list_items=4, max_object_keys=4, max_string_bytes=8)
+    for _ in range(5000):
+        data = bytes(rng.choice(alphabet) for _ in range(rng.randrange(40)))
+        try:
+            value = decode_json(data, limits)
+        except ProtocolError:
+            continue
+        assert _depth(value) <= 3
