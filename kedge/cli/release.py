@@ -45,6 +45,8 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     sign.add_argument("--key", required=True, type=Path, help="ECDSA P-256 private key (PEM)")
     sign.add_argument("--in", dest="directory", required=True, type=Path, help="release directory")
     sign.add_argument("--layout-expires-days", type=int, default=365, help="root layout validity (days)")
+    sign.add_argument("--functionary-key", type=Path,
+                      help="public key the build signed its in-toto links with (pins it; default: trust in-toto/functionary.pub)")
     sign.set_defaults(func=_cmd_sign)
 
     check = sub.add_parser("verify-layout", help="in-toto verification of a signed release directory",
@@ -66,6 +68,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
         workflow_path=args.workflow_path, builder_id=args.builder_id, invocation_id=args.invocation_id,
         link_key=args.link_key, extras=tuple(args.extras) if args.extras else ("cloud",),
     )
+    for warning in result.warnings:
+        print(f"kedge: warning: {warning}", file=sys.stderr)
     for name, digest in sorted(result.digests.items()):
         print(f"{digest}  {result.out_dir / name}")
     print(f"commit {result.facts.commit} SOURCE_DATE_EPOCH={result.facts.source_date_epoch} "
@@ -74,11 +78,12 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_sign(args: argparse.Namespace) -> int:
-    from kedge.release.sign import load_private_key, sign_release
+    from kedge.release.sign import load_private_key, load_public_key, sign_release
 
     key = load_private_key(args.key)
+    expected = load_public_key(args.functionary_key) if args.functionary_key else None
     result = sign_release(args.directory, key, now=dt.datetime.now(dt.timezone.utc),
-                          layout_days=args.layout_expires_days)
+                          layout_days=args.layout_expires_days, expected_functionary=expected)
     for path in result.envelopes:
         print(path)
     print(result.layout)

@@ -48,6 +48,7 @@ class BuildResult:
     sbom: str
     digests: Mapping[str, str]
     facts: provenance.BuildFacts
+    warnings: tuple[str, ...] = ()
 
 
 def _utcnow() -> dt.datetime:
@@ -214,6 +215,7 @@ def build_release(
             intoto.write_link(link_dir, "checkout", ["git", "clone"], {}, checkout_products, signer)
             # -- build ------------------------------------------------------------------
             materials = intoto.record(["."], src)
+            warnings = _backend_pin_warnings(src / "pyproject.toml")
             dist = work / "dist"
             _run_hatchling(src, dist, epoch)
             wheel, sdist = _artifacts(dist)
@@ -258,7 +260,28 @@ def build_release(
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
-    return BuildResult(out_dir, wheel, sdist, sbom_name, digests, facts)
+    return BuildResult(out_dir, wheel, sdist, sbom_name, digests, facts, warnings)
+
+
+def _backend_pin_warnings(pyproject: Path) -> tuple[str, ...]:
+    """Say so when the installed hatchling is not the one ``build-system`` pins.
+
+    The bytes of a wheel depend on the backend version; a build with another one is
+    still reproducible on its own but will not match a build made with the pin.
+    """
+    import tomllib
+
+    try:
+        requires = tomllib.loads(pyproject.read_text("utf-8"))["build-system"]["requires"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ("pyproject.toml has no readable build-system.requires",)
+    installed = _version_of("hatchling")
+    for req in requires if isinstance(requires, list) else []:
+        m = re.fullmatch(r"\s*hatchling\s*==\s*([\w.]+)\s*", str(req))
+        if m and m.group(1) != installed:
+            return (f"build-system pins hatchling=={m.group(1)} but {installed} is installed; "
+                    "artifacts will not match a build made with the pinned backend",)
+    return ()
 
 
 def _swap_into_place(stage: Path, out_dir: Path, previous: Path | None) -> None:

@@ -148,14 +148,24 @@ def sign_release(
     *,
     now: dt.datetime,
     layout_days: int = 365,
+    expected_functionary: ec.EllipticCurvePublicKey | None = None,
 ) -> SignResult:
-    """DSSE-sign every Statement and sign the in-toto root layout; verify first."""
+    """DSSE-sign every Statement and sign the in-toto root layout; verify first.
+
+    Without ``expected_functionary`` the release key vouches for whatever functionary
+    key the build left in ``in-toto/`` (an ephemeral one, normally) -- fine when signing
+    right after a build you ran; pass the key the build used (``--link-key``) to pin it
+    when the directory travelled through hands you do not trust.
+    """
     if not 1 <= layout_days <= 3650:
         raise ConfigError("layout validity must be 1..3650 days", code="bad_layout_expiry")
     digests, statements = check_release_dir(directory)
     wheel, sdist, sbom_name = _artifact_names(digests)
     link_dir = directory / intoto.LINK_DIR
     functionary = intoto.load_functionary(link_dir)
+    if expected_functionary is not None and public_pem(functionary) != public_pem(expected_functionary):
+        raise VerificationError("the links were not signed by the expected functionary key",
+                                code="unexpected_functionary")
     links = intoto.check_links(link_dir, functionary)
     built = {**links["build"].products, **links["sbom"].products}
     for name in (wheel, sdist, sbom_name):

@@ -238,6 +238,18 @@ def test_sign_refuses_a_statement_about_another_artifact(builds, tmp_path):
     assert done.returncode == 1 and "digest_mismatch" in done.stderr
 
 
+def test_sign_can_pin_the_functionary_key(builds, tmp_path):
+    work = tmp_path / "d"
+    shutil.copytree(builds[0], work)
+    run(["keygen", "--out", str(tmp_path / "k.pem")])
+    run(["keygen", "--out", str(tmp_path / "other.pem")])
+    sign = ["sign", "--key", str(tmp_path / "k.pem"), "--in", str(work), "--functionary-key"]
+    done = run([*sign, str(tmp_path / "other.pub")], check=False)
+    assert done.returncode == 1 and "unexpected_functionary" in done.stderr
+    run([*sign, str(work / "in-toto" / "functionary.pub")])
+    assert (work / "root.layout").is_file()
+
+
 # --- DSSE envelopes through `kedge verify` -------------------------------------------
 
 

@@ -53,3 +53,19 @@ def test_github_variables_are_ignored_outside_actions():
 ])
 def test_malformed_github_variables_are_not_trusted(key, value, missing):
     assert missing not in _github_env({**GH, key: value})
+
+
+def test_backend_pin_mismatch_is_reported(tmp_path):
+    import importlib.metadata
+
+    from kedge.release.build import _backend_pin_warnings
+
+    installed = importlib.metadata.version("hatchling")
+    py = tmp_path / "pyproject.toml"
+    py.write_text(f'[build-system]\nrequires = ["hatchling=={installed}"]\n')
+    assert _backend_pin_warnings(py) == ()
+    py.write_text('[build-system]\nrequires = ["hatchling==0.0.1"]\n')
+    (warning,) = _backend_pin_warnings(py)
+    assert "hatchling==0.0.1" in warning and installed in warning
+    py.write_text("not toml [")
+    assert _backend_pin_warnings(py)
