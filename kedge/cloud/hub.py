@@ -119,6 +119,8 @@ class NodeSession:
                 return await fut
         finally:
             self.waiters.pop(msg.header.msg_id, None)
+            if self.session is not None:
+                self.session.cancel_request(msg.header.msg_id)  # no-op once answered
 
     def push(self, msg: m.Message) -> None:
         """Send ``msg`` without waiting for a response."""
@@ -147,13 +149,18 @@ class NodeSession:
                 try:
                     content = await self.hub.route(self, msg)
                 except PeerError as exc:
-                    self.session.send_error(msg, exc.code, now_ms=now_ms)
+                    content, code = None, exc.code
                 except KedgeError as exc:
                     log.warning("handling %s from %s failed: %s", msg.route.operation, self.node, exc.code)
-                    self.session.send_error(msg, "internal_error", now_ms=now_ms)
+                    content, code = None, "internal_error"
                 else:
-                    if content is not None and self.session.state is State.CONNECTED:
-                        self.session.send_response(msg, content, now_ms=now_ms)
+                    code = None
+                if self.session.state is not State.CONNECTED:
+                    return  # closing or failed meanwhile: nothing more goes out
+                if code is not None:
+                    self.session.send_error(msg, code, now_ms=now_ms)
+                elif content is not None:
+                    self.session.send_response(msg, content, now_ms=now_ms)
             elif isinstance(event, ProtocolFailed):
                 self.hub.audit.write("protocol_error", node=self.node, peer=self.ident.peer, code=event.code)
                 self._flush()  # the error frame carrying the code goes out first

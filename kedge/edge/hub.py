@@ -142,10 +142,13 @@ class EdgeHub:
                 return await fut
         finally:
             self.waiters.pop(msg.header.msg_id, None)
+            if self.session is not None:
+                self.session.cancel_request(msg.header.msg_id)  # no-op once answered
 
     def new_message(self, operation: str, resource: str, content: Any = None, group: str = "resource") -> m.Message:
+        msg_id = self.session.new_msg_id() if self.session is not None else None
         return m.Message.new(source="edgehub", destination="cloudhub", group=group, operation=operation,
-                             resource=resource, content=content, now_ms=int(time.time() * 1000))
+                             resource=resource, content=content, now_ms=int(time.time() * 1000), msg_id=msg_id)
 
     async def _flush(self) -> None:
         if self.session is None or self.conn is None:
@@ -166,16 +169,20 @@ class EdgeHub:
                 if self.handler is None:
                     self.session.send_error(msg, "not_supported", now_ms=now_ms)
                     continue
+                code = None
                 try:
                     content = await self.handler(msg)
                 except PeerError as exc:
-                    self.session.send_error(msg, exc.code, now_ms=now_ms)
-                except KedgeError:
-                    log.exception("handling %s failed", msg.route.resource)
-                    self.session.send_error(msg, "internal_error", now_ms=now_ms)
-                else:
-                    if content is not None:
-                        self.session.send_response(msg, content, now_ms=now_ms)
+                    content, code = None, exc.code
+                except KedgeError as exc:
+                    log.warning("handling %s failed: %s", msg.route.resource, exc.code)
+                    content, code = None, "internal_error"
+                if self.session.state is not State.CONNECTED:
+                    break
+                if code is not None:
+                    self.session.send_error(msg, code, now_ms=now_ms)
+                elif content is not None:
+                    self.session.send_response(msg, content, now_ms=now_ms)
             elif isinstance(event, ProtocolFailed):
                 log.warning("protocol error from cloud: %s", event.code)
         await self._flush()
