@@ -66,6 +66,7 @@ def fresh_cloud(tmp_path) -> Path:
 # --------------------------------------------------------------------------- fresh cluster
 
 
+@pytest.mark.threat("K-INSIDER-MISCONFIG")
 def test_fresh_init_and_joined_edge_audit_with_zero_fail(cluster):
     cloud, edge_dir = cluster
     code, report = audit("--data-dir", str(cloud.dir), "--edge-data-dir", str(edge_dir), "--fail-on", "low")
@@ -97,6 +98,7 @@ def test_sarif_and_junit_from_the_cli_are_valid(cluster, tmp_path):
 # --------------------------------------------------------------------------- planted faults (static)
 
 
+@pytest.mark.threat("K-KEY-FILE-EXPOSURE")
 def test_key_file_made_0644_fails_cloud_001(fresh_cloud):
     (fresh_cloud / "pki" / "hub.key").chmod(0o644)
     code, report = audit("--data-dir", str(fresh_cloud))
@@ -104,6 +106,7 @@ def test_key_file_made_0644_fails_cloud_001(fresh_cloud):
     assert by_id(report)["KEDGE-CLOUD-001"]["locations"] == [str(fresh_cloud / "pki" / "hub.key")]
 
 
+@pytest.mark.threat("K-INSIDER-MISCONFIG")
 def test_node_authorization_switched_off_fails_cloud_012(fresh_cloud):
     cfg_path = fresh_cloud / "config.json"
     cfg = json.loads(cfg_path.read_text())
@@ -113,6 +116,7 @@ def test_node_authorization_switched_off_fails_cloud_012(fresh_cloud):
     assert fails(report) == {"KEDGE-CLOUD-012"} and code == 1
 
 
+@pytest.mark.threat("K-INSIDER-MISCONFIG")
 def test_expired_certificate_fails_cloud_006(tmp_path):
     d = tmp_path / "old"
     init_cloud(d, api_port=0, hub_port=0, cert_port=0,
@@ -122,6 +126,7 @@ def test_expired_certificate_fails_cloud_006(tmp_path):
     assert "expired" in by_id(report)["KEDGE-CLOUD-006"]["actual"]
 
 
+@pytest.mark.threat("K-TOKEN-REPLAY")
 def test_plaintext_token_in_state_db_fails_cloud_016(fresh_cloud):
     t = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1_000_000)
     conn = sqlite3.connect(fresh_cloud / "state.db")
@@ -134,6 +139,7 @@ def test_plaintext_token_in_state_db_fails_cloud_016(fresh_cloud):
     assert "Zm9v" not in json.dumps(report)  # the secret itself is never echoed
 
 
+@pytest.mark.threat("K-TOKEN-REPLAY")
 def test_token_left_in_a_file_fails_cloud_016(fresh_cloud):
     token = kedge("token", "create", "--data-dir", str(fresh_cloud), "--node", "edge-7").stdout.strip()
     assert token
@@ -145,6 +151,7 @@ def test_token_left_in_a_file_fails_cloud_016(fresh_cloud):
     assert token not in json.dumps(report)
 
 
+@pytest.mark.threat("K-LATERAL")
 def test_cluster_admin_binding_for_system_nodes_fails_cluster_007(fresh_cloud):
     code, report = audit("--data-dir", str(fresh_cloud))
     assert by_id(report)["KEDGE-CLUSTER-007"]["status"] == "SKIP"
@@ -157,6 +164,7 @@ def test_cluster_admin_binding_for_system_nodes_fails_cluster_007(fresh_cloud):
     assert fails(report) == {"KEDGE-CLUSTER-007"} and code == 1
 
 
+@pytest.mark.threat("KE-T3")
 def test_mqtt_on_all_interfaces_without_tls_fails_edge_007_008_009(cluster, tmp_path):
     _, edge_dir = cluster
     e = tmp_path / "edge"
@@ -222,6 +230,7 @@ def weak_tls_listener(cloud_dir: Path, tmp_path: Path) -> Iterator[int]:
         srv.close()
 
 
+@pytest.mark.threat("K-TLS-DOWNGRADE")
 def test_hub_with_tls12_and_cbc_fails_cluster_002_and_003(fresh_cloud, tmp_path):
     with weak_tls_listener(fresh_cloud, tmp_path) as port:
         code, report = audit("--data-dir", str(fresh_cloud), "--endpoint", f"hub=wss://127.0.0.1:{port}")
@@ -331,6 +340,7 @@ def running_apiserver(cloud_dir: Path, log: Path) -> Iterator[str]:
                 proc.wait(5)
 
 
+@pytest.mark.threat("K-INSIDER-MISCONFIG")
 def test_live_api_server_refuses_anonymous_and_a_cluster_admin_binding_for_nodes_fails(fresh_cloud, tmp_path):
     import http.client
     from urllib.parse import urlsplit
