@@ -710,6 +710,26 @@ def oversized_body(f: Facts) -> Outcome:
     return _o(status, exp, "; ".join(m for _, m in results), _probe_loc(f) if status is Status.FAIL else [])
 
 
+@check("KEDGE-CLUSTER-012")
+def csr_needs_credentials(f: Facts) -> Outcome:
+    exp = "POST /edge.crt without token or client certificate answered 401 (or 429)"
+    probes = _probes(f, ("certs",))
+    if not probes:
+        return _no_probe(exp, "certificate endpoint")
+    results = []
+    for p in probes:
+        if p.error:
+            results.append(_probe_error(p))
+        elif p.unauthenticated_csr in (401, 403, 429):
+            results.append((Status.PASS, f"{p.url}: {p.unauthenticated_csr}"))
+        elif p.unauthenticated_csr is None:
+            results.append((Status.ERROR, f"{p.url}: no HTTP answer"))
+        else:
+            results.append((Status.FAIL, f"{p.url}: unauthenticated request answered {p.unauthenticated_csr}"))
+    status = _worst(s for s, _ in results)
+    return _o(status, exp, "; ".join(m for _, m in results), _probe_loc(f) if status is Status.FAIL else [])
+
+
 # --------------------------------------------------------------------------- cluster: RBAC
 
 

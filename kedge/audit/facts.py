@@ -190,7 +190,8 @@ class ProbeFacts:
     host: str = ""
     anonymous_status: int | None = None
     anonymous_detail: str = "n/a"
-    oversized: str = "n/a"  # "413" | "closed" | "accepted:<code>" | "n/a"
+    oversized: str = "n/a"  # "413" | "closed" | "accepted:<code>" | "refused-early:<code>" | "n/a"
+    unauthenticated_csr: int | None = None  # status for POST /edge.crt without token or cert
 
     def version(self, name: str) -> str:
         return dict(self.versions).get(name, "n/a")

@@ -151,6 +151,24 @@ def _anonymous_request(t: Target, timeout: float) -> tuple[int | None, str]:
         s.close()
 
 
+def _unauthenticated_csr(t: Target, timeout: float) -> int | None:
+    """POST /edge.crt with no token and no client certificate (and no CSR): must be 401."""
+    try:
+        s = _connect(t, _probe_tls.unsafe_probe_context_anonymous(), timeout)
+    except (ssl.SSLError, OSError) as exc:
+        if isinstance(exc, _ProbeFailed):
+            raise
+        return None
+    try:
+        s.sendall(f"POST /edge.crt HTTP/1.1\r\nHost: {t.host}\r\nContent-Type: application/x-pem-file\r\n"
+                  "Content-Length: 0\r\nConnection: close\r\n\r\n".encode())
+        return _read_status(s)
+    except (ssl.SSLError, OSError):
+        return None
+    finally:
+        s.close()
+
+
 def _oversized_post(t: Target, timeout: float) -> str:
     try:
         s = _connect(t, _probe_tls.unsafe_probe_context_anonymous(), timeout)
@@ -230,6 +248,7 @@ def probe(t: Target, *, ca: x509.Certificate | None, timeout: float = 3.0) -> Pr
         no_cert = _client_cert_required(t, timeout) if t.role == "hub" else "n/a"
         anon_status, anon_detail = _anonymous_request(t, timeout) if t.role == "api" else (None, "n/a")
         oversized = _oversized_post(t, timeout) if t.role == "certs" else "n/a"
+        unauth_csr = _unauthenticated_csr(t, timeout) if t.role == "certs" else None
     except _ProbeFailed as exc:
         stopped = exc.refused and not t.explicit and _is_loopback(t.host)
         return ProbeFacts(url=t.url, role=t.role, host=t.host, error=str(exc), not_running=stopped)
@@ -237,4 +256,5 @@ def probe(t: Target, *, ca: x509.Certificate | None, timeout: float = 3.0) -> Pr
         url=t.url, role=t.role, host=t.host, versions=tuple(versions), tls12_cbc=cbc, tls12_non_ecdhe=non_ecdhe,
         no_client_cert=no_cert, peer_cert=_peer_info(peer_der, ca),
         anonymous_status=anon_status, anonymous_detail=anon_detail, oversized=oversized,
+        unauthenticated_csr=unauth_csr,
     )

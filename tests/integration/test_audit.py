@@ -78,6 +78,7 @@ def test_fresh_init_and_joined_edge_audit_with_zero_fail(cluster):
     assert r["KEDGE-CLUSTER-003"]["status"] == "PASS"
     assert r["KEDGE-CLUSTER-004"]["status"] == "PASS"
     assert r["KEDGE-CLUSTER-006"]["status"] == "PASS"  # 1 MiB body refused
+    assert r["KEDGE-CLUSTER-012"]["status"] == "PASS"  # no certificate without credentials
     assert r["KEDGE-CLUSTER-002"]["status"] in ("PASS", "INFO")
     assert r["KEDGE-EDGE-001"]["status"] == r["KEDGE-EDGE-003"]["status"] == "PASS"
     assert report["totals"]["total"] == len(report["results"]) >= 25

@@ -100,6 +100,7 @@ def hub_probe(**kw) -> ProbeFacts:
 def certs_probe(**kw) -> ProbeFacts:
     base = dataclasses.asdict(hub_probe())
     base.update(url="https://127.0.0.1:10002", role="certs", no_client_cert="n/a", oversized="413",
+                unauthenticated_csr=401,
                 peer_cert=hub_probe().peer_cert)
     base["versions"] = tuple(tuple(v) for v in base["versions"])
     base.update(kw)

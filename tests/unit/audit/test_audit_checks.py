@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-import audit_facts as af
+from unit.audit import audit_facts as af
 from kedge.audit import catalogue
 from kedge.audit.checks import REGISTRY
 from kedge.audit.facts import MqttFacts, MqttListener, PlaintextHit, TokenFacts, TokenRow
@@ -82,6 +82,7 @@ def test_planted_cloud_misconfiguration_fails_its_check(planted, check_id):
     (lambda: af.hub_probe(peer_cert=af.cert("served", sans=("dns:evil.example",))), "KEDGE-CLUSTER-004"),
     (lambda: af.api_probe(anonymous_status=200), "KEDGE-CLUSTER-005"),
     (lambda: af.certs_probe(oversized="accepted:400"), "KEDGE-CLUSTER-006"),
+    (lambda: af.certs_probe(unauthenticated_csr=400), "KEDGE-CLUSTER-012"),
 ])
 def test_planted_listener_weakness_fails_its_check(probe, check_id):
     assert check_id in failing(af.facts(probes=(probe(),)))

@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 import jsonschema
 import pytest
 
-import audit_facts as af
+from unit.audit import audit_facts as af
 from kedge.audit import catalogue, render, waivers
 from kedge.audit.model import Severity, Status
 from kedge.audit.runner import evaluate
