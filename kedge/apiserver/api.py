@@ -636,11 +636,11 @@ class API:
                 raise ApiError(400, "the namespace of the provided object does not match the namespace sent "
                                "on the request")
             ns = info.namespace
-            if self.store.get_raw("/namespaces", "", ns) is None:
+            ns_raw = self.store.get_raw("/namespaces", "", ns)
+            if ns_raw is None:
                 raise ApiError(404, f'namespaces "{ns}" not found',
                                details={"name": ns, "kind": "namespaces"})
-            ns_obj = self.store.get("/namespaces", "", ns) or {}
-            if _meta(ns_obj).get("deletionTimestamp"):
+            if '"deletionTimestamp"' in ns_raw and _meta(json.loads(ns_raw)).get("deletionTimestamp"):
                 raise ApiError(403, f"unable to create new content in namespace {ns} because it is being terminated")
         else:
             meta.pop("namespace", None)

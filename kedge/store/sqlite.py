@@ -254,8 +254,6 @@ class Store:
     def create(self, resource: str, namespace: str, name: str, obj: dict[str, Any], *,
                index: str | None = None) -> dict[str, Any]:
         """Insert a new object; stamps ``metadata.resourceVersion``. Raises AlreadyExists."""
-        if self.get_raw(resource, namespace, name) is not None:
-            raise AlreadyExists(f"{resource} {namespace}/{name} exists")
         return self._write("ADDED", resource, namespace, name, obj, index)
 
     def update(self, resource: str, namespace: str, name: str, obj: dict[str, Any], *,
@@ -292,6 +290,14 @@ class Store:
             if kind == "DELETED":
                 cur.execute("DELETE FROM objects WHERE resource=? AND namespace=? AND name=?",
                             (resource, namespace, name))
+            elif kind == "ADDED":
+                try:
+                    cur.execute(
+                        "INSERT INTO objects(resource, namespace, name, rv, idx, data) VALUES (?, ?, ?, ?, ?, ?)",
+                        (resource, namespace, name, rv, index, data))
+                except sqlite3.IntegrityError as exc:
+                    cur.execute("ROLLBACK")
+                    raise AlreadyExists(f"{resource} {namespace}/{name} exists") from exc
             else:
                 cur.execute(
                     "INSERT OR REPLACE INTO objects(resource, namespace, name, rv, idx, data) "
@@ -302,7 +308,6 @@ class Store:
                 "INSERT INTO events(rv, type, resource, namespace, name, idx, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (rv, kind, resource, namespace, name, index, data),
             )
-            cur.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('rv', ?)", (rv,))
             cur.execute("COMMIT")
         except BaseException:
             if self._db.in_transaction:
@@ -318,9 +323,12 @@ class Store:
         return obj
 
     def compact(self) -> None:
-        """Drop events older than the retained window."""
+        """Drop events older than the retained window (the newest event always stays: it holds the rv)."""
         floor = self._rv - self.window
         if floor > self._compacted:
-            self._db.execute("DELETE FROM events WHERE rv <= ?", (floor,))
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('rv', ?)", (self._rv,))
+                self._db.execute("DELETE FROM events WHERE rv <= ?", (floor,))
             self._compacted = floor
         self._writes_since_compact = 0
