@@ -92,7 +92,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_async(coro) -> int:
+def _run_async(coro, *, fast_loop: bool = False) -> int:
     async def main() -> int:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
@@ -104,6 +104,13 @@ def _run_async(coro) -> int:
             return 0
         return 0
 
+    if fast_loop:
+        try:
+            import uvloop
+        except ImportError:  # optional: the stdlib loop works, it just needs more memory per edge
+            pass
+        else:
+            return uvloop.run(main())
     return asyncio.run(main())
 
 
@@ -111,7 +118,7 @@ def cmd_cloudcore(args: argparse.Namespace) -> int:
     from kedge.cloud.core import CloudCore
 
     core = CloudCore(args.data_dir, kubeconfig=args.kubeconfig)
-    return _run_async(core.run_forever())
+    return _run_async(core.run_forever(), fast_loop=True)
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
