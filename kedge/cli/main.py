@@ -23,15 +23,32 @@ COMMAND_MODULES = (
     "kedge.cli.apiserver",
 )
 
+# Which module registers which top-level command: running one command imports only its
+# module, so ``kedge edgecore`` never loads the cloud-side or supply-chain libraries.
+COMMAND_OWNERS = {
+    "init": "kedge.cli.cluster", "cloudcore": "kedge.cli.cluster", "token": "kedge.cli.cluster",
+    "join": "kedge.cli.cluster", "edgecore": "kedge.cli.cluster", "node": "kedge.cli.cluster",
+    "up": "kedge.cli.cluster", "audit": "kedge.cli.audit", "release": "kedge.cli.release",
+    "verify": "kedge.cli.verify", "conformance": "kedge.cli.verify", "apiserver": "kedge.cli.apiserver",
+}
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kedge", description="security-hardened KubeEdge")
     parser.add_argument("--version", action="version", version=f"kedge {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    owner = COMMAND_OWNERS.get(command or "")
+    for name in (owner,) if owner else COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
+
+
+def _command_of(argv: list[str]) -> str | None:
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,7 +56,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_of(argv))
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: usage error (2) or --help (0)
