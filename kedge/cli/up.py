@@ -75,7 +75,7 @@ def run_up(root: Path, *, edges: int, out: TextIO) -> int:
 
     old = signal.signal(signal.SIGTERM, stop)
     try:
-        procs.append(subprocess.Popen(_kedge("cloudcore", "--data-dir", str(cloud.root))))  # nosec B603
+        procs.append(subprocess.Popen(_kedge("cloudcore", "--data-dir", str(cloud.root))))  # nosec B603 - argv of our own interpreter and module
         endpoints = _wait_for(lambda: (fsutil.read_json(cloud.endpoints, {}) or {}).get("certs") and
                               fsutil.read_json(cloud.endpoints), "cloudcore endpoints", procs)
         certs = endpoints["certs"].removeprefix("https://")
@@ -94,7 +94,7 @@ def run_up(root: Path, *, edges: int, out: TextIO) -> int:
                     state.close()
                 join(cloud=certs, token=tokens.format_token(tok), node=name, edge_dir=edge_dir)
                 print(f"joined {name}", file=out)
-            procs.append(subprocess.Popen(_kedge("edgecore", "--data-dir", str(edge_dir))))  # nosec B603
+            procs.append(subprocess.Popen(_kedge("edgecore", "--data-dir", str(edge_dir))))  # nosec B603 - argv of our own interpreter and module
 
         def all_connected():
             nodes = set((fsutil.read_json(cloud.connected, {}) or {}).get("nodes", []))

@@ -157,7 +157,7 @@ class EdgeHub:
             await self.conn.send(frame, text=True)
 
     async def _dispatch(self) -> None:
-        assert self.session is not None  # nosec B101
+        assert self.session is not None  # nosec B101 - set by connect_once before any dispatch
         now_ms = int(time.time() * 1000)
         for event in self.session.events_received():
             if isinstance(event, ResponseReceived):
