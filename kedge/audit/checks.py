@@ -652,6 +652,9 @@ def served_cert(f: Facts) -> Outcome:
             results.append(_probe_error(p))
             continue
         cert = p.peer_cert
+        if cert is None and p.no_client_cert == "refused":
+            results.append((Status.INFO, f"{p.url}: certificate not retrievable without a client certificate"))
+            continue
         if cert is None or cert.error:
             results.append((Status.FAIL, f"{p.url}: no readable certificate served"))
             continue

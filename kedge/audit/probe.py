@@ -78,21 +78,63 @@ def _connect(t: Target, ctx: ssl.SSLContext, timeout: float) -> ssl.SSLSocket:
         raise
 
 
-def _try_handshake(t: Target, ctx: ssl.SSLContext, timeout: float) -> tuple[str, bytes | None]:
-    """("accepted", peer DER) or ("refused"/"unavailable", None)."""
+_TLS_HANDSHAKE, _TLS_ALERT, _SERVER_HELLO = 0x16, 0x15, 0x02
+
+
+def _server_hello(t: Target, ctx: ssl.SSLContext, timeout: float) -> str:
+    """Offer what ``ctx`` allows and read the server's first record.
+
+    A ServerHello means the server picked one of the offered versions/suites: accepted
+    -- even on a listener that will then demand a client certificate, which a full
+    handshake without one could not tell apart from a refusal. An alert or a close
+    before any ServerHello means refused. Nothing beyond the ClientHello is sent.
+    """
     try:
-        s = _connect(t, ctx, timeout)
-    except ssl.SSLError as exc:
-        text = f"{exc.reason} {exc}".upper()
-        if "NO_PROTOCOLS_AVAILABLE" in text or "NO CIPHERS AVAILABLE" in text or "NO_CIPHERS_AVAILABLE" in text:
-            return "unavailable", None
-        return "refused", None
-    except (ConnectionError, socket.timeout, OSError) as exc:
-        if isinstance(exc, _ProbeFailed):
+        raw = socket.create_connection((t.host, t.port), timeout=timeout)
+    except OSError as exc:
+        raise _ProbeFailed(f"{type(exc).__name__}: {exc.strerror or exc}",
+                           refused=isinstance(exc, ConnectionRefusedError)) from exc
+    try:
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = ctx.wrap_bio(incoming, outgoing, server_hostname=t.host)
+        try:
+            obj.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLError as exc:
+            text = f"{exc.reason} {exc}".upper()
+            if "NO_PROTOCOLS_AVAILABLE" in text or "NO_CIPHERS_AVAILABLE" in text or "NO CIPHERS" in text:
+                return "unavailable"
             raise
-        return "refused", None
+        hello = outgoing.read()
+        if not hello:
+            return "unavailable"
+        raw.sendall(hello)
+        buf = b""
+        while len(buf) < 6:
+            chunk = raw.recv(MAX_RESPONSE_BYTES)
+            if not chunk:
+                break
+            buf += chunk
+    except (ssl.SSLError, ConnectionError, socket.timeout):
+        return "refused"
+    finally:
+        raw.close()
+    if len(buf) >= 6 and buf[0] == _TLS_HANDSHAKE and buf[5] == _SERVER_HELLO:
+        return "accepted"
+    return "refused"
+
+
+def _fetch_peer_cert(t: Target, timeout: float) -> bytes | None:
+    """The served certificate, via a full handshake without a client certificate (None if refused)."""
     try:
-        return "accepted", s.getpeercert(binary_form=True)
+        s = _connect(t, _probe_tls.unsafe_probe_context_anonymous(), timeout)
+    except _ProbeFailed:
+        raise
+    except (ssl.SSLError, OSError):
+        return None
+    try:
+        return s.getpeercert(binary_form=True)
     finally:
         s.close()
 
@@ -223,28 +265,25 @@ def probe(t: Target, *, ca: x509.Certificate | None, timeout: float = 3.0) -> Pr
     """Run every probe that applies to ``t``'s role."""
     try:
         versions: list[tuple[str, str]] = []
-        peer_der: bytes | None = None
         for label, attr in _VERSIONS:
             try:
                 ctx = _probe_tls.unsafe_probe_context_version(getattr(ssl.TLSVersion, attr))
             except (ValueError, ssl.SSLError):
                 versions.append((label, "unavailable"))
                 continue
-            state, der = _try_handshake(t, ctx, timeout)
-            versions.append((label, state))
-            if der is not None and (peer_der is None or label == "TLSv1.3"):
-                peer_der = der
+            versions.append((label, _server_hello(t, ctx, timeout)))
         cbc = non_ecdhe = "n/a"
         if dict(versions).get("TLSv1.2") == "accepted":
             for name, ciphers in (("cbc", _probe_tls.CBC_CIPHERS), ("non_ecdhe", _probe_tls.NON_ECDHE_CIPHERS)):
                 try:
-                    state, _ = _try_handshake(t, _probe_tls.unsafe_probe_context_tls12(ciphers), timeout)
+                    state = _server_hello(t, _probe_tls.unsafe_probe_context_tls12(ciphers), timeout)
                 except ValueError:
                     state = "unavailable"
                 if name == "cbc":
                     cbc = state
                 else:
                     non_ecdhe = state
+        peer_der = _fetch_peer_cert(t, timeout)
         no_cert = _client_cert_required(t, timeout) if t.role == "hub" else "n/a"
         anon_status, anon_detail = _anonymous_request(t, timeout) if t.role == "api" else (None, "n/a")
         oversized = _oversized_post(t, timeout) if t.role == "certs" else "n/a"

@@ -192,7 +192,7 @@ def test_waiver_suppresses_until_expiry_then_fails_again(fresh_cloud, tmp_path):
 
 
 @contextlib.contextmanager
-def weak_tls_listener(cloud_dir: Path, tmp_path: Path) -> Iterator[int]:
+def weak_tls_listener(cloud_dir: Path, tmp_path: Path, *, require_client_cert: bool = False) -> Iterator[int]:
     """A TLS 1.2-only listener that also accepts CBC suites, with a cert from the cluster CA."""
     ca_key, ca_cert = pki.load_key_file(cloud_dir / "pki" / "ca.key"), pki.load_cert_file(cloud_dir / "pki" / "ca.crt")
     key, cert = pki.issue_server_cert(ca_key, ca_cert, common_name="weak", sans=["127.0.0.1"],
@@ -203,6 +203,9 @@ def weak_tls_listener(cloud_dir: Path, tmp_path: Path) -> Iterator[int]:
     ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers("ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES128-GCM-SHA256")
     ctx.load_cert_chain(tmp_path / "weak.crt", tmp_path / "weak.key")
+    if require_client_cert:
+        ctx.load_verify_locations(cloud_dir / "pki" / "ca.crt")
+        ctx.verify_mode = ssl.CERT_REQUIRED
     srv = socket.create_server(("127.0.0.1", 0))
     srv.settimeout(0.1)
     stop = threading.Event()
@@ -232,14 +235,20 @@ def weak_tls_listener(cloud_dir: Path, tmp_path: Path) -> Iterator[int]:
 
 
 @pytest.mark.threat("K-TLS-DOWNGRADE")
-def test_hub_with_tls12_and_cbc_fails_cluster_002_and_003(fresh_cloud, tmp_path):
-    with weak_tls_listener(fresh_cloud, tmp_path) as port:
+@pytest.mark.parametrize("mtls", [True, False], ids=["mtls-hub", "no-client-auth"])
+def test_hub_with_tls12_and_cbc_fails_cluster_002_and_003(fresh_cloud, tmp_path, mtls):
+    with weak_tls_listener(fresh_cloud, tmp_path, require_client_cert=mtls) as port:
         code, report = audit("--data-dir", str(fresh_cloud), "--endpoint", f"hub=wss://127.0.0.1:{port}")
     r = by_id(report)
     assert r["KEDGE-CLUSTER-003"]["status"] == "FAIL" and "CBC" in r["KEDGE-CLUSTER-003"]["actual"]
     assert r["KEDGE-CLUSTER-002"]["status"] == "FAIL"  # TLS 1.2 although allow_tls12 is false
-    assert r["KEDGE-CLUSTER-001"]["status"] == "FAIL"  # and it serves peers without a client cert
-    assert r["KEDGE-CLUSTER-004"]["status"] == "PASS"
+    if mtls:
+        # seen from the ServerHello, although no handshake completes without a client cert
+        assert r["KEDGE-CLUSTER-001"]["status"] == "PASS"
+        assert r["KEDGE-CLUSTER-004"]["status"] == "INFO"
+    else:
+        assert r["KEDGE-CLUSTER-001"]["status"] == "FAIL"  # serves peers without a client cert
+        assert r["KEDGE-CLUSTER-004"]["status"] == "PASS"
     assert code == 1
 
 
