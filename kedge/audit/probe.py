@@ -78,7 +78,7 @@ def _connect(t: Target, ctx: ssl.SSLContext, timeout: float) -> ssl.SSLSocket:
         raise
 
 
-_TLS_HANDSHAKE, _TLS_ALERT, _SERVER_HELLO = 0x16, 0x15, 0x02
+_TLS_HANDSHAKE, _SERVER_HELLO = 0x16, 0x02  # record type, handshake message type
 
 
 def _server_hello(t: Target, ctx: ssl.SSLContext, timeout: float) -> str:
@@ -101,11 +101,9 @@ def _server_hello(t: Target, ctx: ssl.SSLContext, timeout: float) -> str:
             obj.do_handshake()
         except ssl.SSLWantReadError:
             pass
-        except ssl.SSLError as exc:
-            text = f"{exc.reason} {exc}".upper()
-            if "NO_PROTOCOLS_AVAILABLE" in text or "NO_CIPHERS_AVAILABLE" in text or "NO CIPHERS" in text:
-                return "unavailable"
-            raise
+        except ssl.SSLError:
+            # This OpenSSL would not build such a ClientHello (no protocols or ciphers left).
+            return "unavailable"
         hello = outgoing.read()
         if not hello:
             return "unavailable"
@@ -116,7 +114,7 @@ def _server_hello(t: Target, ctx: ssl.SSLContext, timeout: float) -> str:
             if not chunk:
                 break
             buf += chunk
-    except (ssl.SSLError, ConnectionError, socket.timeout):
+    except OSError:  # includes ssl.SSLError, resets and timeouts: no ServerHello came
         return "refused"
     finally:
         raw.close()
