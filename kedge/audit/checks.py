@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import re
-from pathlib import PurePath as Path
+from pathlib import PurePath
 from typing import Callable, Iterable
 
 from kedge.audit.facts import CertInfo, CloudFacts, EdgeFacts, Facts, FileStat, MqttListener, ProbeFacts
@@ -524,7 +524,7 @@ def state_db_mode(f: Facts) -> Outcome:
     bad = [x for x in dbs if not _private(x)]
     if bad:
         return _o(Status.FAIL, exp, ", ".join(f"{x.path} is {_mode(x.mode)}" for x in bad), [x.path for x in bad])
-    return _o(Status.PASS, exp, ", ".join(f"{Path(x.path).name} {_mode(x.mode)}" for x in dbs))
+    return _o(Status.PASS, exp, ", ".join(f"{PurePath(x.path).name} {_mode(x.mode)}" for x in dbs))
 
 
 # --------------------------------------------------------------------------- cluster: live probes
