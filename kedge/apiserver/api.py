@@ -100,6 +100,7 @@ class Watch:
         self.closed = False
         self.notify: Callable[[], None] = lambda: None
         self.audit: dict[str, Any] = {}
+        self.table = False  # kubectl get -w asks for server-side printed rows
 
     def push(self, line: bytes) -> None:
         if self.overflowed or self.closed:
@@ -351,7 +352,7 @@ class API:
         if verb == "list":
             return self._list(req, info, rt)
         if verb == "watch":
-            return self._watch(info, rt)
+            return self._watch(req, info, rt)
         if verb == "create":
             if info.subresource == "eviction":
                 return self._evict(req, info, rt, user)
@@ -430,8 +431,8 @@ class API:
         fin = meta.get("finalizers")
         if fin is not None and (not isinstance(fin, list) or not all(isinstance(f, str) for f in fin)):
             raise invalid(rt.kind, str(meta.get("name", "")), "metadata.finalizers must be a list of strings")
-        if strict_fields(req) and "managedFields" in meta:
-            meta.pop("managedFields", None)
+        if strict_fields(req):
+            check_known_fields(rt, obj)
         meta.pop("managedFields", None)
         obj["kind"], obj["apiVersion"] = (rt.kind, rt.api_version) if not info.subresource else (
             obj.get("kind", rt.kind), obj.get("apiVersion", rt.api_version))
@@ -506,7 +507,7 @@ class API:
         head = _dumps({"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": meta})[:-1]
         return Response(200, head + b',"items":[' + ",".join(raws).encode() + b"]}")
 
-    def _table(self, rt: ResourceType, objs: list[dict[str, Any]], rv: str, req: Request,
+    def _table(self, rt: ResourceType, objs: list[dict[str, Any]], rv: str, req: Request | None,
                meta: dict[str, Any] | None = None) -> Response:
         now = self.clock()
         columns = [{"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0}]
@@ -540,7 +541,7 @@ class API:
         for title, _ in extra:
             columns.append({"name": title, "type": "integer" if title in ("Restarts", "Data") else "string",
                             "format": "", "description": title, "priority": 1 if title == "Node" else 0})
-        include = "Object" if "includeObject=Object" in (req.target or "") else "Metadata"
+        include = "Object" if req is not None and "includeObject=Object" in req.target else "Metadata"
         rows = []
         for o in objs:
             m = _meta(o)
@@ -551,12 +552,13 @@ class API:
                  "metadata": meta or {"resourceVersion": rv}, "columnDefinitions": columns, "rows": rows}
         return Response(200, _dumps(table))
 
-    def _watch(self, info: RequestInfo, rt: ResourceType) -> Watch:
+    def _watch(self, req: Request, info: RequestInfo, rt: ResourceType) -> Watch:
         labels, fields = self._selectors(info, rt)
         timeout = _int_param(info.query.get("timeoutSeconds"), 0, MAX_WATCH_TIMEOUT_S) or DEFAULT_WATCH_TIMEOUT_S
         bookmarks = info.query.get("allowWatchBookmarks", "").lower() in ("1", "true")
         namespace = info.namespace if rt.namespaced and info.namespace else None
         w = Watch(self, rt, namespace, "", labels, fields, bookmarks, float(timeout))
+        w.table = _wants_table(req)
         try:
             rv = parse_rv(info.query.get("resourceVersion"))
         except StoreError as exc:
@@ -590,7 +592,9 @@ class API:
         needs_filter = not w.labels.empty or bool(w.fields)
         data = ev.data
         if not needs_filter:
-            if w.rt.crd:
+            if w.table:
+                data = self._table(w.rt, [json.loads(data)], str(ev.rv), None).body.decode()
+            elif w.rt.crd:
                 data = _rewrite_api_version(data, w.rt.api_version)
             w.push(_line(ev.type, data))
             return
@@ -608,7 +612,9 @@ class API:
                 kind, now_match = "DELETED", True
         if not now_match:
             return
-        if w.rt.crd:
+        if w.table:
+            data = self._table(w.rt, [obj], str(ev.rv), None).body.decode()
+        elif w.rt.crd:
             data = _rewrite_api_version(data, w.rt.api_version)
         w.push(_line(kind, data))
 
@@ -821,6 +827,8 @@ class API:
     def _apply_update(self, info: RequestInfo, rt: ResourceType, user: User, body: dict[str, Any],
                       expected: int | None) -> Response:
         old = self._load(rt, info.namespace, info.name)
+        if expected is not None and str(expected) != _meta(old).get("resourceVersion"):
+            raise conflict(rt.resource, info.name, rt.group)
         new = self._merge_for_update(rt, info.subresource, old, body)
         self._validate(rt, new, old, user, info)
         self._admit(user, "UPDATE", rt, info.subresource, info.name, new, old)
@@ -917,6 +925,8 @@ class API:
         if not _depth_ok(patched, MAX_JSON_DEPTH) or len(_dumps(patched)) > self.max_body_bytes:
             raise ApiError(422, "the patched object is too large or too deep")
         patched["kind"], patched["apiVersion"] = old.get("kind", rt.kind), old.get("apiVersion", rt.api_version)
+        if strict_fields(req):
+            check_known_fields(rt, patched)
         if _meta(patched).get("name") != info.name:
             raise ApiError(400, "the name of the object does not match the name on the URL")
         try:
@@ -1166,6 +1176,38 @@ def _same_ignoring_rv(a: dict[str, Any], b: dict[str, Any]) -> bool:
     ma = {k: v for k, v in (a.get("metadata") or {}).items() if k != "resourceVersion"}
     mb = {k: v for k, v in (b.get("metadata") or {}).items() if k != "resourceVersion"}
     return ma == mb and _without(a, "metadata") == _without(b, "metadata")
+
+
+_META_FIELDS = frozenset({
+    "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation", "creationTimestamp",
+    "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations", "ownerReferences", "finalizers",
+    "managedFields"})
+_COMMON_FIELDS = ("apiVersion", "kind", "metadata")
+_KIND_FIELDS: dict[str, tuple[str, ...]] = {
+    "ConfigMap": ("data", "binaryData", "immutable"),
+    "Secret": ("data", "stringData", "type", "immutable"),
+    "ServiceAccount": ("secrets", "imagePullSecrets", "automountServiceAccountToken"),
+    "Endpoints": ("subsets",),
+    "Event": ("involvedObject", "reason", "message", "source", "firstTimestamp", "lastTimestamp", "count", "type",
+              "eventTime", "series", "action", "related", "reportingComponent", "reportingInstance"),
+    "Role": ("rules",), "ClusterRole": ("rules", "aggregationRule"),
+    "RoleBinding": ("subjects", "roleRef"), "ClusterRoleBinding": ("subjects", "roleRef"),
+}
+
+
+def check_known_fields(rt: ResourceType, obj: dict[str, Any]) -> None:
+    """``fieldValidation=Strict``: refuse unknown top-level and metadata fields of built-in kinds.
+
+    Nested fields are not checked (kedge carries no full schemas); custom resources accept
+    any field, as a CRD with ``x-kubernetes-preserve-unknown-fields`` does.
+    """
+    if rt.crd:
+        return
+    allowed = set(_COMMON_FIELDS) | set(_KIND_FIELDS.get(rt.kind, ("spec", "status")))
+    unknown = [f'unknown field "{k}"' for k in obj if k not in allowed]
+    unknown += [f'unknown field "metadata.{k}"' for k in (obj.get("metadata") or {}) if k not in _META_FIELDS]
+    if unknown:
+        raise ApiError(400, "strict decoding error: " + ", ".join(sorted(unknown)[:10]))
 
 
 def strict_fields(req: Request) -> bool:

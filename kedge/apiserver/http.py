@@ -35,6 +35,8 @@ IDLE_KEEPALIVE_S = 90.0
 WRITE_TIMEOUT_S = 30.0
 BOOKMARK_INTERVAL_S = 60.0
 READ_CHUNK = 64 * 1024
+LINGER_S = 2.0
+LINGER_MAX_BYTES = 4 * 1024 * 1024
 
 
 class RevocationList:
@@ -216,6 +218,7 @@ class _Connection:
             clen = headers.get("content-length", ["0"])[-1]
             if clen.isdigit() and int(clen) > MAX_API_BODY_BYTES:
                 await self._error(413, "the request body is too large")
+                await self._linger()
                 return
             body = bytearray()
             try:
@@ -225,6 +228,7 @@ class _Connection:
                         body += ev.data
                         if len(body) > MAX_API_BODY_BYTES:
                             await self._error(413, "the request body is too large")
+                            await self._linger()
                             return
                     elif isinstance(ev, h11.EndOfMessage):
                         break
@@ -264,6 +268,20 @@ class _Connection:
                 self.conn.start_next_cycle()
             except h11.LocalProtocolError:
                 return
+
+    async def _linger(self) -> None:
+        """Read and discard a bounded amount for a moment, so the client can read our error before we close."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LINGER_S
+        drained = 0
+        try:
+            while drained < LINGER_MAX_BYTES and loop.time() < deadline:
+                chunk = await asyncio.wait_for(self.reader.read(READ_CHUNK), max(0.01, deadline - loop.time()))
+                if not chunk:
+                    return
+                drained += len(chunk)
+        except (asyncio.TimeoutError, ConnectionError, ssl.SSLError):
+            return
 
     async def _error(self, status: int, message: str) -> None:
         body = _dumps(status_body(status, {400: "BadRequest", 413: "RequestEntityTooLarge"}.get(status, ""), message))

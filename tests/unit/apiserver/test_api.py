@@ -247,3 +247,15 @@ def test_discovery_documents(api):
     _, v3 = call(api, "GET", "/openapi/v3")
     assert "api/v1" in v3["paths"] and "apis/rbac.authorization.k8s.io/v1" in v3["paths"]
     assert call(api, "GET", "/apis/nope/v1")[0] == 404
+
+
+def test_strict_field_validation_refuses_unknown_fields(api):
+    body = {"metadata": {"name": "s", "nmae": "typo"}, "data": {}, "dta": {}}
+    s, err = call(api, "POST", "/api/v1/namespaces/default/configmaps?fieldValidation=Strict", body)
+    assert s == 400 and 'unknown field "dta"' in err["message"] and 'unknown field "metadata.nmae"' in err["message"]
+    s, _ = call(api, "POST", "/api/v1/namespaces/default/configmaps?fieldValidation=Strict",
+                {"metadata": {"name": "ok"}, "data": {}})
+    assert s == 201
+    s, err = call(api, "PATCH", "/api/v1/namespaces/default/configmaps/ok?fieldValidation=Strict",
+                  {"spec": {}}, ctype="application/merge-patch+json")
+    assert s == 400 and 'unknown field "spec"' in err["message"]
