@@ -1,0 +1,487 @@
+"""PodManager: the thin asyncio shell around :func:`kedge.edge.edged.plan.plan`.
+
+edgecore hands it the full list of Pod objects bound to the node (:meth:`sync`); the
+manager plans, starts/stops container processes through a :class:`Runtime`,
+supervises them (:meth:`run`: exits, crash-loop back-off, probes, log rotation) and
+reports each pod's status when it changes (``on_status``).
+
+Pods survive edgecore: processes run in sessions of their own and every change is
+persisted to ``<pod dir>/state.json`` (atomically, 0600) before it is reported. A new
+PodManager over the same ``root`` re-adopts processes that are still the ones it
+started (boot id + pid + start ticks), so a restarted edgecore neither duplicates
+nor loses pods; after a reboot the same records say what to start again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from kedge._internal import fsutil
+from kedge.edge.edged import plan as planner
+from kedge.edge.edged.content import (ContainerConfigError, Lookup, RunAsPolicy, decide_user, resolve_env,
+                                      volume_files)
+from kedge.edge.edged.plan import Action, BackoffPolicy, ContainerState, PodState, ProbeTracker
+from kedge.edge.edged.prober import run_probe
+from kedge.edge.edged.runtime import EXIT_UNKNOWN, ContainerHandle, ContainerSpec, Runtime, StartError
+from kedge.edge.edged.spec import ContainerDef, PodDef, PodSpecError, parse_pod
+from kedge.edge.edged.volumes import TRAVERSE_DIR, PodDir, make_dir, rotate_log
+from kedge.errors import KedgeError
+
+log = logging.getLogger(__name__)
+
+StatusCallback = Callable[[str, str, dict[str, Any]], "Awaitable[None] | None"]
+_DIR_NAME = re.compile(r"^[a-z0-9][-a-z0-9]*_[a-z0-9][-a-z0-9.]*_[A-Za-z0-9][-A-Za-z0-9]*$")
+STATE_VERSION = 1
+MAX_STATE_BYTES = 256 * 1024
+
+
+class _Pod:
+    """Mutable bookkeeping for one pod (only the manager touches it)."""
+
+    def __init__(self, root: Path, uid: str, namespace: str, name: str) -> None:
+        self.uid, self.namespace, self.name = uid, namespace, name
+        self.dir = PodDir(root, f"{namespace}_{name}_{uid}")
+        self.defn: PodDef | None = None
+        self.grace_s = 30.0
+        self.start_time: float | None = None
+        self.containers: dict[str, ContainerState] = {}
+        self.handles: dict[str, ContainerHandle] = {}
+        self.launch: dict[str, tuple[dict[str, str], str, int | None, int | None]] = {}
+        self.probes: dict[tuple[str, str], ProbeTracker] = {}
+        self.probing: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self.task: asyncio.Task[None] | None = None
+        self.last_status: dict[str, Any] | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def snapshot(self) -> PodState:
+        return PodState(self.uid, self.namespace, self.name, tuple(self.containers.values()))
+
+
+def _state_to_json(c: ContainerState) -> dict[str, Any]:
+    out = dataclasses.asdict(c)
+    out["last_terminated"] = list(c.last_terminated) if c.last_terminated else None
+    return out
+
+
+def _state_from_json(raw: dict[str, Any]) -> ContainerState:
+    fields = {f.name for f in dataclasses.fields(ContainerState)}
+    data = {k: v for k, v in raw.items() if k in fields}
+    lt = data.get("last_terminated")
+    data["last_terminated"] = (int(lt[0]), str(lt[1]), float(lt[2]), float(lt[3])) if lt else None
+    return ContainerState(**data)
+
+
+class PodManager:
+    def __init__(self, root: Path | str, *, runtime: Runtime, lookup: Lookup,
+                 on_status: StatusCallback, clock: Callable[[], float] = time.time,
+                 run_as: RunAsPolicy | None = None, backoff: BackoffPolicy | None = None,
+                 tick_s: float = 1.0, log_max_bytes: int = 10 * 1024 * 1024, log_backups: int = 2,
+                 allowed_host_paths: tuple[str, ...] = (), host_ip: str = "127.0.0.1") -> None:
+        """``tick_s``, ``backoff`` and the log cap are parameters so tests can run fast."""
+        self.root = Path(root)
+        self._runtime = runtime
+        self._lookup = lookup
+        self._on_status = on_status
+        self._clock = clock
+        self._run_as = run_as or RunAsPolicy()
+        self._backoff = backoff or BackoffPolicy()
+        self._tick_s = tick_s
+        self._log_max = log_max_bytes
+        self._log_backups = log_backups
+        self._allowed = tuple(os.path.normpath(p) for p in allowed_host_paths)
+        self._host_ip = host_ip
+        self._euid, self._egid = os.geteuid(), os.getegid()
+        self._desired: dict[str, PodDef] | None = None
+        self._pods: dict[str, _Pod] = {}
+        self._wake = asyncio.Event()
+        self._closed = False
+        make_dir(self.root, TRAVERSE_DIR)
+        self._root_reachable = all(os.stat(p).st_mode & 0o001 for p in [self.root, *self.root.parents])
+        self._load()
+
+    # --- persistence --------------------------------------------------------------------
+
+    def _load(self) -> None:
+        now = self._clock()
+        for entry in sorted(self.root.iterdir()):
+            if not _DIR_NAME.match(entry.name) or not entry.is_dir():
+                continue
+            try:
+                raw = fsutil.read_json(entry / "state.json")
+                if raw is None:
+                    continue
+                pod = self._restore(raw, now)
+            except (KedgeError, KeyError, TypeError, ValueError) as exc:
+                log.warning("ignoring unreadable pod state in %s: %s", entry.name, exc.__class__.__name__)
+                continue
+            if pod.dir.path != entry:
+                log.warning("ignoring pod state that does not match its directory %s", entry.name)
+                continue
+            self._pods[pod.uid] = pod
+            self._save(pod)
+
+    def _restore(self, raw: dict[str, Any], now: float) -> _Pod:
+        if raw.get("version") != STATE_VERSION:
+            raise ValueError("unknown state version")
+        pod = _Pod(self.root, str(raw["uid"]), str(raw["namespace"]), str(raw["name"]))
+        pod.grace_s = float(raw.get("grace_s", 30.0))
+        pod.start_time = raw.get("start_time")
+        for name, rec in dict(raw["containers"]).items():
+            state = _state_from_json(rec["state"])
+            handle_rec = rec.get("handle")
+            if state.running:
+                handle = self._runtime.adopt(pod.uid, name, handle_rec) if handle_rec else None
+                if handle is not None:
+                    pod.handles[name] = handle
+                    # Probes start afresh; readiness is re-proven before it is claimed.
+                    state = dataclasses.replace(state, unhealthy=False)
+                    log.info("re-adopted %s/%s container %s (pid %d)", pod.namespace, pod.name, name,
+                             handle.pid)
+                else:
+                    rebooted = isinstance(handle_rec, dict) and handle_rec.get("boot_id") != getattr(
+                        self._runtime, "boot_id", None)
+                    state = dataclasses.replace(
+                        state, running=False, ready=False, finished_at=now,
+                        exit_code=255 if rebooted else 137,
+                        reason=planner.NODE_RESTART if rebooted else planner.STATUS_UNKNOWN)
+            pod.containers[name] = state
+        return pod
+
+    def _save(self, pod: _Pod) -> None:
+        doc = {"version": STATE_VERSION, "uid": pod.uid, "namespace": pod.namespace, "name": pod.name,
+               "grace_s": pod.grace_s, "start_time": pod.start_time,
+               "containers": {name: {"state": _state_to_json(c),
+                                     "handle": pod.handles[name].to_dict() if name in pod.handles else None}
+                              for name, c in pod.containers.items()}}
+        make_dir(pod.dir.path, TRAVERSE_DIR)
+        fsutil.write_private(pod.dir.state, json.dumps(doc, sort_keys=True).encode())
+
+    # --- public API -----------------------------------------------------------------------
+
+    async def sync(self, desired: list[dict[str, Any]]) -> None:
+        """Make the node run exactly ``desired`` (every Pod object bound to it)."""
+        wanted: dict[str, PodDef] = {}
+        for obj in desired:
+            try:
+                pod = parse_pod(obj)
+            except PodSpecError as exc:
+                uid = ((obj or {}).get("metadata") or {}).get("uid") if isinstance(obj, dict) else None
+                kept = self._desired.get(uid) if self._desired and isinstance(uid, str) else None
+                log.warning("refusing pod (%s): %s%s", exc.code, exc, "; keeping the previous spec"
+                            if kept else "")
+                if kept is not None:
+                    wanted[kept.uid] = kept
+                continue
+            wanted[pod.uid] = pod
+        self._desired = wanted
+        for pod_def in wanted.values():
+            pod = self._pods.get(pod_def.uid)
+            if pod is not None:
+                pod.defn = pod_def
+                pod.grace_s = pod_def.grace_period_s
+                if not pod.busy:
+                    self._readopt(pod)
+                    self._refresh_volumes(pod)
+        self._reconcile()
+        await self._report()
+
+    async def run(self) -> None:
+        """Supervise until cancelled: exits, back-off restarts, probes, logs, status."""
+        while not self._closed:
+            self._tick()
+            self._reconcile()
+            await self._report()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._tick_s)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def shutdown(self, *, stop_pods: bool) -> None:
+        """edgecore is stopping. ``stop_pods=False`` leaves every pod process running."""
+        self._closed = True
+        for pod in self._pods.values():
+            for task in pod.probing.values():
+                task.cancel()
+        busy = [p.task for p in self._pods.values() if p.busy]
+        if busy:
+            await asyncio.gather(*busy, return_exceptions=True)  # type: ignore[arg-type]
+        if stop_pods:
+            await asyncio.gather(*(self._stop_all(p, "Shutdown") for p in self._pods.values()),
+                                 return_exceptions=True)
+        for pod in list(self._pods.values()):
+            if pod.dir.path.exists():
+                self._save(pod)
+
+    def pod_state(self, uid: str) -> PodState | None:
+        pod = self._pods.get(uid)
+        return pod.snapshot() if pod else None
+
+    def handles(self, uid: str) -> dict[str, ContainerHandle]:
+        pod = self._pods.get(uid)
+        return dict(pod.handles) if pod else {}
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        now = self._clock()
+        for pod in list(self._pods.values()):
+            if pod.busy:
+                continue
+            changed = False
+            for name, handle in list(pod.handles.items()):
+                rc = self._runtime.poll(handle)
+                if rc is not None:
+                    self._record_exit(pod, name, rc, now)
+                    changed = True
+                else:
+                    rotate_log(pod.dir.log_path(name), self._log_max, self._log_backups)
+            if changed:
+                self._save(pod)
+            self._schedule_probes(pod, now)
+
+    def _reconcile(self) -> None:
+        if self._desired is None or self._closed:
+            return
+        idle = {uid: p for uid, p in self._pods.items() if not p.busy}
+        desired = [d for uid, d in self._desired.items() if uid not in self._pods or uid in idle]
+        actual = {uid: p.snapshot() for uid, p in idle.items()}
+        by_pod: dict[str, list[Action]] = {}
+        for action in planner.plan(desired, actual, self._clock(), self._backoff):
+            by_pod.setdefault(action.pod_uid, []).append(action)
+        for uid, actions in by_pod.items():
+            pod = self._pods.get(uid)
+            if pod is None:
+                d = self._desired[uid]
+                pod = self._pods[uid] = _Pod(self.root, d.uid, d.namespace, d.name)
+                pod.defn, pod.grace_s = d, d.grace_period_s
+            pod.task = asyncio.ensure_future(self._apply(pod, actions))
+            pod.task.add_done_callback(lambda _t: self._wake.set())
+
+    async def _report(self) -> None:
+        now = self._clock()
+        for pod in list(self._pods.values()):
+            if pod.defn is None or self._desired is None or pod.uid not in self._desired:
+                continue
+            status = planner.pod_status(pod.defn, pod.snapshot(), now, backoff=self._backoff,
+                                        previous=pod.last_status, start_time=pod.start_time,
+                                        host_ip=self._host_ip)
+            if status == pod.last_status:
+                continue
+            pod.last_status = status
+            try:
+                result = self._on_status(pod.namespace, pod.name, status)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:  # noqa: BLE001 - a failing consumer must not stop supervision
+                log.exception("on_status failed for %s/%s", pod.namespace, pod.name)
+
+    # --- actions --------------------------------------------------------------------------
+
+    async def _apply(self, pod: _Pod, actions: list[Action]) -> None:
+        try:
+            for action in actions:
+                if action.kind == "start":
+                    await self._start(pod, action.container, action.crash_streak)
+                elif action.kind == "stop":
+                    await self._stop(pod, action.container)
+                elif action.kind == "restart":
+                    await self._stop(pod, action.container)
+                    await self._start(pod, action.container, 0)
+                elif action.kind == "kill_pod":
+                    await self._stop_all(pod, action.reason)
+                elif action.kind == "remove_pod":
+                    await self._stop_all(pod, action.reason)
+                    pod.dir.remove()
+                    self._pods.pop(pod.uid, None)
+                    log.info("removed pod %s/%s", pod.namespace, pod.name)
+                    return
+                self._save(pod)
+        except Exception:  # noqa: BLE001 - keep supervising the other pods
+            log.exception("applying %s to pod %s/%s failed", [a.kind for a in actions], pod.namespace,
+                          pod.name)
+
+    async def _stop_all(self, pod: _Pod, reason: str) -> None:
+        await asyncio.gather(*(self._stop(pod, name) for name in list(pod.handles)))
+        if pod.dir.path.exists() and reason != "Deleted":
+            self._save(pod)
+
+    async def _stop(self, pod: _Pod, name: str) -> None:
+        handle = pod.handles.get(name)
+        if handle is None:
+            return
+        for key in [k for k in pod.probing if k[0] == name]:
+            pod.probing.pop(key).cancel()
+        rc = await self._runtime.stop_container(handle, pod.grace_s)
+        self._record_exit(pod, name, EXIT_UNKNOWN if rc is None else rc, self._clock())
+
+    def _record_exit(self, pod: _Pod, name: str, rc: int, now: float) -> None:
+        prev = pod.containers[name]
+        pod.handles.pop(name, None)
+        pod.launch.pop(name, None)
+        for key in [k for k in pod.probes if k[0] == name]:
+            pod.probes.pop(key)
+        if rc == EXIT_UNKNOWN:
+            code, reason = 137, planner.STATUS_UNKNOWN
+        else:
+            code, reason = rc, planner.COMPLETED if rc == 0 else planner.ERROR
+        pod.containers[name] = dataclasses.replace(
+            prev, running=False, ready=False, unhealthy=False, exit_code=code, finished_at=now,
+            reason=reason, message="")
+        log.info("container %s/%s/%s exited with %d", pod.namespace, pod.name, name, code)
+
+    async def _start(self, pod: _Pod, name: str, streak: int) -> None:
+        defn = pod.defn
+        assert defn is not None  # nosec B101 - plan only starts desired pods
+        spec = next(c for c in defn.containers if c.name == name)
+        prev = pod.containers.get(name)
+        now = self._clock()
+        restarts = (prev.restart_count + 1 if prev.started_at is not None else prev.restart_count) \
+            if prev else 0
+        last = prev.last_terminated if prev else None
+        if prev is not None and prev.has_run:
+            last = (prev.exit_code or 0, prev.reason or planner.ERROR, prev.started_at or now,
+                    prev.finished_at or now)
+        base = ContainerState(name, spec_hash=spec.spec_hash, restart_count=restarts, crash_streak=streak,
+                              last_terminated=last)
+        if pod.start_time is None:
+            pod.start_time = now
+        if spec.command is None:
+            pod.containers[name] = dataclasses.replace(
+                base, reason=planner.NO_COMMAND, finished_at=now,
+                message="no command: the process runtime has no images to take an entrypoint from")
+            return
+        try:
+            cspec, launch = self._prepare(pod, defn, spec)
+        except ContainerConfigError as exc:
+            pod.containers[name] = dataclasses.replace(base, reason=exc.reason, message=str(exc),
+                                                       finished_at=now)
+            log.warning("pod %s/%s container %s: %s", pod.namespace, pod.name, name, exc)
+            return
+        try:
+            handle = await self._runtime.start_container(pod.uid, cspec)
+        except StartError as exc:
+            pod.containers[name] = dataclasses.replace(
+                base, started_at=now, finished_at=now, exit_code=128, reason=planner.START_ERROR,
+                message=str(exc))
+            return
+        pod.handles[name] = handle
+        pod.launch[name] = launch
+        pod.containers[name] = dataclasses.replace(base, running=True, started_at=handle.started_at,
+                                                   ready=spec.readiness is None)
+        log.info("started %s/%s container %s (pid %d)", pod.namespace, pod.name, name, handle.pid)
+
+    def _readopt(self, pod: _Pod) -> None:
+        """Adopted processes get their launch context back, so their probes run again."""
+        if pod.defn is None:
+            return
+        for spec in pod.defn.containers:
+            if spec.name in pod.handles and spec.name not in pod.launch and spec.command is not None:
+                try:
+                    _, pod.launch[spec.name] = self._prepare(pod, pod.defn, spec, materialise=False)
+                except (ContainerConfigError, OSError) as exc:
+                    log.warning("pod %s/%s container %s: no probes after re-adoption: %s",
+                                pod.namespace, pod.name, spec.name, exc)
+
+    def _prepare(self, pod: _Pod, defn: PodDef, spec: ContainerDef, *, materialise: bool = True) -> tuple[
+            ContainerSpec, tuple[dict[str, str], str, int | None, int | None]]:
+        uid, gid = decide_user(spec, self._run_as, self._euid, self._egid)
+        if uid != self._euid and not self._root_reachable:
+            raise ContainerConfigError(f"{self.root} is not reachable by uid {uid}: every parent "
+                                       "directory needs o+x (0711)")
+        if materialise:
+            pod.dir.create(uid, gid)
+            self._materialise(pod, defn, uid, gid)
+        paths = {}
+        for m in spec.mounts:
+            path = pod.dir.volume_path(m.name)
+            paths[m.name] = str(path / m.sub_path) if m.sub_path else str(path)
+        if not spec.working_dir:
+            cwd = str(pod.dir.work)
+        elif spec.working_dir.startswith("/"):
+            cwd = os.path.normpath(spec.working_dir)
+            if not any(cwd == a or cwd.startswith(a.rstrip("/") + "/") for a in self._allowed):
+                raise ContainerConfigError(f"workingDir {cwd!r} is outside the pod and not allowed")
+        else:
+            try:
+                cwd = str(pod.dir.ensure_workdir(spec.working_dir, uid, gid))
+            except OSError as exc:
+                raise ContainerConfigError("workingDir cannot be created") from exc
+        env = resolve_env(defn, spec, self._lookup, volume_paths=paths, host_ip=self._host_ip)
+        assert spec.command is not None  # nosec B101 - checked by the caller
+        cspec = ContainerSpec(spec.name, tuple(spec.command) + spec.args, tuple(env.items()), cwd,
+                              str(pod.dir.log_path(spec.name)), uid, gid, spec.image)
+        return cspec, (env, cwd, uid, gid)
+
+    def _materialise(self, pod: _Pod, defn: PodDef, uid: int | None, gid: int | None) -> None:
+        for vol in defn.volumes:
+            files = volume_files(defn, vol, self._lookup)
+            if files is None:
+                pod.dir.ensure_empty_dir(vol.name, uid, gid)
+            else:
+                pod.dir.write_volume(vol.name, files, uid, gid)
+
+    def _refresh_volumes(self, pod: _Pod) -> None:
+        """ConfigMap/Secret updates reach a running pod's volume files (not its env)."""
+        if pod.defn is None or not pod.launch:
+            return
+        _, _, uid, gid = next(iter(pod.launch.values()))
+        try:
+            self._materialise(pod, pod.defn, uid, gid)
+        except (ContainerConfigError, OSError) as exc:
+            log.warning("pod %s/%s: volumes not refreshed: %s", pod.namespace, pod.name, exc)
+
+    # --- probes ---------------------------------------------------------------------------
+
+    def _schedule_probes(self, pod: _Pod, now: float) -> None:
+        if pod.defn is None:
+            return
+        for spec in pod.defn.containers:
+            handle = pod.handles.get(spec.name)
+            state = pod.containers.get(spec.name)
+            if handle is None or state is None or not state.running or spec.name not in pod.launch:
+                continue
+            for kind, probe in (("liveness", spec.liveness), ("readiness", spec.readiness)):
+                if probe is None:
+                    continue
+                key = (spec.name, kind)
+                tracker = pod.probes.get(key) or (ProbeTracker.liveness() if kind == "liveness"
+                                                  else ProbeTracker(result=state.ready))
+                pod.probes[key] = tracker
+                task = pod.probing.get(key)
+                if (task is not None and not task.done()) or not planner.probe_due(
+                        probe, tracker, handle.started_at, now):
+                    continue
+                pod.probing[key] = asyncio.ensure_future(self._probe(pod, spec, kind, handle))
+
+    async def _probe(self, pod: _Pod, spec: ContainerDef, kind: str, handle: ContainerHandle) -> None:
+        probe = spec.liveness if kind == "liveness" else spec.readiness
+        assert probe is not None  # nosec B101 - only scheduled for defined probes
+        env, cwd, uid, gid = pod.launch[spec.name]
+        ok = await run_probe(probe, spec, env=env, cwd=cwd, uid=uid, gid=gid)
+        if pod.handles.get(spec.name) is not handle:
+            return  # restarted meanwhile: this result is about the old process
+        key = (spec.name, kind)
+        tracker = planner.probe_observe(probe, pod.probes[key], ok, self._clock())
+        pod.probes[key] = tracker
+        state = pod.containers[spec.name]
+        if kind == "liveness" and not tracker.result and not state.unhealthy:
+            log.info("liveness probe failed for %s/%s container %s", pod.namespace, pod.name, spec.name)
+            pod.containers[spec.name] = dataclasses.replace(state, unhealthy=True)
+            self._wake.set()
+        elif kind == "readiness" and tracker.result != state.ready:
+            pod.containers[spec.name] = dataclasses.replace(state, ready=tracker.result)
+            self._wake.set()
