@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-
 import pytest
 
 from kedge.edge.metamanager.handler import INVENTORY_PAGE_ITEMS, MetaManager, inventory_pages
@@ -184,27 +182,6 @@ def test_inventory_snapshot_ids_differ_per_call(mm: MetaManager):
     a = mm.inventory_messages(now_ms=NOW_MS)[0].content["snapshot"]
     b = mm.inventory_messages(now_ms=NOW_MS)[0].content["snapshot"]
     assert a != b
-
-
-def test_send_inventory_waits_for_each_page():
-    class FakeHub:  # only the request() contract; the real tunnel is in tests/integration
-        def __init__(self) -> None:
-            self.sent: list[m.Message] = []
-
-        async def request(self, message: m.Message, *, timeout: float = 10.0) -> m.Message:
-            self.sent.append(message)
-            return message.reply({"ok": True}, now_ms=NOW_MS)
-
-    store = MetaStore.in_memory(bytes(KEY_BYTES))
-    mm = MetaManager(store, node="edge-1")
-    for i in range(5):
-        mm.process(msg("insert", f"default/pod/p{i}", pod(f"p{i}"), rv=str(i + 1)))
-    hub = FakeHub()
-    replies = asyncio.run(mm.send_inventory(hub))
-    assert len(replies) == 1 and replies[0].content == {"ok": True}
-    assert json.loads(hub.sent[0].to_bytes())["content"]["inventory"] == {f"default/pod/p{i}": str(i + 1)
-                                                                          for i in range(5)}
-    store.close()
 
 
 def test_edge_store_does_not_import_the_kubernetes_client():
