@@ -36,6 +36,8 @@ WRITE_TIMEOUT_S = 30.0
 BOOKMARK_INTERVAL_S = 60.0
 READ_CHUNK = 64 * 1024
 LINGER_S = 2.0
+MAX_HEADERS = 256
+BODY_TIMEOUT_S = 60.0  # a whole request body (at most 3 MiB) must arrive within this
 LINGER_MAX_BYTES = 4 * 1024 * 1024
 
 
@@ -184,14 +186,25 @@ class _Connection:
         if self.user is not None and rev is not None and (rev.fail_closed or (serial is not None and rev.revoked(serial))):
             self.user = None
 
-    async def _next_event(self, timeout: float) -> Any:
+    async def _next_event(self, idle_timeout: float, total_timeout: float | None = None) -> Any:
+        """Next h11 event. ``idle_timeout`` bounds the wait for the first byte; once bytes of
+        the event have arrived the whole event must complete within ``total_timeout`` (slow-loris)."""
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
         while True:
             event = self.conn.next_event()
-            if event is h11.NEED_DATA:
-                data = await asyncio.wait_for(self.reader.read(READ_CHUNK), timeout)
-                self.conn.receive_data(data)
-                continue
-            return event
+            if event is not h11.NEED_DATA:
+                return event
+            if deadline is None:
+                wait = idle_timeout
+            else:
+                wait = deadline - loop.time()
+                if wait <= 0:
+                    raise asyncio.TimeoutError()
+            data = await asyncio.wait_for(self.reader.read(READ_CHUNK), wait)
+            if deadline is None and total_timeout is not None:
+                deadline = loop.time() + total_timeout
+            self.conn.receive_data(data)
 
     async def _send(self, *events: Any) -> None:
         for ev in events:
@@ -204,13 +217,17 @@ class _Connection:
         limits = self.server.limits
         while True:
             try:
-                event = await self._next_event(IDLE_KEEPALIVE_S)
+                event = await self._next_event(IDLE_KEEPALIVE_S, limits.http_read_timeout_s)
             except h11.RemoteProtocolError:
                 await self._error(400, "malformed HTTP request")
                 return
             if isinstance(event, (h11.ConnectionClosed, h11.EndOfMessage)) or event is h11.PAUSED:
                 return
             if not isinstance(event, h11.Request):
+                return
+            header_bytes = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
+            if header_bytes > limits.max_http_header_bytes or len(event.headers) > MAX_HEADERS:
+                await self._error(431, "request header fields too large")
                 return
             headers: dict[str, list[str]] = {}
             for k, v in event.headers:
@@ -221,9 +238,13 @@ class _Connection:
                 await self._linger()
                 return
             body = bytearray()
+            body_deadline = asyncio.get_running_loop().time() + BODY_TIMEOUT_S
             try:
                 while True:
-                    ev = await self._next_event(limits.http_read_timeout_s)
+                    left = body_deadline - asyncio.get_running_loop().time()
+                    if left <= 0:
+                        return
+                    ev = await self._next_event(min(limits.http_read_timeout_s, left), left)
                     if isinstance(ev, h11.Data):
                         body += ev.data
                         if len(body) > MAX_API_BODY_BYTES:
@@ -284,7 +305,7 @@ class _Connection:
             return
 
     async def _error(self, status: int, message: str) -> None:
-        body = _dumps(status_body(status, {400: "BadRequest", 413: "RequestEntityTooLarge"}.get(status, ""), message))
+        body = _dumps(status_body(status, {400: "BadRequest", 413: "RequestEntityTooLarge", 431: "RequestHeaderFieldsTooLarge"}.get(status, ""), message))
         try:
             if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                 await self._send(h11.Response(status_code=status, headers=[

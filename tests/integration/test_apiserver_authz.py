@@ -198,6 +198,7 @@ def nodes(env):
             "b": env["client"]("system:node:node-b", ["system:nodes"])}
 
 
+@pytest.mark.threat("K-LATERAL")
 def test_node_reads_its_pods_secret_but_not_others(env, nodes):
     a = nodes["a"]
     assert a.get("/api/v1/namespaces/apps/secrets/a-secret")[0] == 200
@@ -206,6 +207,7 @@ def test_node_reads_its_pods_secret_but_not_others(env, nodes):
     assert a.get("/api/v1/namespaces/apps/secrets")[0] == 403
 
 
+@pytest.mark.threat("K-LATERAL")
 def test_node_sees_only_its_own_pods(env, nodes):
     a = nodes["a"]
     status, lst = a.get("/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-a")
@@ -217,6 +219,7 @@ def test_node_sees_only_its_own_pods(env, nodes):
     assert a.get("/api/v1/nodes/node-b")[0] == 403
 
 
+@pytest.mark.threat("K-LATERAL")
 def test_node_cannot_patch_another_nodes_status(env, nodes):
     a = nodes["a"]
     patch = {"status": {"conditions": [{"type": "Ready", "status": "False"}]}}
@@ -230,6 +233,7 @@ def test_node_cannot_patch_another_nodes_status(env, nodes):
                      ctype="application/merge-patch+json")[0] == 200
 
 
+@pytest.mark.threat("K-LATERAL")
 def test_node_cannot_set_restricted_labels(env, nodes):
     a = nodes["a"]
     status, body = a.request("PATCH", "/api/v1/nodes/node-a",
@@ -240,6 +244,7 @@ def test_node_cannot_set_restricted_labels(env, nodes):
                      ctype="application/merge-patch+json")[0] == 200
 
 
+@pytest.mark.threat("K-LATERAL")
 def test_node_lease_only_its_own(env, nodes):
     lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "node-a"},
              "spec": {"holderIdentity": "node-a"}}
@@ -249,6 +254,7 @@ def test_node_lease_only_its_own(env, nodes):
     assert nodes["b"].get(path + "/node-a")[0] == 403
 
 
+@pytest.mark.threat("K-LATERAL")
 def test_cloudcore_impersonates_nodes_only(env, nodes):
     data = env["data"]
     cc = Client(env["url"], tls.client_context(data / "pki" / "ca.crt", data / "pki" / "cloudcore.crt",
@@ -280,6 +286,7 @@ def test_subject_access_review_matches_enforcement(env, nodes):
     assert env["client"]("nobody").post("/apis/authorization.k8s.io/v1/subjectaccessreviews", sar)[0] == 403
 
 
+@pytest.mark.threat("K-REVOKED-NODE")
 def test_revoked_client_certificate_is_refused(env):
     ca_key, ca_cert = env["ca"]
     frank = env["client"]("frank", ["system:masters"])
@@ -296,6 +303,7 @@ def test_revoked_client_certificate_is_refused(env):
         path.write_bytes(old)
 
 
+@pytest.mark.threat("K-MALFORMED-INPUT")
 def test_bad_input_is_answered_with_status(env):
     admin = env["admin"]
     status, body = admin.request("POST", "/api/v1/namespaces/default/configmaps", raw=b"{not json")
@@ -311,6 +319,7 @@ def test_bad_input_is_answered_with_status(env):
     assert status == 415
 
 
+@pytest.mark.threat("K-STALE-OVERWRITE")
 def test_optimistic_concurrency_conflict(env):
     admin = env["admin"]
     cm = _ok(admin.post("/api/v1/namespaces/default/configmaps", _cm("occ", a="1")))
@@ -321,6 +330,7 @@ def test_optimistic_concurrency_conflict(env):
     assert status == 409 and body["reason"] == "Conflict"
 
 
+@pytest.mark.threat("K-REPUDIATION")
 def test_audit_log_records_decisions(env):
     lines = [json.loads(x) for x in (env["data"] / "apiserver-audit.log").read_text().splitlines()]
     denied = [x for x in lines if x["user"]["username"] == "nobody"
