@@ -219,6 +219,10 @@ class API:
     def _load_indexes(self) -> None:
         for raw in self.store.list_raw("/pods")[1]:
             self.graph.set_pod(json.loads(raw))
+        for raw in self.store.list_raw("/persistentvolumeclaims")[1]:
+            self.graph.set_pvc(json.loads(raw))
+        for raw in self.store.list_raw("storage.k8s.io/volumeattachments")[1]:
+            self.graph.set_volume_attachment(json.loads(raw))
         for raw in self.store.list_raw("apiextensions.k8s.io/customresourcedefinitions")[1]:
             self._register_crd(json.loads(raw))
 
@@ -235,6 +239,16 @@ class API:
                 self.graph.remove_pod(ev.namespace, ev.name)
             else:
                 self.graph.set_pod(ev.obj())
+        elif ev.resource == "/persistentvolumeclaims":
+            if ev.type == "DELETED":
+                self.graph.remove_pvc(ev.namespace, ev.name)
+            else:
+                self.graph.set_pvc(ev.obj())
+        elif ev.resource == "storage.k8s.io/volumeattachments":
+            if ev.type == "DELETED":
+                self.graph.remove_volume_attachment(ev.name)
+            else:
+                self.graph.set_volume_attachment(ev.obj())
         elif ev.resource.startswith(RBAC_GROUP + "/"):
             self._policy = None
         elif ev.resource == "apiextensions.k8s.io/customresourcedefinitions":

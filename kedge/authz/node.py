@@ -144,7 +144,40 @@ class NodeGraph:
             if not counts:
                 del self._edges[(kind, namespace, ref_name)]
 
+    # PVC -> bound PV name; volume attachment -> node
+    _pvc_volume: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
+    _va_node: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def set_pvc(self, pvc: Mapping[str, Any]) -> None:
+        meta = pvc.get("metadata") or {}
+        key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+        volume = str((pvc.get("spec") or {}).get("volumeName") or "")
+        if volume:
+            self._pvc_volume[key] = volume
+        else:
+            self._pvc_volume.pop(key, None)
+
+    def remove_pvc(self, namespace: str, name: str) -> None:
+        self._pvc_volume.pop((namespace, name), None)
+
+    def set_volume_attachment(self, va: Mapping[str, Any]) -> None:
+        name = str((va.get("metadata") or {}).get("name", ""))
+        node = str((va.get("spec") or {}).get("nodeName") or "")
+        if node:
+            self._va_node[name] = node
+        else:
+            self._va_node.pop(name, None)
+
+    def remove_volume_attachment(self, name: str) -> None:
+        self._va_node.pop(name, None)
+
     def has_path(self, node: str, kind: str, namespace: str, name: str) -> bool:
+        if kind == "persistentvolumes":
+            # node <- pod <- pvc <- pv
+            return any(pv == name and self.has_path(node, "persistentvolumeclaims", ns, pvc)
+                       for (ns, pvc), pv in self._pvc_volume.items())
+        if kind == "volumeattachments":
+            return self._va_node.get(name) == node
         return node in self._edges.get((kind, namespace, name), {})
 
     def node_of_pod(self, namespace: str, name: str) -> str | None:

@@ -10,8 +10,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 from kedge import tls
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -24,7 +22,6 @@ def _client(data: Path, url: str) -> http.client.HTTPSConnection:
     return http.client.HTTPSConnection(host, int(port), context=ctx, timeout=10)
 
 
-@pytest.mark.threat("K-STALE-OVERWRITE")
 def test_kill_9_loses_no_acknowledged_write(tmp_path):
     data = tmp_path / "cloud"
     assert _kedge("init", "--data-dir", str(data), "--api-port", "0").returncode == 0

@@ -184,3 +184,18 @@ def test_masters_are_cluster_admin_and_authenticated_can_discover():
                                       resource_request=False, path="/apis/apps/v1"), p, g).allowed
     assert not authorize_chain(Attributes(user="u", groups=("system:authenticated",), verb="get",
                                           resource="pods", namespace="x"), p, g).allowed
+
+
+def test_persistent_volumes_and_attachments_follow_the_graph(graph):
+    graph.set_pvc({"metadata": {"namespace": "ns", "name": "a-pvc"}, "spec": {"volumeName": "pv-1"}})
+    graph.set_pvc({"metadata": {"namespace": "ns", "name": "other"}, "spec": {"volumeName": "pv-2"}})
+    graph.set_volume_attachment({"metadata": {"name": "va-1"}, "spec": {"nodeName": "node-a"}})
+    ok = lambda **kw: authorize_node(node_attrs(**kw), graph).allowed  # noqa: E731
+    assert ok(resource="persistentvolumes", name="pv-1")
+    assert not ok(resource="persistentvolumes", name="pv-2")  # its claim is used by no pod of node-a
+    assert not authorize_node(node_attrs("node-b", resource="persistentvolumes", name="pv-1"), graph).allowed
+    assert ok(api_group="storage.k8s.io", resource="volumeattachments", name="va-1")
+    assert not authorize_node(node_attrs("node-b", api_group="storage.k8s.io", resource="volumeattachments",
+                                         name="va-1"), graph).allowed
+    graph.remove_pvc("ns", "a-pvc")
+    assert not ok(resource="persistentvolumes", name="pv-1")
