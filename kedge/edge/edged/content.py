@@ -159,8 +159,12 @@ def resolve_env(pod: PodDef, c: ContainerDef, lookup: Lookup, *, volume_paths: M
             continue
         for key, value in sorted(object_data(src.kind, obj).items()):
             name = src.prefix + key
-            if _ENV_KEY.match(name):  # kubelet skips keys that are not valid names
-                env[name] = _text(value, f"{src.kind} {src.name}/{key}")
+            # kubelet skips keys that are not valid names; binary values cannot be env either.
+            if _ENV_KEY.match(name):
+                try:
+                    env[name] = _text(value, f"{src.kind} {src.name}/{key}")
+                except ContainerConfigError:
+                    continue
     for var in c.env:
         if var.source == "":
             env[var.name] = expand(var.value, env)

@@ -1,0 +1,153 @@
+"""Pod parsing (peer input) and what a container gets: env, volume files, user."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from kedge.edge.edged.content import (ContainerConfigError, RunAsPolicy, decide_user, expand, resolve_env,
+                                      volume_files)
+from kedge.edge.edged.spec import PodSpecError, parse_pod
+
+
+def raw(container=None, volumes=None, **spec):
+    c = {"name": "c", "image": "img", "command": ["/bin/true"]}
+    c.update(container or {})
+    return {"metadata": {"uid": "0b1c2d3e-aaaa-bbbb-cccc-1234567890ab", "namespace": "ns", "name": "web"},
+            "spec": {"containers": [c], "volumes": volumes or [], **spec}}
+
+
+OBJS = {
+    ("configmap", "ns", "cfg"): {"data": {"A": "1", "B": "two", "bad key": "x", "conf.ini": "k=v"},
+                                 "binaryData": {"blob": base64.b64encode(b"\x00\x01").decode()}},
+    ("secret", "ns", "sec"): {"data": {"password": base64.b64encode(b"hunter2").decode(),
+                                       "tls.key": base64.b64encode(b"KEY").decode()}},
+}
+
+
+def lookup(kind, ns, name):
+    return OBJS.get((kind, ns, name))
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda o: o["metadata"].update(uid="../../etc"),
+    lambda o: o["metadata"].update(name="a_b"),
+    lambda o: o["metadata"].update(namespace="../x"),
+    lambda o: o["spec"].update(containers=[]),
+    lambda o: o["spec"]["containers"].append(dict(o["spec"]["containers"][0])),
+    lambda o: o["spec"].update(restartPolicy="Sometimes"),
+    lambda o: o["spec"]["containers"][0].update(command="sh -c x"),
+    lambda o: o["spec"]["containers"][0].update(command=["a\x00b"]),
+    lambda o: o["spec"]["containers"][0].update(workingDir="../../root"),
+    lambda o: o["spec"]["containers"][0].update(volumeMounts=[{"name": "nope", "mountPath": "/x"}]),
+    lambda o: o["spec"]["containers"][0].update(args=["x"] * 5000),
+    lambda o: o["spec"]["containers"][0].update(livenessProbe={"httpGet": {"port": 80, "path": "x y"}}),
+    lambda o: o["spec"]["containers"][0].update(livenessProbe={"exec": {"command": ["x"]},
+                                                               "tcpSocket": {"port": 1}}),
+    lambda o: o["spec"].update(volumes=[{"name": "v", "hostPath": {"path": "/"}}]),
+    lambda o: o["spec"].update(volumes=[{"name": "v", "secret": {"secretName": "s",
+                                                                 "items": [{"key": "k", "path": "../k"}]}}]),
+    lambda o: o["spec"].update(securityContext={"runAsUser": -1}),
+    lambda o: o["spec"].update(terminationGracePeriodSeconds=True),
+])
+def test_malformed_or_hostile_pods_are_refused(mutate):
+    obj = raw()
+    mutate(obj)
+    with pytest.raises(PodSpecError) as exc:
+        parse_pod(obj)
+    assert exc.value.code == "invalid_pod"
+
+
+def test_parse_pod_fields():
+    p = parse_pod(raw({"args": ["-x"], "workingDir": "sub/dir", "securityContext": {"runAsUser": 1000},
+                       "ports": [{"name": "http", "containerPort": 8080}],
+                       "readinessProbe": {"httpGet": {"port": "http", "path": "/healthz"},
+                                          "periodSeconds": 2}},
+                      terminationGracePeriodSeconds=5, securityContext={"runAsUser": 7, "runAsGroup": 8}))
+    c = p.containers[0]
+    assert p.dir_name == "ns_web_0b1c2d3e-aaaa-bbbb-cccc-1234567890ab"
+    assert c.command == ("/bin/true",) and c.args == ("-x",) and c.working_dir == "sub/dir"
+    assert (c.run_as_user, c.run_as_group) == (1000, 8)  # container overrides pod, group inherited
+    assert c.readiness is not None and c.readiness.kind == "http" and c.readiness.period_s == 2
+    assert c.port_number(c.readiness.port) == 8080
+    assert p.grace_period_s == 5 and p.restart_policy == "Always"
+
+
+def test_env_from_configmap_secret_fields_and_expansion():
+    p = parse_pod(raw({
+        "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "CFG_"}],
+        "env": [{"name": "PASS", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "password"}}},
+                {"name": "B", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "B"}}},
+                {"name": "GREETING", "value": "hello $(B) $$(B) $(MISSING)"},
+                {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "OPT", "valueFrom": {"secretKeyRef": {"name": "gone", "key": "k", "optional": True}}}],
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+        volumes=[{"name": "data", "emptyDir": {}}]))
+    env = resolve_env(p, p.containers[0], lookup, volume_paths={"data": "/pods/x/volumes/data"})
+    assert env["PASS"] == "hunter2" and env["B"] == "two" and env["CFG_A"] == "1"
+    assert "CFG_bad key" not in env
+    assert env["GREETING"] == "hello two $(B) $(MISSING)"
+    assert env["POD"] == "web" and "OPT" not in env
+    assert env["KEDGE_VOLUME_DATA"] == "/pods/x/volumes/data"
+    assert env["PATH"].startswith("/usr/local/sbin")
+
+
+@pytest.mark.parametrize("env", [
+    [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "missing", "key": "k"}}}],
+    [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "nokey"}}}],
+    [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "blob"}}}],  # not text
+])
+def test_missing_or_bad_references_are_config_errors(env):
+    p = parse_pod(raw({"env": env}))
+    with pytest.raises(ContainerConfigError) as exc:
+        resolve_env(p, p.containers[0], lookup, volume_paths={})
+    assert exc.value.reason == "CreateContainerConfigError"
+
+
+def test_volume_files_modes_items_and_reserved_keys():
+    p = parse_pod(raw(volumes=[
+        {"name": "s", "secret": {"secretName": "sec"}},
+        {"name": "c", "configMap": {"name": "cfg", "items": [{"key": "conf.ini", "path": "etc/app.ini",
+                                                                "mode": 0o440}]}},
+        {"name": "o", "configMap": {"name": "absent", "optional": True}},
+        {"name": "e", "emptyDir": {}}]))
+    s, c, o, e = p.volumes
+    assert volume_files(p, s, lookup) == {"password": (b"hunter2", 0o400), "tls.key": (b"KEY", 0o400)}
+    assert volume_files(p, c, lookup) == {"etc/app.ini": (b"k=v", 0o440)}
+    assert volume_files(p, o, lookup) == {}
+    assert volume_files(p, e, lookup) is None
+    whole = parse_pod(raw(volumes=[{"name": "w", "configMap": {"name": "cfg"}}])).volumes[0]
+    files = volume_files(p, whole, lookup)
+    assert "bad key" not in files and files["blob"] == (b"\x00\x01", 0o444)
+
+
+def test_expand_is_single_pass():
+    assert expand("$(A)$(B)", {"A": "$(B)", "B": "x"}) == "$(B)x"
+
+
+@pytest.mark.parametrize("container,euid,policy,expect", [
+    ({}, 0, RunAsPolicy(), (65534, 65534)),
+    ({"securityContext": {"runAsUser": 1000}}, 0, RunAsPolicy(), (1000, 1000)),
+    ({"securityContext": {"runAsUser": 1000, "runAsGroup": 5}}, 0, RunAsPolicy(), (1000, 5)),
+    ({"securityContext": {"runAsUser": 0}}, 0, RunAsPolicy(), ContainerConfigError),
+    ({"securityContext": {"runAsUser": 0}}, 0, RunAsPolicy(allow_root=True), (0, 65534)),
+    ({"securityContext": {"runAsUser": 0, "runAsGroup": 0}}, 0, RunAsPolicy(allow_root=True), (0, 0)),
+    ({"securityContext": {"runAsUser": 0, "runAsNonRoot": True}}, 0, RunAsPolicy(allow_root=True),
+     ContainerConfigError),
+    ({"securityContext": {"runAsGroup": 0}}, 0, RunAsPolicy(), ContainerConfigError),
+    ({}, 1000, RunAsPolicy(), (1000, 1000)),
+    ({"securityContext": {"runAsUser": 1001}}, 1000, RunAsPolicy(), ContainerConfigError),
+])
+def test_pods_run_unprivileged_unless_root_is_explicit_and_allowed(container, euid, policy, expect):
+    c = parse_pod(raw(container)).containers[0]
+    if expect is ContainerConfigError:
+        with pytest.raises(ContainerConfigError):
+            decide_user(c, policy, euid, euid)
+    else:
+        assert decide_user(c, policy, euid, euid) == expect
+
+
+def test_default_user_policy_cannot_be_root():
+    with pytest.raises(ValueError):
+        RunAsPolicy(default_uid=0)
