@@ -25,19 +25,21 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import yaml
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from kedge import __version__
 from kedge.apiserver import openapi
 from kedge.apiserver.protobuf import ProtobufError, decode_review
 from kedge.apiserver.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from kedge.apiserver.request import BadRequest, RequestInfo, parse_request
+from kedge.apiserver import satoken
 from kedge.apiserver.resources import CRDError, Registry, ResourceType, from_crd
 from kedge.apiserver.status import ApiError, already_exists, conflict, invalid, not_found, status_body
 from kedge.authz.bootstrap import authorize_chain, bootstrap_cluster_role_bindings, bootstrap_cluster_roles
 from kedge.authz.labels import (
     FieldRequirement, SelectorError, field_value, fields_match, parse_field_selector, parse_label_selector,
 )
-from kedge.authz.node import NodeGraph, admit_node_request
+from kedge.authz.node import NodeGraph, admit_node_request, node_identity
 from kedge.authz.rbac import (
     AUTHENTICATED, RBAC_GROUP, Attributes, Decision, Policy, Rule, applicable_rules, binding_allowed,
     escalate_allowed,
@@ -184,8 +186,10 @@ class API:
     """The API server's request handler (synchronous; runs on the event-loop thread)."""
 
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.time,
-                 node_authorization: bool = True, max_body_bytes: int = 3 * 1024 * 1024) -> None:
+                 node_authorization: bool = True, max_body_bytes: int = 3 * 1024 * 1024,
+                 sa_key: ec.EllipticCurvePrivateKey | None = None) -> None:
         self.store = store
+        self.sa_key = sa_key
         self.clock = clock
         self.node_authorization = node_authorization
         self.max_body_bytes = max_body_bytes
@@ -370,6 +374,8 @@ class API:
         if verb == "create":
             if info.subresource == "eviction":
                 return self._evict(req, info, rt, user)
+            if info.subresource == "token":
+                return self._token_request(req, info, rt, user)
             if info.subresource:
                 raise ApiError(405, "method not allowed")
             return self._create(req, info, rt, user)
@@ -1056,6 +1062,70 @@ class API:
         self._admit(user, "CREATE", rt, "eviction", info.name, old, None)
         self._do_delete(rt, info.namespace, info.name, old, None, None)
         return Response(201, _dumps(status_body(201, "", "")))
+
+    # -- service-account tokens ------------------------------------------------
+
+    def _token_request(self, req: Request, info: RequestInfo, rt: ResourceType, user: User) -> Response:
+        if rt.storage_key != "/serviceaccounts" or self.sa_key is None:
+            raise ApiError(404, "the server could not find the requested resource")
+        sa = self._load(rt, info.namespace, info.name)
+        body = self._object_body(req, info, rt)
+        spec = body.get("spec") if isinstance(body.get("spec"), dict) else {}
+        audiences = spec.get("audiences") or [satoken.API_AUDIENCE]
+        if not isinstance(audiences, list) or not all(isinstance(a, str) and 0 < len(a) <= 256 for a in audiences) \
+                or len(audiences) > 16:
+            raise invalid("TokenRequest", info.name, "spec.audiences: Invalid value", "authentication.k8s.io")
+        expiry = spec.get("expirationSeconds", satoken.DEFAULT_EXPIRATION_S)
+        if not isinstance(expiry, int) or isinstance(expiry, bool) or expiry < satoken.MIN_EXPIRATION_S:
+            raise invalid("TokenRequest", info.name, "spec.expirationSeconds: may not specify a duration less "
+                          "than 10 minutes", "authentication.k8s.io")
+        expiry = min(expiry, satoken.MAX_EXPIRATION_S)
+        ref = spec.get("boundObjectRef") if isinstance(spec.get("boundObjectRef"), dict) else None
+        pod_name = pod_uid = ""
+        if ref is not None:
+            if ref.get("kind") != "Pod":
+                raise invalid("TokenRequest", info.name, "spec.boundObjectRef.kind: only Pod is supported",
+                              "authentication.k8s.io")
+            pod = self.store.get("/pods", info.namespace, str(ref.get("name", "")))
+            if pod is None or (ref.get("uid") and ref["uid"] != _meta(pod).get("uid")):
+                raise ApiError(404, f'pods "{ref.get("name", "")}" not found')
+            pod_name, pod_uid = _meta(pod)["name"], _meta(pod)["uid"]
+            if (pod.get("spec") or {}).get("serviceAccountName", "default") != info.name:
+                raise ApiError(400, "the pod does not run as this service account")
+        is_node, node = node_identity(user.name, user.groups)
+        if is_node:
+            # NodeRestriction: a node may only request tokens bound to its own pods
+            bound = self.store.get("/pods", info.namespace, pod_name) if pod_name else None
+            if bound is None or (bound.get("spec") or {}).get("nodeName") != node:
+                raise ApiError(403, f'node "{node}" can only request tokens bound to pods scheduled on it')
+        now = int(self.clock())
+        claims = satoken.TokenClaims(namespace=info.namespace, name=info.name, uid=_meta(sa).get("uid", ""),
+                                     audiences=tuple(audiences), issued_at=now, expires_at=now + expiry,
+                                     pod_name=pod_name, pod_uid=pod_uid)
+        token = satoken.issue(self.sa_key, claims)
+        body["kind"], body["apiVersion"] = "TokenRequest", "authentication.k8s.io/v1"
+        body.setdefault("metadata", {}).update({"name": info.name, "namespace": info.namespace,
+                                                "creationTimestamp": None})
+        body["spec"] = dict(spec, audiences=audiences, expirationSeconds=expiry)
+        body["status"] = {"token": token, "expirationTimestamp": rfc3339(now + expiry)}
+        return Response(201, _dumps(body))
+
+    def authenticate_bearer(self, token: str) -> User | None:
+        """A service-account token, still backed by its service account (and pod): the user; else None."""
+        if self.sa_key is None:
+            return None
+        try:
+            claims = satoken.verify(token, self.sa_key.public_key(), now=self.clock())
+        except satoken.TokenError:
+            return None
+        sa = self.store.get("/serviceaccounts", claims.namespace, claims.name)
+        if sa is None or _meta(sa).get("uid") != claims.uid:
+            return None
+        if claims.pod_name:
+            pod = self.store.get("/pods", claims.namespace, claims.pod_name)
+            if pod is None or _meta(pod).get("uid") != claims.pod_uid or _meta(pod).get("deletionTimestamp"):
+                return None
+        return User(claims.username, claims.groups, claims.uid)
 
     # -- reviews -----------------------------------------------------------------
 

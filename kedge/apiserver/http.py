@@ -181,7 +181,9 @@ class _Connection:
         peer = writer.get_extra_info("peername") or ("?", 0)
         self.peer = f"{peer[0]}:{peer[1]}"
         sslobj = writer.get_extra_info("ssl_object")
-        self.user, serial = user_from_cert(sslobj.getpeercert() if sslobj else None)
+        peercert = sslobj.getpeercert() if sslobj else None
+        self.cert_presented = bool(peercert)
+        self.user, serial = user_from_cert(peercert)
         rev = server.revocations
         if self.user is not None and rev is not None and (rev.fail_closed or (serial is not None and rev.revoked(serial))):
             self.user = None
@@ -264,12 +266,17 @@ class _Connection:
                           "auditID": str(uuid.uuid4()), "stage": "ResponseComplete",
                           "sourceIPs": [self.peer.rsplit(":", 1)[0]], "userAgent": headers.get("user-agent", [""])[-1][:256],
                           "requestReceivedTimestamp": _now_iso()}
-            if self.user is None:
+            user = self.user
+            if user is None and not self.cert_presented:
+                auth = headers.get("authorization", [""])[-1]
+                if auth[:7].lower() == "bearer " and len(auth) <= 8192:
+                    user = self.server.api.authenticate_bearer(auth[7:].strip())
+            if user is None:
                 resp: Response | Watch = Response(401, _dumps(status_body(401, "Unauthorized", "Unauthorized")))
                 resp.audit = {"requestURI": target[:2048], "verb": method.lower(), "user": {"username": "system:anonymous"},
                               "responseStatus": {"code": 401}}
             else:
-                resp = self.server.api.handle(Request(method, target, headers, bytes(body), self.user))
+                resp = self.server.api.handle(Request(method, target, headers, bytes(body), user))
             if isinstance(resp, Watch):
                 self.server.audit(dict(audit_base, **resp.audit, responseStatus={"code": 200},
                                        stageTimestamp=_now_iso()))
@@ -278,8 +285,6 @@ class _Connection:
                 self.server.audit(dict(audit_base, **resp.audit, stageTimestamp=_now_iso()))
                 hdrs = [("content-type", resp.content_type), ("content-length", str(len(resp.body))),
                         ("cache-control", "no-cache, private"), ("x-content-type-options", "nosniff")]
-                if resp.status == 401:
-                    hdrs.append(("www-authenticate", 'Basic realm="kedge"'))
                 body_out = b"" if method == "HEAD" else resp.body
                 await self._send(h11.Response(status_code=resp.status, headers=hdrs), h11.Data(data=body_out),
                                  h11.EndOfMessage())

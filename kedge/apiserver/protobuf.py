@@ -113,6 +113,10 @@ KIND_SCHEMAS: dict[str, Schema] = {
                5: ("immutable", "bool")},
     "Namespace": {1: ("metadata", _OBJECT_META)},
     "ServiceAccount": {1: ("metadata", _OBJECT_META), 4: ("automountServiceAccountToken", "bool")},
+    # `kubectl create token`
+    "TokenRequest": {1: ("metadata", _OBJECT_META), 2: ("spec", {
+        1: ("audiences", "strs"), 4: ("expirationSeconds", "int"),
+        3: ("boundObjectRef", {1: ("kind", "str"), 2: ("apiVersion", "str"), 3: ("name", "str"), 4: ("uid", "str")})})},
 }
 
 
@@ -124,10 +128,10 @@ def _decode(buf: bytes, schema: Schema, depth: int) -> dict[str, Any]:
         if num not in schema:
             continue  # unknown or unneeded field
         name, kind = schema[num]
-        if kind == "bool":
+        if kind in ("bool", "int"):
             if wt != 0:
                 raise ProtobufError("unexpected wire type")
-            out[name] = bool(val)
+            out[name] = bool(val) if kind == "bool" else int(val)
             continue
         if wt != 2:
             raise ProtobufError("unexpected wire type")

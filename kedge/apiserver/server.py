@@ -14,11 +14,15 @@ import ipaddress
 import logging
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from kedge import tls
 from kedge._internal import fsutil
 from kedge.apiserver.api import API
 from kedge.apiserver.http import ApiServer, RevocationList
 from kedge.cloud.config import CloudDir
+from kedge.errors import StateError
 from kedge.store.sqlite import Store
 
 log = logging.getLogger(__name__)
@@ -26,6 +30,25 @@ log = logging.getLogger(__name__)
 API_DB = "api.db"
 API_AUDIT_LOG = "apiserver-audit.log"
 DEFAULT_WATCH_WINDOW = 10_000  # events kept for watches from an old resourceVersion
+
+
+SA_KEY = "sa.key"
+
+
+def load_or_create_sa_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    """The service-account token signing key (ECDSA P-256), created 0600 on first start."""
+    if not path.exists():
+        key = ec.generate_private_key(ec.SECP256R1())
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        try:
+            fsutil.create_exclusive(path, pem)
+        except StateError:
+            pass  # created concurrently; load the winner's key
+    loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(loaded, ec.EllipticCurvePrivateKey):
+        raise StateError(f"{path} is not an EC private key", code="bad_key")
+    return loaded
 
 
 def _url_host(addr: str) -> str:
@@ -46,7 +69,7 @@ async def start_apiserver(data_dir: str | Path, *, port: int | None = None,
     ctx = tls.server_context(d.hub_crt, d.hub_key, d.ca_crt, client_cert="optional", allow_tls12=cfg.allow_tls12)
     store = Store(d.root / API_DB, window=watch_window)
     try:
-        api = API(store, node_authorization=True)
+        api = API(store, node_authorization=True, sa_key=load_or_create_sa_key(d.pki / SA_KEY))
         server = ApiServer(api, ctx, host=cfg.bind_address, port=cfg.api_port if port is None else port,
                            limits=limits, revocations=RevocationList(d.crl, d.ca_crt),
                            audit_path=d.root / API_AUDIT_LOG)

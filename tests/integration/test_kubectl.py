@@ -232,3 +232,15 @@ def test_errors_are_status_objects(cluster):
     r = kubectl(cluster, "create", "-f", "-", check=False,
                 input='{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"Bad_Name"}}')
     assert r.returncode != 0 and 'ConfigMap "Bad_Name" is invalid' in r.stderr and "metadata.name" in r.stderr
+
+
+def test_service_account_token_authenticates_and_dies_with_its_account(cluster):
+    kubectl(cluster, "create", "serviceaccount", "bot")
+    token = kubectl(cluster, "create", "token", "bot", "--duration=15m").stdout.strip()
+    anon = ["--kubeconfig", "/dev/null", "--server", cluster["url"], "--certificate-authority",
+            str(cluster["data"] / "pki" / "ca.crt"), "--token", token]
+    r = kubectl(cluster, *anon, "get", "pods", check=False)
+    assert 'User "system:serviceaccount:default:bot" cannot list resource "pods"' in r.stderr
+    kubectl(cluster, "delete", "serviceaccount", "bot")
+    r = kubectl(cluster, *anon, "get", "pods", check=False)
+    assert r.returncode != 0 and "Unauthorized" in r.stderr

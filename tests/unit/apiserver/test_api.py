@@ -259,3 +259,36 @@ def test_strict_field_validation_refuses_unknown_fields(api):
     s, err = call(api, "PATCH", "/api/v1/namespaces/default/configmaps/ok?fieldValidation=Strict",
                   {"spec": {}}, ctype="application/merge-patch+json")
     assert s == 400 and 'unknown field "spec"' in err["message"]
+
+
+def test_token_request_and_bearer_authentication(tmp_path):
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    store = Store(tmp_path / "t.db", synchronous="NORMAL")
+    now = [1_700_000_000.0]
+    api = API(store, clock=lambda: now[0], sa_key=ec.generate_private_key(ec.SECP256R1()))
+    call(api, "POST", "/api/v1/namespaces/default/serviceaccounts", {"metadata": {"name": "robot"}})
+    call(api, "POST", "/api/v1/namespaces/default/pods", pod("runner", "node-a", serviceAccountName="robot"))
+    call(api, "POST", "/api/v1/namespaces/default/pods", pod("elsewhere", "node-b", serviceAccountName="robot"))
+    s, tr = call(api, "POST", "/api/v1/namespaces/default/serviceaccounts/robot/token",
+                 {"spec": {"expirationSeconds": 600}})
+    assert s == 201
+    user = api.authenticate_bearer(tr["status"]["token"])
+    assert user is not None and user.name == "system:serviceaccount:default:robot"
+    now[0] += 700  # expired
+    assert api.authenticate_bearer(tr["status"]["token"]) is None
+    now[0] -= 700
+    # a node may only mint tokens bound to its own pods
+    ref = {"spec": {"boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "elsewhere"}}}
+    s, _ = call(api, "POST", "/api/v1/namespaces/default/serviceaccounts/robot/token", ref, user=NODE_A)
+    assert s == 403
+    ref["spec"]["boundObjectRef"]["name"] = "runner"
+    s, bound = call(api, "POST", "/api/v1/namespaces/default/serviceaccounts/robot/token", ref, user=NODE_A)
+    assert s == 201 and api.authenticate_bearer(bound["status"]["token"]) is not None
+    # deleting the bound pod (unbound pods go at once; this one is bound so force grace 0) revokes the token
+    call(api, "DELETE", "/api/v1/namespaces/default/pods/runner", {"gracePeriodSeconds": 0})
+    assert api.authenticate_bearer(bound["status"]["token"]) is None
+    # deleting the service account revokes every token it had
+    call(api, "DELETE", "/api/v1/namespaces/default/serviceaccounts/robot")
+    assert api.authenticate_bearer(tr["status"]["token"]) is None
+    store.close()
