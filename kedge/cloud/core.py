@@ -41,14 +41,34 @@ class CloudCore:
         self.hub: CloudHub | None = None
         self.cert_server: asyncio.base_events.Server | None = None
         self.endpoints: dict[str, str] = {}
+        self.api_server = None
+        self.api_store = None
+        self.controller = None
         self._connected_dirty = asyncio.Event()
 
     @property
     def advertise(self) -> str:
         return url_host(self.cfg.advertise_addresses[0])
 
+    async def _start_api(self) -> None:
+        """The embedded API server (unless --kubeconfig) and the edgecontroller's client."""
+        from kedge.cloud.edgecontroller.controller import EdgeController
+        from kedge.cloud.edgecontroller.kubeapi import KubeAPI
+
+        d = self.dir
+        if self.kubeconfig:
+            api = await asyncio.to_thread(KubeAPI, kubeconfig=self.kubeconfig)
+        else:
+            from kedge.apiserver.server import start_apiserver
+
+            self.api_server, self.api_store, url = await start_apiserver(d.root)
+            self.endpoints["api"] = url
+            api = await asyncio.to_thread(KubeAPI, host=url, ca=d.ca_crt, cert=d.cloudcore_crt, key=d.cloudcore_key)
+        self.controller = EdgeController(api)
+
     async def start(self) -> dict[str, str]:
         d, cfg = self.dir, self.cfg
+        await self._start_api()
         ca_cert = pki.load_cert_file(d.ca_crt)
         ca_key = pki.load_key_file(d.ca_key)
         hub_ctx = tls.server_context(d.hub_crt, d.hub_key, d.ca_crt, client_cert="required",
@@ -56,7 +76,8 @@ class CloudCore:
         cert_ctx = tls.server_context(d.hub_crt, d.hub_key, d.ca_crt, client_cert="optional",
                                       allow_tls12=cfg.allow_tls12)
         self.hub = CloudHub(ssl_ctx=hub_ctx, limits=self.limits, state=self.state, audit=self.audit,
-                            on_change=self._connected_dirty.set)
+                            router=self.controller.route, on_change=self._connected_dirty.set,
+                            on_session_closed=self.controller.session_closed)
         hub_port = await self.hub.start(cfg.bind_address, cfg.hub_port)
         hub_url = f"wss://{self.advertise}:{hub_port}"
         service = CertService(
@@ -64,7 +85,7 @@ class CloudCore:
             node_cert_validity=dt.timedelta(seconds=cfg.node_cert_validity_s), hub_url=lambda: hub_url)
         self.cert_server = await start_cert_server(service, cert_ctx, cfg.bind_address, cfg.cert_port, self.limits)
         cert_port = self.cert_server.sockets[0].getsockname()[1]
-        self.endpoints = {"hub": hub_url, "certs": f"https://{self.advertise}:{cert_port}"}
+        self.endpoints.update({"hub": hub_url, "certs": f"https://{self.advertise}:{cert_port}"})
         fsutil.update_json(d.endpoints, self.endpoints)
         self.audit.write("cloudcore_started", hub=hub_url, certs=self.endpoints["certs"])
         self._connected_task = asyncio.create_task(self._write_connected())
@@ -87,6 +108,12 @@ class CloudCore:
             await self.hub.stop()
         if self.cert_server is not None:
             self.cert_server.close()
+        if self.controller is not None:
+            for sync in list(self.controller.syncs.values()):
+                sync.cancel()
+        if self.api_server is not None:
+            await self.api_server.stop()
+            self.api_store.close()
         self.state.close()
         self.audit.close()
 

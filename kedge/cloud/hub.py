@@ -215,6 +215,7 @@ class CloudHub:
         audit: AuditLog,
         router: Router | None = None,
         on_change: Callable[[], None] | None = None,
+        on_session_closed: Callable[[str, "NodeSession"], None] | None = None,
     ) -> None:
         self.ssl_ctx = ssl_ctx
         self.limits = limits
@@ -222,6 +223,7 @@ class CloudHub:
         self.audit = audit
         self._router = router
         self.on_change = on_change
+        self.on_session_closed = on_session_closed
         self.sessions: dict[str, NodeSession] = {}
         self.server = None
         self.port: int | None = None
@@ -229,10 +231,10 @@ class CloudHub:
         self._generation = -1
 
     async def route(self, ns: NodeSession, msg: m.Message) -> Any:
+        if msg.route.operation == m.QUERY and msg.route.resource == f"{ns.node}/hubinfo/{ns.node}":
+            return {"node": ns.node, "not_after": ns.ident.not_after.isoformat()}
         if self._router is not None:
             return await self._router(ns, msg)
-        if msg.route.operation == m.QUERY and msg.route.resource.endswith("/hubinfo/" + ns.node):
-            return {"node": ns.node, "not_after": ns.ident.not_after.isoformat()}
         raise PeerError("no handler for this message", code="not_supported")
 
     # -- connection admission -------------------------------------------------
@@ -282,6 +284,8 @@ class CloudHub:
             if self.sessions.get(ident.node) is ns:
                 del self.sessions[ident.node]
                 self._changed()
+            if self.on_session_closed is not None:
+                self.on_session_closed(ident.node, ns)
             if ns.close_code is None:
                 self.audit.write("disconnect", node=ident.node, peer=ident.peer, code="peer_closed")
 

@@ -1,16 +1,83 @@
-"""``kedge edgecore``: the edge node process. Must never import the kubernetes client."""
+"""``kedge edgecore``: the edge node process. Must never import the kubernetes client.
+
+Wiring: EdgeHub (tunnel) -> MetaManager (durable, encrypted store: ``EDGEDIR/edge.db``,
+key ``EDGEDIR/edge.key``) -> edged (pods as local processes, when available). After
+every connect the node reports its inventory (so the cloud sends only the difference)
+and its status; while connected it heartbeats its status every keepalive interval.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import platform
+import time
 from pathlib import Path
+from typing import Any
 
+from kedge import __version__
+from kedge.edge.config import EdgeDir
 from kedge.edge.hub import EdgeHub
+from kedge.edge.metamanager.handler import MetaManager
+from kedge.edge.metamanager.store import MetaStore
+from kedge.errors import KedgeError
+from kedge.protocol import message as m
 
 log = logging.getLogger(__name__)
 
+EDGE_KEY = "edge.key"
+
+
+def node_status(node: str) -> dict[str, Any]:
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return {
+        "conditions": [{"type": "Ready", "status": "True", "reason": "EdgeReady",
+                        "message": "edgecore is connected", "lastHeartbeatTime": now,
+                        "lastTransitionTime": now}],
+        "nodeInfo": {"kubeletVersion": f"kedge-{__version__}", "operatingSystem": "linux",
+                     "architecture": platform.machine(), "kernelVersion": platform.release(),
+                     "containerRuntimeVersion": "kedge-process://1", "osImage": platform.platform(),
+                     "machineID": "", "systemUUID": "", "bootID": "", "kubeProxyVersion": ""},
+        "addresses": [{"type": "Hostname", "address": node}],
+    }
+
+
+class EdgeCore:
+    def __init__(self, data_dir: str | Path, *, keepalive_interval: float | None = None) -> None:
+        self.dir = EdgeDir(data_dir)
+        self.hub = EdgeHub(data_dir, handler=self._handle, on_connect=self._on_connect,
+                           keepalive_interval=keepalive_interval)
+        self.node = self.hub.node
+        self.store = MetaStore(self.dir.db, self.dir.root / EDGE_KEY)
+        self.meta = MetaManager(self.store, node=self.node, limits=self.hub.limits)
+        self.synced = asyncio.Event()
+
+    async def _handle(self, msg: m.Message) -> Any:
+        return await self.meta.handle(msg)
+
+    async def report_status(self) -> None:
+        await self.hub.request(self.hub.new_message(
+            m.UPDATE, f"default/nodestatus/{self.node}", node_status(self.node)), timeout=15)
+
+    async def _on_connect(self, hub: EdgeHub) -> None:
+        self.synced.clear()
+        await self.report_status()
+        await self.meta.send_inventory(hub)
+        self.synced.set()
+        while True:
+            await asyncio.sleep(hub.keepalive_interval)
+            try:
+                await self.report_status()
+            except (KedgeError, TimeoutError) as exc:
+                log.warning("node status heartbeat failed: %s", getattr(exc, "code", type(exc).__name__))
+
+    async def run(self) -> None:
+        log.info("edgecore for node %s starting", self.node)
+        try:
+            await self.hub.run()
+        finally:
+            self.store.close()
+
 
 async def run_edgecore(data_dir: str | Path) -> None:
-    hub = EdgeHub(data_dir)
-    log.info("edgecore for node %s starting", hub.node)
-    await hub.run()
+    await EdgeCore(data_dir).run()

@@ -71,6 +71,7 @@ class EdgeHub:
         limits: Limits | None = None,
         rng: random.Random | None = None,
         keepalive_interval: float | None = None,
+        on_connect: Callable[["EdgeHub"], Awaitable[None]] | None = None,
     ) -> None:
         self.dir = EdgeDir(edge_dir)
         self.dir.recover_identity()
@@ -78,6 +79,7 @@ class EdgeHub:
         self.limits = limits or Limits(**self.cfg.limits)
         self.node = self.cfg.node_name
         self.handler = handler
+        self.on_connect = on_connect
         self.rng = rng or random.SystemRandom()
         self.keepalive_interval = keepalive_interval or self.cfg.keepalive_interval_s
         self.session: Session | None = None
@@ -221,6 +223,12 @@ class EdgeHub:
                 await self.conn.close(1000, "rotating")
             return
 
+    async def _run_on_connect(self) -> None:
+        try:
+            await self.on_connect(self)  # type: ignore[misc]
+        except (KedgeError, ConnectionError, TimeoutError) as exc:
+            log.warning("post-connect sync failed: %s", getattr(exc, "code", type(exc).__name__))
+
     async def connect_once(self) -> None:
         """One tunnel lifetime: connect, serve until closed."""
         self.check_not_expired()
@@ -242,6 +250,8 @@ class EdgeHub:
             self.connected.set()
             log.info("tunnel connected to %s as %s", self.cfg.hub, self.node)
             tasks = [asyncio.create_task(self._keepalive()), asyncio.create_task(self._rotate_when_due())]
+            if self.on_connect is not None:
+                tasks.append(asyncio.create_task(self._run_on_connect()))
             try:
                 async for frame in conn:
                     data = frame.encode() if isinstance(frame, str) else frame

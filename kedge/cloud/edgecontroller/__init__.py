@@ -1,0 +1,1 @@
+"""edgecontroller: pods bound to edge nodes (and what they reference) down the tunnel, status back up."""

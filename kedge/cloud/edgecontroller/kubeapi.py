@@ -1,0 +1,167 @@
+"""Blocking Kubernetes API calls made *as an edge node* (impersonation).
+
+cloudcore authenticates with its own client certificate and impersonates
+``system:node:<name>`` / ``system:nodes`` on every node-scoped call, so the API
+server's Node authorizer and NodeRestriction admission decide what the node may see
+and write -- the same code path against the embedded API server and a real one.
+Results are plain JSON dicts (no model classes): what goes down the tunnel is the
+object exactly as the API server serves it. Call from a worker thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+from kedge.errors import AuthorizationError, LocalError, PeerError
+
+log = logging.getLogger(__name__)
+
+MAX_WATCH_LINE = 4 * 1024 * 1024
+NODES_GROUP = "system:nodes"
+
+
+class ApiGone(LocalError):
+    code = "gone"
+
+
+def node_headers(node: str) -> dict[str, str]:
+    return {"Impersonate-User": f"system:node:{node}", "Impersonate-Group": NODES_GROUP}
+
+
+class KubeAPI:
+    def __init__(self, *, host: str | None = None, ca: Path | None = None, cert: Path | None = None,
+                 key: Path | None = None, kubeconfig: str | None = None) -> None:
+        from kubernetes import client, config
+
+        cfg = client.Configuration()
+        if kubeconfig:
+            config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+        else:
+            cfg.host = host
+            cfg.ssl_ca_cert = str(ca)
+            cfg.cert_file = str(cert)
+            cfg.key_file = str(key)
+        cfg.verify_ssl = True
+        self._client = client
+        self.api = client.ApiClient(cfg)
+        self.core = client.CoreV1Api(self.api)
+        self.coord = client.CoordinationV1Api(self.api)
+        self._lock = threading.Lock()
+
+    def _call(self, fn, *args, **kw) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            resp = fn(*args, _preload_content=False, _request_timeout=30, **kw)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            if exc.status == 403:
+                raise AuthorizationError("forbidden by the API server", code="forbidden") from exc
+            if exc.status == 409:
+                raise PeerError("conflict", code="conflict") from exc
+            if exc.status == 410:
+                raise ApiGone("resourceVersion too old") from exc
+            if exc.status == 422 or exc.status == 400:
+                raise PeerError("invalid", code="invalid") from exc
+            raise LocalError(f"API server answered {exc.status}", code="api_error") from exc
+        return json.loads(resp.data)
+
+    # -- reads as the node -------------------------------------------------------
+
+    def list_pods(self, node: str) -> tuple[list[dict[str, Any]], str]:
+        data = self._call(self.core.list_pod_for_all_namespaces, field_selector=f"spec.nodeName={node}",
+                          _headers=node_headers(node)) or {}
+        return list(data.get("items") or []), str((data.get("metadata") or {}).get("resourceVersion", ""))
+
+    def get(self, node: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """Read one object as the node; None when missing or refused to the node."""
+        fn = {"configmap": self.core.read_namespaced_config_map, "secret": self.core.read_namespaced_secret,
+              "pod": self.core.read_namespaced_pod}.get(kind)
+        if fn is None:
+            raise PeerError(f"unsupported type {kind}", code="unsupported_resource_type")
+        try:
+            obj = self._call(fn, name, namespace, _headers=node_headers(node))
+        except AuthorizationError:
+            return None
+        if obj is not None:
+            obj.setdefault("kind", {"configmap": "ConfigMap", "secret": "Secret", "pod": "Pod"}[kind])
+            obj.setdefault("apiVersion", "v1")
+        return obj
+
+    def get_strict(self, node: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """Like :meth:`get` but a refusal raises (for queries the edge makes)."""
+        fn = {"configmap": self.core.read_namespaced_config_map, "secret": self.core.read_namespaced_secret,
+              "pod": self.core.read_namespaced_pod}.get(kind)
+        if fn is None:
+            raise PeerError(f"unsupported type {kind}", code="unsupported_resource_type")
+        return self._call(fn, name, namespace, _headers=node_headers(node))
+
+    def watch_pods(self, node: str, rv: str, *, timeout_s: int, stop: threading.Event) -> Iterator[dict[str, Any]]:
+        resp = self.core.list_pod_for_all_namespaces(
+            field_selector=f"spec.nodeName={node}", watch=True, resource_version=rv, timeout_seconds=timeout_s,
+            allow_watch_bookmarks=True, _preload_content=False, _headers=node_headers(node),
+            _request_timeout=timeout_s + 10)
+        buf = b""
+        try:
+            for chunk in resp.stream(65536):
+                if stop.is_set():
+                    return
+                buf += chunk
+                if len(buf) > MAX_WATCH_LINE:
+                    raise LocalError("watch event too large", code="watch_line_too_long")
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    if event.get("type") == "ERROR":
+                        code = (event.get("object") or {}).get("code")
+                        if code == 410:
+                            raise ApiGone("watch expired")
+                        raise LocalError(f"watch error {code}", code="watch_error")
+                    yield event
+        finally:
+            resp.release_conn()
+
+    # -- writes as the node ----------------------------------------------------------
+
+    def patch_pod_status(self, node: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self._call(self.core.patch_namespaced_pod_status, name, namespace, {"status": status},
+                   _content_type="application/merge-patch+json", _headers=node_headers(node))
+
+    def ensure_node(self, node: str, status: dict[str, Any]) -> None:
+        """Create the node's own Node object if missing (as the node, like a kubelet), else patch status."""
+        existing = self._call(self.core.read_node, node, _headers=node_headers(node))
+        if existing is None:
+            body = {"apiVersion": "v1", "kind": "Node",
+                    "metadata": {"name": node, "labels": {"kubernetes.io/hostname": node, "kubernetes.io/os": "linux"}}}
+            try:
+                self._call(self.core.create_node, body, _headers=node_headers(node))
+            except PeerError as exc:
+                if exc.code != "conflict":
+                    raise
+        self._call(self.core.patch_node_status, node, {"status": status},
+                   _content_type="application/merge-patch+json", _headers=node_headers(node))
+
+    def renew_lease(self, node: str, now_iso: str, duration_s: int = 40) -> None:
+        ns = "kube-node-lease"
+        spec = {"holderIdentity": node, "leaseDurationSeconds": duration_s, "renewTime": now_iso}
+        try:
+            lease = self._call(self.coord.read_namespaced_lease, node, ns, _headers=node_headers(node))
+        except AuthorizationError:
+            lease = None
+        if lease is None:
+            body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": {"name": node, "namespace": ns}, "spec": spec}
+            try:
+                self._call(self.coord.create_namespaced_lease, ns, body, _headers=node_headers(node))
+            except PeerError:
+                pass
+            return
+        self._call(self.coord.patch_namespaced_lease, node, ns, {"spec": spec},
+                   _content_type="application/merge-patch+json", _headers=node_headers(node))

@@ -1,0 +1,144 @@
+"""Pure decisions of the edgecontroller: what a node should hold, and what to send it.
+
+No I/O, no clock. The I/O shell (:mod:`.controller`) lists objects *as the node*
+(impersonation, so the Node authorizer decides), feeds them here, and sends the
+resulting pushes as ordinary acked messages.
+
+Keys are KubeEdge resource strings ``<namespace>/<type>/<name>``; cluster-scoped
+objects (the Node) use namespace ``default``, as the edge's metamanager expects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterable, Mapping
+
+POD, CONFIGMAP, SECRET, NODE = "pod", "configmap", "secret", "node"
+
+
+@dataclasses.dataclass(frozen=True)
+class Push:
+    """One message to the edge: ``operation`` on ``key`` at ``rv`` (``obj`` None for deletes)."""
+
+    operation: str  # "insert" | "update" | "delete"
+    key: str
+    rv: str
+    obj: dict[str, Any] | None = None
+
+
+def key(kind: str, namespace: str | None, name: str) -> str:
+    return f"{namespace or 'default'}/{kind}/{name}"
+
+
+def object_key(kind: str, obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return key(kind, meta.get("namespace"), str(meta.get("name", "")))
+
+
+def object_rv(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion", ""))
+
+
+def _rv_int(rv: str | None) -> int:
+    try:
+        return int(rv) if rv is not None else -1
+    except ValueError:
+        return -1
+
+
+def referenced(pod: Mapping[str, Any]) -> set[tuple[str, str, str]]:
+    """The (type, namespace, name) of every configmap and secret a pod references.
+
+    The same references the Kubernetes Node authorizer follows: volumes (configMap,
+    secret, projected sources), env ``valueFrom`` and ``envFrom`` of every container
+    kind, and imagePullSecrets.
+    """
+    ns = (pod.get("metadata") or {}).get("namespace") or "default"
+    spec = pod.get("spec") or {}
+    out: set[tuple[str, str, str]] = set()
+
+    def add(kind: str, name: Any) -> None:
+        if isinstance(name, str) and name:
+            out.add((kind, ns, name))
+
+    for vol in spec.get("volumes") or []:
+        if not isinstance(vol, dict):
+            continue
+        add(CONFIGMAP, (vol.get("configMap") or {}).get("name"))
+        add(SECRET, (vol.get("secret") or {}).get("secretName"))
+        for src in (vol.get("projected") or {}).get("sources") or []:
+            if isinstance(src, dict):
+                add(CONFIGMAP, (src.get("configMap") or {}).get("name"))
+                add(SECRET, (src.get("secret") or {}).get("name"))
+    for field in ("initContainers", "containers", "ephemeralContainers"):
+        for c in spec.get(field) or []:
+            if not isinstance(c, dict):
+                continue
+            for env in c.get("env") or []:
+                vf = (env or {}).get("valueFrom") or {}
+                add(CONFIGMAP, (vf.get("configMapKeyRef") or {}).get("name"))
+                add(SECRET, (vf.get("secretKeyRef") or {}).get("name"))
+            for ef in c.get("envFrom") or []:
+                add(CONFIGMAP, ((ef or {}).get("configMapRef") or {}).get("name"))
+                add(SECRET, ((ef or {}).get("secretRef") or {}).get("name"))
+    for ref in spec.get("imagePullSecrets") or []:
+        add(SECRET, (ref or {}).get("name"))
+    return out
+
+
+def desired_state(pods: Iterable[Mapping[str, Any]],
+                  objects: Mapping[tuple[str, str, str], Mapping[str, Any] | None]) -> dict[str, dict[str, Any]]:
+    """key -> object for everything the node should hold: its pods and what they reference.
+
+    ``objects`` maps references to the object fetched as the node (None: missing or
+    refused -- then the node simply does not get it).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for pod in pods:
+        out[object_key(POD, pod)] = dict(pod)
+        for ref in referenced(pod):
+            obj = objects.get(ref)
+            if obj is not None:
+                out[key(*ref)] = dict(obj)
+    return out
+
+
+def resync(desired: Mapping[str, Mapping[str, Any]], inventory: Mapping[str, str],
+           tombstones: Mapping[str, str]) -> list[Push]:
+    """What to send a node that reported ``inventory`` (live) and ``tombstones`` (deleted).
+
+    - key unknown to the edge, or the cloud's rv is newer than the edge's (live or
+      tombstone) -> insert/update with the cloud's object;
+    - the edge holds a key the node should no longer have -> delete at the rv the edge
+      reported (if something newer reached it meanwhile, the edge ignores it as stale).
+    """
+    pushes: list[Push] = []
+    for k in sorted(desired):
+        obj = desired[k]
+        rv = object_rv(obj)
+        have = inventory.get(k)
+        gone = tombstones.get(k)
+        if have is None and gone is None:
+            pushes.append(Push("insert", k, rv, dict(obj)))
+        elif _rv_int(rv) > max(_rv_int(have), _rv_int(gone)):
+            pushes.append(Push("update" if have is not None else "insert", k, rv, dict(obj)))
+    for k in sorted(set(inventory) - set(desired)):
+        if k.split("/", 2)[1:2] == [NODE]:
+            continue  # the node's own object is managed by the node, never deleted by resync
+        pushes.append(Push("delete", k, inventory[k], None))
+    return pushes
+
+
+def changes(before: Mapping[str, Mapping[str, Any]], after: Mapping[str, Mapping[str, Any]]) -> list[Push]:
+    """What to send when the node's desired state moves from ``before`` to ``after``."""
+    pushes: list[Push] = []
+    for k in sorted(after):
+        new = after[k]
+        old = before.get(k)
+        if old is None:
+            pushes.append(Push("insert", k, object_rv(new), dict(new)))
+        elif _rv_int(object_rv(new)) > _rv_int(object_rv(old)):
+            pushes.append(Push("update", k, object_rv(new), dict(new)))
+    for k in sorted(set(before) - set(after)):
+        pushes.append(Push("delete", k, object_rv(before[k]), None))
+    return pushes
