@@ -412,7 +412,8 @@ class MetaStore:
                     if self._tombstones_written % self._prune_every == 0:
                         self.prune_tombstones(now=now)
                 return ApplyResult(key, decision, rv, rv, deleting)
-            assert stored is not None  # nosec B101 - STALE/DUPLICATE only arise against a stored version
+            if stored is None:  # decide() only says STALE/DUPLICATE against a stored version
+                raise StateError("newest-wins decision without a stored version", code="internal_error")
             return ApplyResult(key, decision, rv, stored[0], stored[1])
 
     def delete_missing(
