@@ -33,7 +33,7 @@ from kedge.edge.edged.content import (ContainerConfigError, Lookup, RunAsPolicy,
 from kedge.edge.edged.plan import Action, BackoffPolicy, ContainerState, PodState, ProbeTracker
 from kedge.edge.edged.prober import run_probe
 from kedge.edge.edged.runtime import EXIT_UNKNOWN, ContainerHandle, ContainerSpec, Runtime, StartError
-from kedge.edge.edged.spec import ContainerDef, PodDef, PodSpecError, parse_pod
+from kedge.edge.edged.spec import ContainerDef, PodDef, PodSpecError, ProbeDef, parse_pod
 from kedge.edge.edged.volumes import TRAVERSE_DIR, PodDir, make_dir, rotate_log
 from kedge.errors import KedgeError
 
@@ -89,8 +89,9 @@ class PodManager:
                  on_status: StatusCallback, clock: Callable[[], float] = time.time,
                  run_as: RunAsPolicy | None = None, backoff: BackoffPolicy | None = None,
                  tick_s: float = 1.0, log_max_bytes: int = 10 * 1024 * 1024, log_backups: int = 2,
-                 allowed_host_paths: tuple[str, ...] = (), host_ip: str = "127.0.0.1") -> None:
-        """``tick_s``, ``backoff`` and the log cap are parameters so tests can run fast."""
+                 allowed_host_paths: tuple[str, ...] = (), host_ip: str = "127.0.0.1",
+                 probe_time_scale: float = 1.0) -> None:
+        """``tick_s``, ``backoff``, ``probe_time_scale`` and the log cap exist so tests run fast."""
         self.root = Path(root)
         self._runtime = runtime
         self._lookup = lookup
@@ -103,6 +104,9 @@ class PodManager:
         self._log_backups = log_backups
         self._allowed = tuple(os.path.normpath(p) for p in allowed_host_paths)
         self._host_ip = host_ip
+        if probe_time_scale <= 0:
+            raise ValueError("probe_time_scale must be positive")
+        self._probe_scale = probe_time_scale
         self._euid, self._egid = os.geteuid(), os.getegid()
         self._desired: dict[str, PodDef] | None = None
         self._pods: dict[str, _Pod] = {}
@@ -457,6 +461,7 @@ class PodManager:
             for kind, probe in (("liveness", spec.liveness), ("readiness", spec.readiness)):
                 if probe is None:
                     continue
+                probe = self._scaled(probe)
                 key = (spec.name, kind)
                 tracker = pod.probes.get(key) or (ProbeTracker.liveness() if kind == "liveness"
                                                   else ProbeTracker(result=state.ready))
@@ -465,11 +470,17 @@ class PodManager:
                 if (task is not None and not task.done()) or not planner.probe_due(
                         probe, tracker, handle.started_at, now):
                     continue
-                pod.probing[key] = asyncio.ensure_future(self._probe(pod, spec, kind, handle))
+                pod.probing[key] = asyncio.ensure_future(self._probe(pod, spec, kind, probe, handle))
 
-    async def _probe(self, pod: _Pod, spec: ContainerDef, kind: str, handle: ContainerHandle) -> None:
-        probe = spec.liveness if kind == "liveness" else spec.readiness
-        assert probe is not None  # nosec B101 - only scheduled for defined probes
+    def _scaled(self, probe: ProbeDef) -> ProbeDef:
+        if self._probe_scale == 1.0:
+            return probe
+        k = self._probe_scale
+        return dataclasses.replace(probe, initial_delay_s=probe.initial_delay_s * k,
+                                   period_s=probe.period_s * k, timeout_s=probe.timeout_s * k)
+
+    async def _probe(self, pod: _Pod, spec: ContainerDef, kind: str, probe: ProbeDef,
+                     handle: ContainerHandle) -> None:
         env, cwd, uid, gid = pod.launch[spec.name]
         ok = await run_probe(probe, spec, env=env, cwd=cwd, uid=uid, gid=gid)
         if pod.handles.get(spec.name) is not handle:

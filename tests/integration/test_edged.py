@@ -1,0 +1,552 @@
+"""edged with real processes: start, env, volumes, restarts, probes, termination, re-adoption.
+
+Each test runs a real PodManager + ProcessRuntime in an event loop, with pods that are
+``python3 -c`` scripts (run as ``nobody`` when the suite runs as root), real HTTP/TCP
+servers on 127.0.0.1 for probes and real signals. Back-off, probe periods and the
+supervision tick are scaled down through constructor parameters, not slept through.
+Every pod's argv carries the test's private directory as a marker, so a test can count
+the processes it started (exactly-once) and the fixture can clean up after a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from kedge.edge.edged import BackoffPolicy, PodManager, ProcessRuntime
+from kedge.edge.edged.runtime import proc_stat
+
+# The system interpreter: the venv's may live under /root, which nobody cannot reach.
+PY = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
+POD_UID = 65534 if os.geteuid() == 0 else os.getuid()
+FAST = BackoffPolicy(base_s=0.2, cap_s=0.8, reset_after_s=30)
+
+
+def marked_pids(marker: str) -> list[int]:
+    """Live (non-zombie) processes whose argv holds ``marker``."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        st = proc_stat(int(entry.name))
+        if marker.encode() in argv and st is not None and st[0] != "Z":
+            out.append(int(entry.name))
+    return sorted(out)
+
+
+def alive(pid: int) -> bool:
+    st = proc_stat(pid)
+    return st is not None and st[0] != "Z"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Edge:
+    """One PodManager under test plus what it reported."""
+
+    def __init__(self, base: Path, objs: dict, **kw) -> None:
+        self.base = base
+        self.root = base / "pods"
+        self.marker = str(base)
+        self.objs = objs
+        self.kw = {"tick_s": 0.02, "backoff": FAST, "probe_time_scale": 0.1, **kw}
+        self.status: dict[str, dict] = {}
+        self.history: dict[str, list] = collections.defaultdict(list)
+        self.mgr: PodManager | None = None
+        self.task: asyncio.Task | None = None
+
+    def lookup(self, kind, namespace, name):
+        return self.objs.get((kind, name))
+
+    def on_status(self, namespace, name, status):
+        self.status[name] = status
+        self.history[name].append(status)
+
+    async def start(self) -> "Edge":
+        self.mgr = PodManager(self.root, runtime=ProcessRuntime(), lookup=self.lookup,
+                              on_status=self.on_status, **self.kw)
+        self.task = asyncio.create_task(self.mgr.run())
+        return self
+
+    async def stop(self, *, stop_pods: bool) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        await self.mgr.shutdown(stop_pods=stop_pods)
+
+    def pod(self, name: str, script: str, *, policy: str = "Always", grace: int = 2, uid: str = "",
+            volumes=None, deleting: bool = False, **container) -> dict:
+        c = {"name": "main", "image": "example.org/app:1.0", "command": [PY, "-c", script, self.marker]}
+        c.update(container)
+        obj = {"metadata": {"uid": uid or f"uid-{name}", "namespace": "default", "name": name,
+                            "resourceVersion": "1", "labels": {"app": name}},
+               "spec": {"nodeName": "edge-1", "restartPolicy": policy,
+                        "terminationGracePeriodSeconds": grace, "containers": [c],
+                        "volumes": volumes or []}}
+        if deleting:
+            obj["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+        return obj
+
+    def pod_dir(self, name: str) -> Path:
+        return self.root / f"default_{name}_uid-{name}"
+
+    def log(self, name: str) -> str:
+        try:
+            return (self.pod_dir(name) / "logs" / "main.log").read_text()
+        except FileNotFoundError:
+            return ""
+
+    def cs(self, name: str) -> dict:
+        return (self.status.get(name) or {"containerStatuses": [{}]})["containerStatuses"][0]
+
+    def pid(self, name: str) -> int | None:
+        h = self.mgr.handles(f"uid-{name}").get("main")
+        return h.pid if h else None
+
+    def running(self, name: str) -> bool:
+        st = self.status.get(name)
+        return bool(st) and st["phase"] == "Running" and "running" in self.cs(name).get("state", {})
+
+    async def until(self, pred, what: str, timeout: float = 5.0):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            value = pred()
+            if value:
+                return value
+            if loop.time() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; statuses: "
+                                     f"{json.dumps(self.status)[:2000]}")
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def base():
+    # Not tmp_path: pytest's base dir is 0700, and the pods' user must traverse to its dir.
+    path = Path(tempfile.mkdtemp(prefix="kedge-edged-"))
+    os.chmod(path, 0o711)
+    yield path
+    for pid in marked_pids(str(path)):  # only processes this test started
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+SLEEPER = "import time\nprint('up', flush=True)\nwhile True: time.sleep(0.05)"
+
+
+def test_pod_runs_unprivileged_with_env_from_configmap_and_secret_and_private_secret_files(base):
+    objs = {("configmap", "cfg"): {"data": {"A": "alpha", "app.conf": "level=debug"}},
+            ("secret", "creds"): {"data": {"password": base64.b64encode(b"s3cr3t").decode()}}}
+    script = ("import json, os, time\n"
+              "v = os.environ['KEDGE_VOLUME_CREDS']\n"
+              "print(json.dumps({'uid': os.getuid(), 'A': os.environ.get('CFG_A'),"
+              " 'PASS': os.environ.get('PASS'), 'cwd': os.getcwd(), 'home': os.environ.get('HOME'),"
+              " 'secret': open(v + '/password').read(),"
+              " 'conf': open(os.environ['KEDGE_VOLUME_CONFIG'] + '/app.conf').read()}), flush=True)\n"
+              "time.sleep(60)")
+    edge = Edge(base, objs)
+
+    async def main():
+        await edge.start()
+        await edge.mgr.sync([edge.pod(
+            "web", script, envFrom=[{"configMapRef": {"name": "cfg"}, "prefix": "CFG_"}],
+            env=[{"name": "PASS", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}}],
+            volumeMounts=[{"name": "creds", "mountPath": "/etc/creds"},
+                          {"name": "config", "mountPath": "/etc/app"}],
+            volumes=[{"name": "creds", "secret": {"secretName": "creds"}},
+                     {"name": "config", "configMap": {"name": "cfg"}}])])
+        await edge.until(lambda: edge.running("web") and edge.log("web"), "web running and logging")
+        out = json.loads(edge.log("web").splitlines()[0])
+        assert out == {"uid": POD_UID, "A": "alpha", "PASS": "s3cr3t", "home": None, "secret": "s3cr3t",
+                       "cwd": str(edge.pod_dir("web") / "work"), "conf": "level=debug"}
+        status_uid = [ln for ln in Path(f"/proc/{edge.pid('web')}/status").read_text().splitlines()
+                      if ln.startswith("Uid:")][0].split()[1:]
+        assert set(status_uid) == {str(POD_UID)}  # real, effective, saved, fs
+        vol = edge.pod_dir("web") / "volumes" / "creds"
+        st_dir, st_file = os.lstat(vol), os.lstat(vol / "password")
+        assert stat.S_IMODE(st_dir.st_mode) == 0o700 and stat.S_IMODE(st_file.st_mode) == 0o400
+        assert st_dir.st_uid == st_file.st_uid == POD_UID
+        assert stat.S_IMODE(os.lstat(edge.pod_dir("web") / "state.json").st_mode) == 0o600
+        assert stat.S_IMODE(os.lstat(edge.pod_dir("web") / "logs" / "main.log").st_mode) == 0o600
+        cs = edge.cs("web")
+        assert cs["image"] == "example.org/app:1.0" and cs["ready"] is True and cs["restartCount"] == 0
+        assert {c["type"]: c["status"] for c in edge.status["web"]["conditions"]}["Ready"] == "True"
+        await edge.stop(stop_pods=True)
+
+    run(main())
+
+
+def test_configmap_update_reaches_the_volume_without_a_restart(base):
+    objs = {("configmap", "cfg"): {"data": {"msg": "v1"}}}
+    edge = Edge(base, objs)
+
+    async def main():
+        await edge.start()
+        pod = edge.pod("cm", SLEEPER, volumeMounts=[{"name": "cfg", "mountPath": "/cfg"}],
+                       volumes=[{"name": "cfg", "configMap": {"name": "cfg"}}])
+        await edge.mgr.sync([pod])
+        await edge.until(lambda: edge.running("cm"), "running")
+        pid = edge.pid("cm")
+        path = edge.pod_dir("cm") / "volumes" / "cfg" / "msg"
+        assert path.read_text() == "v1"
+        objs[("configmap", "cfg")] = {"data": {"msg": "v2"}}
+        await edge.mgr.sync([pod])
+        assert path.read_text() == "v2"
+        await asyncio.sleep(0.2)
+        assert edge.pid("cm") == pid and edge.cs("cm")["restartCount"] == 0
+        await edge.stop(stop_pods=True)
+
+    run(main())
+
+
+def test_crashing_container_restarts_with_growing_backoff_and_counts_restarts(base):
+    edge = Edge(base, {})
+    script = "import sys, time\nprint(time.time(), flush=True)\nsys.exit(3)"
+
+    async def main():
+        await edge.start()
+        await edge.mgr.sync([edge.pod("crash", script)])
+        await edge.until(lambda: edge.cs("crash").get("restartCount", 0) >= 3, "three restarts")
+        starts = [float(x) for x in edge.log("crash").split()]
+        gaps = [b - a for a, b in zip(starts, starts[1:])]
+        # back-off 0.2, 0.4, 0.8 s between the runs (plus interpreter start-up)
+        for gap, delay in zip(gaps, (0.2, 0.4, 0.8)):
+            assert gap >= delay * 0.9, (gaps, starts)
+        assert gaps[2] > gaps[0] + 0.3, gaps
+        seen = [s["containerStatuses"][0] for s in edge.history["crash"]]
+        looping = [c for c in seen if c["state"].get("waiting", {}).get("reason") == "CrashLoopBackOff"]
+        assert looping and looping[-1]["lastState"]["terminated"]["exitCode"] == 3
+        assert looping[-1]["lastState"]["terminated"]["reason"] == "Error"
+        assert all(s["phase"] == "Running" for s in edge.history["crash"][1:])
+        await edge.stop(stop_pods=True)
+
+    run(main())
+
+
+def test_restart_policy_never_and_onfailure_finish_the_pod(base):
+    edge = Edge(base, {})
+
+    async def main():
+        await edge.start()
+        await edge.mgr.sync([edge.pod("ok", "import sys; sys.exit(0)", policy="OnFailure", uid="u-ok"),
+                             edge.pod("bad", "import sys; sys.exit(4)", policy="Never", uid="u-bad")])
+        await edge.until(lambda: edge.status.get("ok", {}).get("phase") == "Succeeded"
+                         and edge.status.get("bad", {}).get("phase") == "Failed", "both finished")
+        assert edge.cs("bad")["state"]["terminated"]["exitCode"] == 4
+        await asyncio.sleep(0.3)
+        assert edge.cs("bad")["restartCount"] == 0 and edge.cs("ok")["restartCount"] == 0
+        await edge.stop(stop_pods=True)
+
+    run(main())
+
+
+HTTP_SERVER = """
+import http.server, sys
+port = int(sys.argv[2]); hits = {"n": 0}
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def do_GET(self):
+        if self.path == "/live":
+            hits["n"] += 1
+            code = 200 if hits["n"] <= 3 else 500
+        else:
+            code = 200
+        self.send_response(code); self.send_header("Content-Length", "0"); self.end_headers()
+print("serving", flush=True)
+http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+"""
+
+
+def test_liveness_failure_restarts_the_container_and_readiness_gates_ready(base):
+    edge = Edge(base, {})
+    port = free_port()
+
+    async def main():
+        await edge.start()
+        pod = edge.pod("probed", HTTP_SERVER, args=[str(port)],
+                       ports=[{"name": "http", "containerPort": port}],
+                       livenessProbe={"httpGet": {"path": "/live", "port": "http"}, "periodSeconds": 1,
+                                      "failureThreshold": 2},
+                       readinessProbe={"httpGet": {"path": "/ready", "port": port}, "periodSeconds": 1})
+        await edge.mgr.sync([pod])
+        await edge.until(lambda: edge.running("probed") and edge.cs("probed")["ready"], "ready")
+        first = edge.pid("probed")
+        await edge.until(lambda: edge.cs("probed").get("restartCount", 0) >= 1, "liveness restart")
+        await edge.until(lambda: edge.running("probed") and edge.pid("probed") not in (None, first),
+                         "running again")
+        assert not alive(first)
+        assert edge.cs("probed")["lastState"]["terminated"]["exitCode"] == 143  # SIGTERM
+        not_ready = [s for s in edge.history["probed"] if s["phase"] == "Running"
+                     and not s["containerStatuses"][0]["ready"]]
+        assert not_ready  # readiness is re-proven after the restart
+        await edge.stop(stop_pods=True)
+
+    run(main())
+
+
+def test_exec_readiness_and_tcp_liveness_probes(base):
+    edge = Edge(base, {})
+    closed = free_port()
+
+    async def main():
+        await edge.start()
+        await edge.mgr.sync([
+            edge.pod("execp", SLEEPER, uid="uid-execp",
+                     readinessProbe={"exec": {"command": ["test", "-f", "ready"]}, "periodSeconds": 1}),
+            edge.pod("tcpp", SLEEPER, uid="uid-tcpp",
+                     livenessProbe={"tcpSocket": {"port": closed}, "periodSeconds": 1,
+                                    "initialDelaySeconds": 2, "failureThreshold": 1})])
+        await edge.until(lambda: edge.running("execp"), "exec pod running")
+        await asyncio.sleep(0.3)
+        assert edge.cs("execp")["ready"] is False
+        (edge.pod_dir("execp") / "work" / "ready").write_text("")
+        await edge.until(lambda: edge.cs("execp")["ready"], "exec readiness")
+        await edge.until(lambda: edge.cs("tcpp").get("restartCount", 0) >= 1, "tcp liveness restart")
+        assert edge.cs("execp")["restartCount"] == 0
+        await edge.stop(stop_pods=True)
+
+    run(main())
+
+
+def test_graceful_termination_sigterm_then_sigkill_after_the_grace_period(base):
+    edge = Edge(base, {})
+    polite = ("import signal, sys, time\n"
+              "def h(*a):\n    print('got SIGTERM', flush=True); sys.exit(0)\n"
+              "signal.signal(signal.SIGTERM, h)\nprint('up', flush=True)\n"
+              "while True: time.sleep(0.02)")
+    stubborn = ("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                "print('up', flush=True)\nwhile True: time.sleep(0.02)")
+
+    async def main():
+        await edge.start()
+        pods = [edge.pod("polite", polite, grace=1), edge.pod("stubborn", stubborn, grace=1)]
+        await edge.mgr.sync(pods)
+        await edge.until(lambda: "up" in edge.log("polite") and "up" in edge.log("stubborn"), "up")
+        pids = {n: edge.pid(n) for n in ("polite", "stubborn")}
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        for p in pods:  # the API server marks them for deletion
+            p["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+        await edge.mgr.sync(pods)
+        await edge.until(lambda: not alive(pids["polite"]), "polite exit", timeout=2)
+        polite_s = loop.time() - t0
+        await edge.until(lambda: not alive(pids["stubborn"]), "stubborn killed", timeout=4)
+        stubborn_s = loop.time() - t0
+        assert polite_s < 0.9, polite_s
+        assert 0.95 <= stubborn_s < 3.0, stubborn_s
+        assert "got SIGTERM" in edge.log("polite")
+        await edge.until(lambda: edge.status["stubborn"]["phase"] == "Failed", "stubborn terminated")
+        assert edge.cs("polite")["state"]["terminated"]["exitCode"] == 0
+        assert edge.cs("stubborn")["state"]["terminated"]["exitCode"] == 137
+        await edge.stop(stop_pods=True)
+
+    run(main())
+
+
+def test_unchanged_spec_is_not_restarted_and_changed_spec_is(base):
+    edge = Edge(base, {})
+
+    async def main():
+        await edge.start()
+        pod = edge.pod("stable", SLEEPER, args=["a"])
+        await edge.mgr.sync([pod])
+        await edge.until(lambda: edge.running("stable"), "running")
+        pid = edge.pid("stable")
+        reports = len(edge.history["stable"])
+        # What a reconnect resync delivers: same spec, newer metadata.
+        pod["metadata"]["resourceVersion"] = "7"
+        pod["metadata"]["labels"]["tier"] = "x"
+        for _ in range(3):
+            await edge.mgr.sync([json.loads(json.dumps(pod))])
+        await asyncio.sleep(0.3)
+        assert edge.pid("stable") == pid and alive(pid)
+        assert len(edge.history["stable"]) == reports  # not even a status change
+        pod["spec"]["containers"][0]["args"] = ["b"]
+        await edge.mgr.sync([pod])
+        await edge.until(lambda: edge.pid("stable") not in (None, pid) and edge.running("stable"),
+                         "restarted with the new spec")
+        assert not alive(pid) and edge.cs("stable")["restartCount"] == 1
+        assert len(marked_pids(edge.marker)) == 1
+        await edge.stop(stop_pods=True)
+
+    run(main())
+
+
+def test_manager_restart_readopts_running_pods_exactly_once(base):
+    async def main():
+        first = await Edge(base, {}).start()
+        pods = [first.pod("keep", SLEEPER), first.pod("died", SLEEPER)]
+        await first.mgr.sync(pods)
+        await first.until(lambda: first.running("keep") and first.running("died"), "both running")
+        keep, died = first.pid("keep"), first.pid("died")
+        await first.stop(stop_pods=False)  # edgecore stops; pods stay up
+        assert alive(keep) and alive(died)
+        os.killpg(died, signal.SIGKILL)  # one pod dies while edgecore is down
+        await first.until(lambda: not alive(died), "died is gone")
+
+        second = await Edge(base, {}).start()
+        await second.mgr.sync(pods)  # the same pods, from the local store
+        await second.until(lambda: second.running("keep") and second.running("died")
+                           and second.pid("died") not in (None, died), "converged")
+        assert second.pid("keep") == keep and second.cs("keep")["restartCount"] == 0
+        assert second.cs("died")["restartCount"] == 1
+        assert second.cs("died")["lastState"]["terminated"]["reason"] == "ContainerStatusUnknown"
+        await asyncio.sleep(0.3)
+        assert len(marked_pids(base.as_posix())) == 2  # exactly one process per pod
+        # The adopted process is supervised like our own: stopping it works.
+        await second.mgr.sync([pods[1]])
+        await second.until(lambda: not alive(keep), "adopted pod stopped on delete")
+        assert not second.pod_dir("keep").exists()
+        await second.stop(stop_pods=True)
+
+    run(main())
+
+
+def test_after_a_reboot_pods_are_started_again_without_backoff(base):
+    async def main():
+        first = await Edge(base, {}).start()
+        pod = first.pod("boot", SLEEPER)
+        await first.mgr.sync([pod])
+        await first.until(lambda: first.running("boot"), "running")
+        pid = first.pid("boot")
+        await first.stop(stop_pods=False)
+        os.killpg(pid, signal.SIGKILL)  # the node goes down...
+        state_path = first.pod_dir("boot") / "state.json"
+        state = json.loads(state_path.read_text())
+        state["containers"]["main"]["handle"]["boot_id"] = "00000000-0000-0000-0000-000000000000"
+        state_path.write_text(json.dumps(state))  # ...and comes back with a new boot id
+
+        second = await Edge(base, {}, backoff=BackoffPolicy(base_s=30, cap_s=300)).start()
+        await second.mgr.sync([pod])
+        await second.until(lambda: second.running("boot"), "started again at once", timeout=3)
+        assert second.cs("boot")["lastState"]["terminated"]["reason"] == "Unknown"
+        assert len(marked_pids(base.as_posix())) == 1
+        await second.stop(stop_pods=True)
+
+    run(main())
+
+
+def test_reused_pid_is_neither_adopted_nor_signalled(base):
+    stranger = subprocess.Popen([PY, "-c", "import time; time.sleep(30)"])
+    try:
+        async def main():
+            first = await Edge(base, {}).start()
+            pod = first.pod("reuse", SLEEPER)
+            await first.mgr.sync([pod])
+            await first.until(lambda: first.running("reuse"), "running")
+            pid = first.pid("reuse")
+            await first.stop(stop_pods=False)
+            os.killpg(pid, signal.SIGKILL)
+            await first.until(lambda: not alive(pid), "gone")
+            # The recorded pid now belongs to somebody else (start time differs).
+            state_path = first.pod_dir("reuse") / "state.json"
+            state = json.loads(state_path.read_text())
+            state["containers"]["main"]["handle"]["pid"] = stranger.pid
+            state_path.write_text(json.dumps(state))
+
+            second = await Edge(base, {}).start()
+            await second.mgr.sync([pod])
+            await second.until(lambda: second.running("reuse") and second.pid("reuse") != stranger.pid,
+                               "a fresh process")
+            await second.stop(stop_pods=True)
+            assert stranger.poll() is None  # never signalled, not even by the pod's stop
+
+        run(main())
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_deleting_a_pod_stops_its_whole_process_group_and_removes_its_directory(base):
+    edge = Edge(base, {})
+    forking = ("import subprocess, sys, time\n"
+               "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', sys.argv[1]])\n"
+               "print('up', flush=True)\nwhile True: time.sleep(0.05)")
+
+    async def main():
+        await edge.start()
+        await edge.mgr.sync([edge.pod("forks", forking, grace=1)])
+        await edge.until(lambda: len(marked_pids(edge.marker)) == 2, "parent and child")
+        await edge.mgr.sync([])
+        await edge.until(lambda: marked_pids(edge.marker) == [], "all processes gone", timeout=4)
+        await edge.until(lambda: not edge.pod_dir("forks").exists(), "pod dir removed")
+        await edge.stop(stop_pods=True)
+
+    run(main())
+
+
+def test_refused_containers_report_why_and_a_late_configmap_starts_the_pod(base):
+    objs: dict = {}
+    edge = Edge(base, objs)
+
+    async def main():
+        await edge.start()
+        nocmd = edge.pod("nocmd", SLEEPER, uid="uid-nocmd")
+        del nocmd["spec"]["containers"][0]["command"]
+        asroot = edge.pod("asroot", SLEEPER, uid="uid-asroot", securityContext={"runAsUser": 0})
+        late = edge.pod("late", SLEEPER, uid="uid-late",
+                        env=[{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "later", "key": "x"}}}])
+        await edge.mgr.sync([nocmd, asroot, late])
+
+        def reason(name):
+            return edge.cs(name).get("state", {}).get("waiting", {}).get("reason")
+
+        await edge.until(lambda: reason("nocmd") == "NoCommand" and reason("late") ==
+                         "CreateContainerConfigError", "refusals reported")
+        if os.geteuid() == 0:  # as root, uid 0 needs an explicit allow flag
+            await edge.until(lambda: reason("asroot") == "CreateContainerConfigError", "root refused")
+        assert edge.status["nocmd"]["phase"] == "Pending"
+        objs[("configmap", "later")] = {"data": {"x": "1"}}
+        await edge.mgr.sync([nocmd, asroot, late])
+        await edge.until(lambda: edge.running("late"), "late pod started")
+        assert reason("nocmd") == "NoCommand"
+        await edge.stop(stop_pods=True)
+
+    run(main())
+
+
+def test_logs_are_size_capped_with_rotation(base):
+    edge = Edge(base, {}, log_max_bytes=4000, log_backups=2)
+    chatty = "import time\nwhile True:\n    print('x' * 99, flush=True); time.sleep(0.002)"
+
+    async def main():
+        await edge.start()
+        await edge.mgr.sync([edge.pod("chatty", chatty)])
+        logs = edge.pod_dir("chatty") / "logs"
+        await edge.until(lambda: (logs / "main.log.2").exists(), "two rotations")
+        for _ in range(10):
+            assert (logs / "main.log").stat().st_size < 4000 + 20000  # cap + one tick of output
+            await asyncio.sleep(0.03)
+        assert not (logs / "main.log.3").exists()
+        assert (logs / "main.log.1").read_text().startswith("x" * 99)
+        await edge.stop(stop_pods=True)
+
+    run(main())
