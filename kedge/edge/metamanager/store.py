@@ -91,7 +91,7 @@ ChangeCallback = Callable[[str, "dict[str, Any] | None"], None]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
-    key TEXT PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
     type TEXT NOT NULL,
     namespace TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -100,7 +100,7 @@ CREATE TABLE IF NOT EXISTS objects (
     updated_at REAL NOT NULL,
     sealed INTEGER NOT NULL,
     data BLOB
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS objects_by_type ON objects(type, namespace);
 CREATE INDEX IF NOT EXISTS objects_tombstones ON objects(deleted, updated_at);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
