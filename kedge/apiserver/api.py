@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 MAX_JSON_DEPTH = 64
 MAX_WATCH_BACKLOG = 10_000
+MAX_WATCH_BACKLOG_BYTES = 64 * 1024 * 1024
 DEFAULT_WATCH_TIMEOUT_S = 1800
 MAX_WATCH_TIMEOUT_S = 3600
 MAX_LIST_LIMIT = 10_000
@@ -88,9 +89,11 @@ class Response:
 class Watch:
     """A live watch: lines queue up here; the HTTP shell drains them.
 
-    The backlog is bounded: a consumer that falls ``MAX_WATCH_BACKLOG`` lines behind is
-    dropped (``overflowed``) and must re-watch -- a slow client can't make us buffer
-    without bound.
+    The backlog of live events is bounded: a consumer that falls ``MAX_WATCH_BACKLOG``
+    lines (or ``MAX_WATCH_BACKLOG_BYTES``) behind is dropped (``overflowed``) and must
+    re-watch -- a slow client can't make us buffer without bound. The initial state
+    (synthetic ADDED events) is queued separately: it is one snapshot of the store, already
+    bounded by what a LIST would return.
     """
 
     def __init__(self, api: "API", rt: ResourceType, namespace: str | None, name: str,
@@ -98,21 +101,39 @@ class Watch:
         self.api, self.rt, self.namespace, self.name = api, rt, namespace, name
         self.labels, self.fields, self.bookmarks, self.timeout_s = labels, fields, bookmarks, timeout_s
         self.lines: collections.deque[bytes] = collections.deque()
+        self._live = 0  # live (non-initial) lines queued
+        self._live_bytes = 0
         self.overflowed = False
         self.closed = False
         self.notify: Callable[[], None] = lambda: None
         self.audit: dict[str, Any] = {}
         self.table = False  # kubectl get -w asks for server-side printed rows
 
-    def push(self, line: bytes) -> None:
+    def push(self, line: bytes, *, initial: bool = False) -> None:
         if self.overflowed or self.closed:
             return
-        if len(self.lines) >= MAX_WATCH_BACKLOG:
+        if not initial and (self._live >= MAX_WATCH_BACKLOG or self._live_bytes + len(line) > MAX_WATCH_BACKLOG_BYTES):
             self.overflowed = True
             self.lines.clear()
         else:
             self.lines.append(line)
+            if not initial:
+                self._live += 1
+                self._live_bytes += len(line)
         self.notify()
+
+    def take(self, max_lines: int) -> list[bytes]:
+        """Dequeue up to ``max_lines`` lines for sending."""
+        out = []
+        while self.lines and len(out) < max_lines:
+            out.append(self.lines.popleft())
+        # Accounting is approximate for mixed initial/live queues; reset when drained.
+        if not self.lines:
+            self._live = self._live_bytes = 0
+        else:
+            self._live = max(0, self._live - len(out))
+            self._live_bytes = max(0, self._live_bytes - sum(len(x) for x in out))
+        return out
 
     def bookmark_line(self) -> bytes:
         obj = {"kind": self.rt.kind, "apiVersion": self.rt.api_version,
@@ -586,7 +607,7 @@ class API:
         if rv is None or rv == 0:
             _, raws = self.store.list_raw(rt.storage_key, namespace)
             for raw in raws:
-                self._offer(w, WatchEvent(0, "ADDED", rt.storage_key, "", "", raw))
+                self._offer(w, WatchEvent(0, "ADDED", rt.storage_key, "", "", raw), initial=True)
         else:
             try:
                 for ev in self.store.events_since(rv, rt.storage_key):
@@ -608,7 +629,7 @@ class API:
                 continue
             self._offer(w, ev)
 
-    def _offer(self, w: Watch, ev: WatchEvent) -> None:
+    def _offer(self, w: Watch, ev: WatchEvent, *, initial: bool = False) -> None:
         needs_filter = not w.labels.empty or bool(w.fields)
         data = ev.data
         if not needs_filter:
@@ -616,7 +637,7 @@ class API:
                 data = self._table(w.rt, [json.loads(data)], str(ev.rv), None).body.decode()
             elif w.rt.crd:
                 data = _rewrite_api_version(data, w.rt.api_version)
-            w.push(_line(ev.type, data))
+            w.push(_line(ev.type, data), initial=initial)
             return
         obj = ev.obj()
         now_match = w.labels.matches(_meta(obj).get("labels")) and fields_match(obj, w.fields)
@@ -636,7 +657,7 @@ class API:
             data = self._table(w.rt, [obj], str(ev.rv), None).body.decode()
         elif w.rt.crd:
             data = _rewrite_api_version(data, w.rt.api_version)
-        w.push(_line(kind, data))
+        w.push(_line(kind, data), initial=initial)
 
     # -- write ---------------------------------------------------------------
 

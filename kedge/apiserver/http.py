@@ -333,10 +333,7 @@ class _Connection:
                 ("cache-control", "no-cache, private")]))
             while True:
                 if watch.lines:
-                    batch = []
-                    while watch.lines and len(batch) < 256:
-                        batch.append(watch.lines.popleft())
-                    await self._send(h11.Data(data=b"".join(batch)))
+                    await self._send(h11.Data(data=b"".join(watch.take(256))))
                     continue
                 if watch.overflowed or watch.closed:
                     break

@@ -292,3 +292,17 @@ def test_token_request_and_bearer_authentication(tmp_path):
     call(api, "DELETE", "/api/v1/namespaces/default/serviceaccounts/robot")
     assert api.authenticate_bearer(tr["status"]["token"]) is None
     store.close()
+
+
+def test_initial_state_does_not_count_against_the_live_backlog(api, monkeypatch):
+    import kedge.apiserver.api as mod
+    for i in range(8):
+        call(api, "POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"name": f"c{i}"}})
+    monkeypatch.setattr(mod, "MAX_WATCH_BACKLOG", 5)
+    w = call(api, "GET", "/api/v1/namespaces/default/configmaps?watch=1")
+    assert not w.overflowed and len(w.lines) == 8
+    assert len(w.take(100)) == 8
+    for i in range(4):
+        call(api, "POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"name": f"d{i}"}})
+    assert not w.overflowed and len(w.take(100)) == 4
+    w.close()
