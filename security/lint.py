@@ -20,7 +20,7 @@ KL006  ``chmod`` on what looks like a key/secret file (heuristic: the path expre
        mentions key/secret/token/pem, or the mode is 0o600/0o400). Keys must be created
        0600 (``kedge._internal.fsutil``), never tightened afterwards.
 KL007  ``import kubernetes`` under ``kedge/edge/`` (the edge must stay small).
-KL008  ``open(<key-ish path>, "w...")`` -- key files are written through
+KL008  ``open(<key-ish path>, "w...")`` or ``<key-ish path>.write_bytes/write_text(...)`` -- key files are written through
        ``kedge._internal.fsutil.write_private``/``create_exclusive`` (0600 from creation).
 
 A finding can be waived on its line with ``# kedge-lint: allow KL00N - <reason>``; a
@@ -165,7 +165,10 @@ class _Visitor(ast.NodeVisitor):
     # -- calls
     def visit_Call(self, node: ast.Call) -> None:
         name = _dotted(node.func)
-        last = name.rsplit(".", 1)[-1] if name else ""
+        if name:
+            last = name.rsplit(".", 1)[-1]
+        else:  # a call on an expression, e.g. (d / "node.key").write_bytes(...)
+            last = node.func.attr if isinstance(node.func, ast.Attribute) else ""
         for kw in node.keywords:
             if kw.arg == "verify" and isinstance(kw.value, ast.Constant) and kw.value.value is False:
                 self.add(node, "KL001", "passes verify=False")
@@ -193,6 +196,9 @@ class _Visitor(ast.NodeVisitor):
             self._check_chmod(node, name)
         if name in ("open", "io.open"):
             self._check_open(node)
+        if last in ("write_bytes", "write_text") and isinstance(node.func, ast.Attribute):
+            if KEY_FILE_PATH.search(self.text(node.func.value)):
+                self.add(node, "KL008", f"{last}() on a key file creates it with the umask's mode; use fsutil.write_private")
         self.generic_visit(node)
 
     def _check_chmod(self, node: ast.Call, name: str) -> None:

@@ -159,6 +159,7 @@ PLANTED = {
     "KL007-kubernetes-on-edge": ("kedge/edge/x.py", "import kubernetes\n", "KL007"),
     "KL007-kubernetes-from": ("kedge/edge/x.py", "from kubernetes import client\n", "KL007"),
     "KL008-open-key": ("kedge/pki/x.py", "def f(key_path, b):\n    with open(key_path, 'wb') as fh:\n        fh.write(b)\n", "KL008"),
+    "KL008-write-bytes-key": ("kedge/edge/x.py", "def f(d, b):\n    (d / 'node.key').write_bytes(b)\n", "KL008"),
     "KL000-waiver-without-reason": (
         "kedge/cloud/x.py",
         "import sys\ndef f():\n    sys.exit(1)  # kedge-lint: allow KL003\n",
