@@ -39,6 +39,7 @@ Nothing here logs an object: objects may be secrets.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -47,7 +48,7 @@ import secrets
 import sqlite3
 import stat
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +215,7 @@ class MetaStore:
         prune_policy: PrunePolicy = PrunePolicy(),
         prune_every: int = 256,
         synchronous: str = "FULL",
+        busy_timeout_ms: int = 5000,
     ) -> None:
         if synchronous not in ("FULL", "EXTRA"):
             raise ValueError("an acked write must survive power loss: synchronous is FULL or EXTRA")
@@ -225,17 +227,18 @@ class MetaStore:
                 os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
             except FileExistsError:
                 pass  # created concurrently; SQLite opens what is there
-        self._init(str(self.path), key, prune_policy, prune_every, synchronous)
+        self._init(str(self.path), key, prune_policy, prune_every, synchronous, busy_timeout_ms)
 
     @classmethod
     def in_memory(cls, key: bytes, *, prune_policy: PrunePolicy = PrunePolicy(), prune_every: int = 256) -> MetaStore:
         """A store in SQLite's ``:memory:`` (fuzzing, pure tests); same code paths otherwise."""
         self = cls.__new__(cls)
         self.path = Path(":memory:")
-        self._init(":memory:", key, prune_policy, prune_every, "FULL")
+        self._init(":memory:", key, prune_policy, prune_every, "FULL", 0)
         return self
 
-    def _init(self, target: str, key: bytes, prune_policy: PrunePolicy, prune_every: int, synchronous: str) -> None:
+    def _init(self, target: str, key: bytes, prune_policy: PrunePolicy, prune_every: int, synchronous: str,
+              busy_timeout_ms: int) -> None:
         if not isinstance(key, bytes) or len(key) != KEY_BYTES:
             raise StateError("the edge store key must be 32 bytes", code="edge_key_invalid")
         if prune_every < 1:
@@ -252,9 +255,11 @@ class MetaStore:
         except sqlite3.Error as exc:
             raise StateError(f"cannot open {target}", code="edge_store_corrupt") from exc
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode not in ("wal", "memory"):
+                raise StateError(f"{target} cannot use WAL (journal_mode={mode})", code="edge_store_io")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
-            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             self._db.executescript(_SCHEMA)
             self._check_key_and_schema()
         except sqlite3.DatabaseError as exc:
@@ -284,7 +289,8 @@ class MetaStore:
                         raise InvalidTag()
                 except InvalidTag as exc:
                     raise StateError(
-                        "edge.key does not belong to this edge.db (wrong or replaced key file)",
+                        "edge.key does not belong to this edge.db (wrong or replaced key file); restore the "
+                        "node's key, or move edge.db aside so the node re-syncs from the cloud",
                         code="edge_key_mismatch",
                     ) from exc
             self._db.execute("COMMIT")
@@ -359,6 +365,37 @@ class MetaStore:
             raise _corrupt(f"row {key} does not hold a JSON object")
         return obj
 
+    # -- transactions ------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock, with SQLite failures turned into StateError."""
+        with self._lock:
+            self._check_open()
+            try:
+                yield self._db
+            except sqlite3.Error as exc:
+                raise StateError("edge store read failed", code="edge_store_io") from exc
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction (caller holds the lock); committed on exit.
+
+        Any failure -- COMMIT (the fsync) included -- rolls back and raises, so
+        nothing is ever reported applied that is not durable.
+        """
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StateError("edge store write failed", code="edge_store_write_failed") from exc
+
     # -- writes ------------------------------------------------------------------
 
     def apply(self, key: str, operation: str, rv: str, obj: dict[str, Any] | None, *, now: float) -> ApplyResult:
@@ -384,25 +421,17 @@ class MetaStore:
             blob = self._seal(key, rv_int, plain) if sealed else plain
         with self._lock:
             self._check_open()
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    row = self._db.execute("SELECT rv, deleted FROM objects WHERE key=?", (key,)).fetchone()
-                    stored = None if row is None else (format_rv(row[0]), bool(row[1]))
-                    decision = decide(stored, operation, rv)
-                    if decision is Decision.APPLY:
-                        self._db.execute(
-                            "INSERT OR REPLACE INTO objects(key, type, namespace, name, rv, deleted, updated_at, "
-                            "sealed, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            (key, res.type, res.namespace, res.name, rv_int, int(deleting), float(now),
-                             int(sealed and not deleting), blob),
-                        )
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise StateError("edge store write failed", code="edge_store_write_failed") from exc
+            with self._writing() as db:
+                row = db.execute("SELECT rv, deleted FROM objects WHERE key=?", (key,)).fetchone()
+                stored = None if row is None else (format_rv(row[0]), bool(row[1]))
+                decision = decide(stored, operation, rv)
+                if decision is Decision.APPLY:
+                    db.execute(
+                        "INSERT OR REPLACE INTO objects(key, type, namespace, name, rv, deleted, updated_at, "
+                        "sealed, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (key, res.type, res.namespace, res.name, rv_int, int(deleting), float(now),
+                         int(sealed and not deleting), blob),
+                    )
             if decision is Decision.APPLY:
                 was_live = stored is not None and not stored[1]
                 if not deleting or was_live:
@@ -410,7 +439,10 @@ class MetaStore:
                 if deleting:
                     self._tombstones_written += 1
                     if self._tombstones_written % self._prune_every == 0:
-                        self.prune_tombstones(now=now)
+                        try:
+                            self.prune_tombstones(now=now)
+                        except StateError as exc:  # the change is committed: still report it applied
+                            log.warning("pruning edge store tombstones failed: %s", exc.code)
                 return ApplyResult(key, decision, rv, rv, deleting)
             if stored is None:  # decide() only says STALE/DUPLICATE against a stored version
                 raise StateError("newest-wins decision without a stored version", code="internal_error")
@@ -445,20 +477,12 @@ class MetaStore:
             params += (namespace,)
         with self._lock:
             self._check_open()
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    gone = sorted(k for k, _rv in self._db.execute(query, params).fetchall() if k not in keep_set)
-                    self._db.executemany(
-                        "UPDATE objects SET deleted=1, sealed=0, data=NULL, updated_at=? WHERE key=?",
-                        [(float(now), k) for k in gone],
-                    )
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise StateError("edge store write failed", code="edge_store_write_failed") from exc
+            with self._writing() as db:
+                gone = sorted(k for k, _rv in db.execute(query, params).fetchall() if k not in keep_set)
+                db.executemany(
+                    "UPDATE objects SET deleted=1, sealed=0, data=NULL, updated_at=? WHERE key=?",
+                    [(float(now), k) for k in gone],
+                )
             for k in gone:
                 self._emit(k, None)
             return gone
@@ -467,16 +491,10 @@ class MetaStore:
         """Drop tombstones beyond the prune policy (see :func:`tombstones_to_prune`); return how many."""
         with self._lock:
             self._check_open()
-            rows = self._db.execute("SELECT key, rv, updated_at FROM objects WHERE deleted=1").fetchall()
-            drop = tombstones_to_prune(rows, now=now, policy=self._prune_policy)
-            if drop:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    self._db.executemany("DELETE FROM objects WHERE key=? AND deleted=1", [(k,) for k in drop])
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
+            with self._writing() as db:
+                rows = db.execute("SELECT key, rv, updated_at FROM objects WHERE deleted=1").fetchall()
+                drop = tombstones_to_prune(rows, now=now, policy=self._prune_policy)
+                db.executemany("DELETE FROM objects WHERE key=? AND deleted=1", [(k,) for k in drop])
             return len(drop)
 
     # -- reads -------------------------------------------------------------------
@@ -487,16 +505,14 @@ class MetaStore:
 
     def record(self, key: str) -> tuple[str, bool] | None:
         """``(rv, deleted)`` stored for ``key`` (tombstones included), or ``None``."""
-        with self._lock:
-            self._check_open()
-            row = self._db.execute("SELECT rv, deleted FROM objects WHERE key=?", (key,)).fetchone()
+        with self._reading() as db:
+            row = db.execute("SELECT rv, deleted FROM objects WHERE key=?", (key,)).fetchone()
         return None if row is None else (format_rv(row[0]), bool(row[1]))
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The live object at ``key`` (secrets decrypted), or ``None`` if absent or deleted."""
-        with self._lock:
-            self._check_open()
-            row = self._db.execute(
+        with self._reading() as db:
+            row = db.execute(
                 "SELECT type, rv, sealed, data FROM objects WHERE key=? AND deleted=0", (key,)
             ).fetchone()
         if row is None:
@@ -510,16 +526,14 @@ class MetaStore:
         if namespace is not None:
             query += " AND namespace=?"
             params += (namespace,)
-        with self._lock:
-            self._check_open()
-            rows = self._db.execute(query + " ORDER BY key", params).fetchall()
+        with self._reading() as db:
+            rows = db.execute(query + " ORDER BY key", params).fetchall()
         return [self._open_row(*row) for row in rows]
 
     def snapshot(self) -> tuple[dict[str, str], dict[str, str]]:
         """``(live, tombstones)``: key -> rv of each, read in one transaction."""
-        with self._lock:
-            self._check_open()
-            rows = self._db.execute("SELECT key, rv, deleted FROM objects").fetchall()
+        with self._reading() as db:
+            rows = db.execute("SELECT key, rv, deleted FROM objects").fetchall()
         live: dict[str, str] = {}
         dead: dict[str, str] = {}
         for key, rv, deleted in rows:
@@ -534,9 +548,8 @@ class MetaStore:
 
     def counts(self) -> tuple[int, int]:
         """``(live objects, tombstones)``."""
-        with self._lock:
-            self._check_open()
-            row = self._db.execute(
+        with self._reading() as db:
+            row = db.execute(
                 "SELECT coalesce(sum(deleted=0), 0), coalesce(sum(deleted=1), 0) FROM objects"
             ).fetchone()
         return int(row[0]), int(row[1])

@@ -322,6 +322,24 @@ def test_secret_downgraded_to_plaintext_row_is_refused(edge_dir: Path):
         assert info.value.code == "edge_store_corrupt"
 
 
+def test_write_that_cannot_commit_is_never_reported_applied(edge_dir: Path):
+    """Another process holds SQLite's write lock: apply fails loudly (no ack), then recovers."""
+    s = MetaStore(edge_dir / "edge.db", edge_dir / "edge.key", busy_timeout_ms=50)
+    s.apply("default/pod/a", "insert", "1", obj("a"), now=NOW)
+    blocker = _raw_db(edge_dir)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StateError) as info:
+            s.apply("default/pod/a", "update", "2", obj("a"), now=NOW)
+        assert info.value.code == "edge_store_write_failed"
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert s.record("default/pod/a") == ("1", False)
+    assert s.apply("default/pod/a", "update", "2", obj("a"), now=NOW).decision is Decision.APPLY
+    s.close()
+
+
 def test_not_a_database_is_a_state_error(edge_dir: Path):
     edge_dir.mkdir(mode=0o700)
     fd = os.open(edge_dir / "edge.db", os.O_WRONLY | os.O_CREAT, 0o600)
