@@ -316,6 +316,12 @@ class API:
             result = Response(exc.status, _dumps(exc.body()))
         except (BadRequest, SelectorError, PatchError) as exc:
             result = Response(400, _dumps(status_body(400, "BadRequest", _safe_message(exc))))
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
+            # A body whose shape a handler did not expect: the client's object is malformed.
+            # Logged for us; the client gets a generic 400, never the exception text.
+            log.warning("malformed object in %s %s: %s", req.method, req.target[:200], type(exc).__name__,
+                        exc_info=log.isEnabledFor(logging.DEBUG))
+            result = Response(400, _dumps(status_body(400, "BadRequest", "the object is malformed")))
         if isinstance(result, Watch):
             result.audit = audit
         else:
@@ -461,9 +467,8 @@ class API:
         if api_version not in (None, rt.api_version) and not info.subresource:
             raise ApiError(400, f"the API version in the data ({api_version}) does not match the expected "
                            f"API version ({rt.api_version})")
+        check_shape(rt, obj)
         meta = obj.get("metadata", {})
-        if not isinstance(meta, dict):
-            raise ApiError(400, "metadata must be an object")
         for key in ("labels", "annotations"):
             m = meta.get(key)
             if m is not None and (not isinstance(m, dict) or not all(
@@ -966,6 +971,7 @@ class API:
         if not _depth_ok(patched, MAX_JSON_DEPTH) or len(_dumps(patched)) > self.max_body_bytes:
             raise ApiError(422, "the patched object is too large or too deep")
         patched["kind"], patched["apiVersion"] = old.get("kind", rt.kind), old.get("apiVersion", rt.api_version)
+        check_shape(rt, patched)
         if strict_fields(req):
             check_known_fields(rt, patched)
         if _meta(patched).get("name") != info.name:
@@ -1298,6 +1304,26 @@ _KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "Role": ("rules",), "ClusterRole": ("rules", "aggregationRule"),
     "RoleBinding": ("subjects", "roleRef"), "ClusterRoleBinding": ("subjects", "roleRef"),
 }
+
+
+_OBJECT_FIELDS = ("metadata", "spec", "status", "data", "stringData", "binaryData", "roleRef", "aggregationRule",
+                  "involvedObject")
+_LIST_FIELDS = ("rules", "subjects", "secrets", "imagePullSecrets", "subsets")
+
+
+def check_shape(rt: ResourceType, obj: dict[str, Any]) -> None:
+    """The JSON types of top-level fields, as Kubernetes' decoder enforces them (400 otherwise)."""
+    for key in _OBJECT_FIELDS:
+        if obj.get(key) is not None and not isinstance(obj[key], dict):
+            raise ApiError(400, f"{key} must be an object")
+    if not rt.crd:
+        for key in _LIST_FIELDS:
+            if obj.get(key) is not None and not isinstance(obj[key], list):
+                raise ApiError(400, f"{key} must be a list")
+    meta = obj.get("metadata") or {}
+    for key in ("name", "generateName", "namespace", "resourceVersion", "uid"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise ApiError(400, f"metadata.{key} must be a string")
 
 
 def check_known_fields(rt: ResourceType, obj: dict[str, Any]) -> None:

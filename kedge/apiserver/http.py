@@ -276,7 +276,14 @@ class _Connection:
                 resp.audit = {"requestURI": target[:2048], "verb": method.lower(), "user": {"username": "system:anonymous"},
                               "responseStatus": {"code": 401}}
             else:
-                resp = self.server.api.handle(Request(method, target, headers, bytes(body), user))
+                try:
+                    resp = self.server.api.handle(Request(method, target, headers, bytes(body), user))
+                except Exception:  # our bug or a storage failure: the client gets a code, the log gets details
+                    log.exception("internal error serving %s %s", method, target[:200])
+                    resp = Response(500, _dumps(status_body(500, "InternalError", "an internal error occurred")))
+                    resp.audit = {"requestURI": target[:2048], "verb": method.lower(),
+                                  "user": {"username": user.name, "groups": list(user.groups)},
+                                  "responseStatus": {"code": 500}}
             if isinstance(resp, Watch):
                 self.server.audit(dict(audit_base, **resp.audit, responseStatus={"code": 200},
                                        stageTimestamp=_now_iso()))

@@ -229,7 +229,9 @@ def _smp_map(orig: dict[str, Any], patch: dict[str, Any], path: tuple[str, ...])
     for field, order in orders.items():
         if isinstance(result.get(field), list):
             result[field] = _reorder(result[field], order, field, path)
-    if isinstance(retain, list):
+    if retain is not None:
+        if not isinstance(retain, list) or not all(isinstance(k, str) for k in retain):
+            raise PatchError("$retainKeys must be a list of strings")
         keep = set(retain)
         result = {k: v for k, v in result.items() if k in keep}
     return result
