@@ -779,9 +779,17 @@ class API:
                         raise invalid(rt.kind, name, "rules[].verbs: Required value", rt.group)
                     if r.non_resource_urls and rt.resource == "roles":
                         raise invalid(rt.kind, name, "rules[].nonResourceURLs: Roles are namespaced", rt.group)
-                if rt.resource == "clusterroles" and isinstance(obj.get("aggregationRule"), dict):
-                    tmp = Policy.build(cluster_roles=[*self.policy.cluster_roles.values(), obj])
-                    rules = list(tmp.cluster_role_rules(name))
+                if rt.resource == "clusterroles" and obj.get("aggregationRule") is not None and \
+                        (old is None or old.get("aggregationRule") != obj.get("aggregationRule")):
+                    # Kubernetes: an aggregation rule can pull in any role's rules, so setting one
+                    # needs the escalate verb (or system:masters), whatever the rules look like now.
+                    d = escalate_allowed(self.policy, user.name, user.groups, ns, rt.kind, name,
+                                         [Rule(("*",), ("*",), ("*",)), Rule(("*",), non_resource_urls=("*",))])
+                    if not d.allowed:
+                        raise ApiError(403, f'{rt.resource}.{rt.group} "{name}" is forbidden: must have '
+                                       "cluster-admin privileges to use the aggregationRule",
+                                       details={"name": name, "group": rt.group, "kind": rt.resource})
+                    rules = []
                 d = escalate_allowed(self.policy, user.name, user.groups, ns, rt.kind, name, rules)
                 if not d.allowed:
                     raise ApiError(403, f'{rt.resource}.{rt.group} "{name}" is forbidden: user "{user.name}" '

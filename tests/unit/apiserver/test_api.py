@@ -306,3 +306,23 @@ def test_initial_state_does_not_count_against_the_live_backlog(api, monkeypatch)
         call(api, "POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"name": f"d{i}"}})
     assert not w.overflowed and len(w.take(100)) == 4
     w.close()
+
+
+def test_aggregation_rules_need_escalate(api):
+    rbac = "/apis/rbac.authorization.k8s.io/v1"
+    call(api, "POST", f"{rbac}/clusterroles", {"metadata": {"name": "role-writer"}, "rules": [
+        {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "verbs": ["create"]}]})
+    call(api, "POST", f"{rbac}/clusterrolebindings", {
+        "metadata": {"name": "w"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                               "name": "role-writer"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "writer"}]})
+    writer = User("writer", ("system:authenticated",))
+    agg = {"metadata": {"name": "sneaky"}, "aggregationRule": {"clusterRoleSelectors": [
+        {"matchLabels": {"kubernetes.io/bootstrapping": "rbac-defaults"}}]}, "rules": []}
+    s, err = call(api, "POST", f"{rbac}/clusterroles", agg, user=writer)
+    assert s == 403 and "aggregationRule" in err["message"]
+    s, _ = call(api, "POST", f"{rbac}/clusterroles", {"metadata": {"name": "plain"}, "rules": [
+        {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "verbs": ["create"]}]},
+        user=writer)
+    assert s == 201
+    assert call(api, "POST", f"{rbac}/clusterroles", agg)[0] == 201  # masters may

@@ -132,3 +132,11 @@ def test_bad_resource_versions_are_refused(bad):
     with pytest.raises(StoreError):
         parse_rv(bad)
     assert parse_rv("") is None and parse_rv("42") == 42
+
+
+def test_wal_and_shm_files_are_private(tmp_path):
+    s = Store(tmp_path / "api.db")
+    s.create("/secrets", "ns", "s", _cm("s"))
+    for suffix in ("-wal", "-shm"):
+        p = tmp_path / f"api.db{suffix}"
+        assert p.exists() and stat.S_IMODE(os.stat(p).st_mode) == 0o600
