@@ -51,6 +51,27 @@ class EdgeCore:
         self.store = MetaStore(self.dir.db, self.dir.root / EDGE_KEY)
         self.meta = MetaManager(self.store, node=self.node, limits=self.hub.limits)
         self.synced = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.store.on_change(self._store_changed)
+
+    def _store_changed(self, key: str, obj: dict[str, Any] | None) -> None:
+        """Called in the writer's thread after a commit; hop to the event loop."""
+        if self._loop is not None and obj is not None and key.split("/")[1:2] == ["pod"]:
+            if (obj.get("metadata") or {}).get("deletionTimestamp"):
+                self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self.finish_pod_deletion(obj)))
+
+    async def finish_pod_deletion(self, pod: dict[str, Any]) -> None:
+        """The pod is being deleted: stop it locally, then tell the cloud to remove it (grace 0)."""
+        meta = pod.get("metadata") or {}
+        ns, name, uid = meta.get("namespace", "default"), meta.get("name", ""), meta.get("uid", "")
+        try:
+            reply = await self.hub.request(self.hub.new_message(m.DELETE, f"{ns}/pod/{name}", {"uid": uid}),
+                                           timeout=15)
+            if reply.route.operation == m.ERROR:
+                log.warning("cloud refused to finish deletion of pod %s/%s: %s", ns, name, reply.content)
+        except (KedgeError, TimeoutError, ConnectionError) as exc:
+            # Offline: the next connect finishes it (see _on_connect).
+            log.info("pod %s/%s deletion pending: %s", ns, name, getattr(exc, "code", type(exc).__name__))
 
     async def _handle(self, msg: m.Message) -> Any:
         return await self.meta.handle(msg)
@@ -64,6 +85,10 @@ class EdgeCore:
         await self.report_status()
         await self.meta.send_inventory(hub)
         self.synced.set()
+        pending = await asyncio.to_thread(self.store.list, "pod")
+        for pod in pending:
+            if (pod.get("metadata") or {}).get("deletionTimestamp"):
+                await self.finish_pod_deletion(pod)
         while True:
             await asyncio.sleep(hub.keepalive_interval)
             try:
@@ -73,6 +98,7 @@ class EdgeCore:
 
     async def run(self) -> None:
         log.info("edgecore for node %s starting", self.node)
+        self._loop = asyncio.get_running_loop()
         try:
             await self.hub.run()
         finally:

@@ -56,6 +56,14 @@ class Cloud:
         self.log = root / "cloudcore.log"
 
     def start(self) -> "Cloud":
+        previous = self.endpoints()
+        if previous:
+            # A restart keeps the ports the first start picked, as a real deployment's fixed ports.
+            cfg = json.loads((self.dir / "config.json").read_text())
+            for key, field in (("api", "api_port"), ("hub", "hub_port"), ("certs", "cert_port")):
+                if key in previous:
+                    cfg[field] = int(previous[key].rsplit(":", 1)[1])
+            (self.dir / "config.json").write_text(json.dumps(cfg))
         with contextlib.suppress(FileNotFoundError):
             (self.dir / "endpoints.json").unlink()
         self._logfh = open(self.log, "ab")

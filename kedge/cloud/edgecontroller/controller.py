@@ -190,6 +190,12 @@ class EdgeController:
                 raise PeerError("status must be an object", code="invalid_object")
             await asyncio.to_thread(self.api.patch_pod_status, node, ns, name, msg.content)
             return {"ok": True}
+        if op == m.DELETE and kind == "pod":
+            uid = (msg.content or {}).get("uid") if isinstance(msg.content, dict) else None
+            if not isinstance(uid, str) or not uid:
+                raise PeerError("pod deletion needs the pod's uid", code="invalid_object")
+            await asyncio.to_thread(self.api.delete_pod, node, ns, name, uid)
+            return {"ok": True}
         if op in (m.UPDATE, m.INSERT) and kind == "nodestatus":
             if name != node:
                 raise PeerError("a node reports only its own status", code="forbidden")

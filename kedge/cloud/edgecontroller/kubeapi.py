@@ -108,7 +108,7 @@ class KubeAPI:
             _request_timeout=timeout_s + 10)
         buf = b""
         try:
-            for chunk in resp.stream(65536):
+            for chunk in resp.stream(None, decode_content=False):
                 if stop.is_set():
                     return
                 buf += chunk
@@ -133,6 +133,16 @@ class KubeAPI:
     def patch_pod_status(self, node: str, namespace: str, name: str, status: dict[str, Any]) -> None:
         self._call(self.core.patch_namespaced_pod_status, name, namespace, {"status": status},
                    _content_type="application/merge-patch+json", _headers=node_headers(node))
+
+    def delete_pod(self, node: str, namespace: str, name: str, uid: str) -> None:
+        """Finish a graceful pod deletion (grace 0, like a kubelet), only for the pod with ``uid``."""
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
+                "preconditions": {"uid": uid}}
+        try:
+            self._call(self.core.delete_namespaced_pod, name, namespace, body=body, _headers=node_headers(node))
+        except PeerError as exc:
+            if exc.code != "conflict":  # conflict: a new pod of that name already replaced it
+                raise
 
     def ensure_node(self, node: str, status: dict[str, Any]) -> None:
         """Create the node's own Node object if missing (as the node, like a kubelet), else patch status."""
