@@ -37,6 +37,7 @@ BOOKMARK_INTERVAL_S = 60.0
 READ_CHUNK = 64 * 1024
 LINGER_S = 2.0
 MAX_HEADERS = 256
+AUDIT_MAX_BYTES = 100 * 1024 * 1024
 BODY_TIMEOUT_S = 60.0  # a whole request body (at most 3 MiB) must arrive within this
 LINGER_MAX_BYTES = 4 * 1024 * 1024
 
@@ -119,8 +120,10 @@ class ApiServer:
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[asyncio.Task[Any]] = set()
         self._audit_fd: int | None = None
+        self._audit_path = audit_path
+        self._audit_bytes = 0
         if audit_path is not None:
-            self._audit_fd = os.open(audit_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+            self._open_audit()
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(
@@ -161,11 +164,25 @@ class ApiServer:
             except (ConnectionError, asyncio.TimeoutError, ssl.SSLError, OSError):
                 pass
 
+    def _open_audit(self) -> None:
+        assert self._audit_path is not None  # nosec B101 - only called when auditing
+        self._audit_fd = os.open(self._audit_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+        self._audit_bytes = os.fstat(self._audit_fd).st_size
+
     def audit(self, record: dict[str, Any]) -> None:
-        if self._audit_fd is None:
+        """Append one JSON line; past ``AUDIT_MAX_BYTES`` the file rotates to ``<name>.1`` (one backup)."""
+        if self._audit_fd is None or self._audit_path is None:
             return
+        line = json.dumps(record, separators=(",", ":")).encode() + b"\n"
         try:
-            os.write(self._audit_fd, json.dumps(record, separators=(",", ":")).encode() + b"\n")
+            if self._audit_bytes + len(line) > AUDIT_MAX_BYTES:
+                os.close(self._audit_fd)
+                self._audit_fd = None
+                os.replace(self._audit_path, self._audit_path.with_name(self._audit_path.name + ".1"))
+                self._open_audit()
+            assert self._audit_fd is not None  # nosec B101 - reopened above
+            os.write(self._audit_fd, line)
+            self._audit_bytes += len(line)
         except OSError:
             log.exception("audit log write failed")
 

@@ -173,6 +173,7 @@ class Policy:
     roles: Mapping[tuple[str, str], Mapping[str, Any]]
     cluster_role_bindings: tuple[Mapping[str, Any], ...]
     role_bindings: Mapping[str, tuple[Mapping[str, Any], ...]]
+    _rule_cache: dict[str, tuple[Rule, ...]] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(cls, *, cluster_roles: Iterable[Mapping[str, Any]] = (), roles: Iterable[Mapping[str, Any]] = (),
@@ -190,6 +191,12 @@ class Policy:
 
     def cluster_role_rules(self, name: str) -> tuple[Rule, ...]:
         """Rules of a ClusterRole, resolving ``aggregationRule`` selectors (one level, like the controller)."""
+        cached = self._rule_cache.get(name)
+        if cached is None:
+            cached = self._rule_cache[name] = self._resolve_cluster_role(name)
+        return cached
+
+    def _resolve_cluster_role(self, name: str) -> tuple[Rule, ...]:
         role = self.cluster_roles.get(name)
         if role is None:
             return ()
