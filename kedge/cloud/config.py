@@ -27,6 +27,8 @@ class CloudConfig:
     node_authorization: str = "enforce"
     audit_log: str = "audit.log"
     evict_pods_on_node_lost: bool = False
+    # A node whose status heartbeat is older than this is marked Ready=Unknown (its pods stay).
+    node_monitor_grace_s: int = 40
     limits: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -41,6 +43,11 @@ class CloudConfig:
             raise ConfigError("node_cert_validity_s must be a positive integer")
         if not isinstance(self.token_default_ttl_s, int) or self.token_default_ttl_s < 1:
             raise ConfigError("token_default_ttl_s must be a positive integer")
+        if not isinstance(self.node_monitor_grace_s, int) or self.node_monitor_grace_s < 1:
+            raise ConfigError("node_monitor_grace_s must be a positive integer")
+        if self.evict_pods_on_node_lost:
+            raise ConfigError("evict_pods_on_node_lost is not implemented: kedge keeps pods of lost nodes "
+                              "(edge autonomy)", code="not_implemented")
         if self.node_authorization not in NODE_AUTHZ_MODES:
             # Node authorization cannot be switched off; a config that asks for it is refused.
             raise ConfigError(

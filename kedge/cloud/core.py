@@ -64,7 +64,8 @@ class CloudCore:
             self.api_server, self.api_store, url = await start_apiserver(d.root)
             self.endpoints["api"] = url
             api = await asyncio.to_thread(KubeAPI, host=url, ca=d.ca_crt, cert=d.cloudcore_crt, key=d.cloudcore_key)
-        self.controller = EdgeController(api)
+        self.controller = EdgeController(api, node_grace_s=self.cfg.node_monitor_grace_s)
+        self._lifecycle_task = asyncio.create_task(self.controller.node_lifecycle())
 
     async def start(self) -> dict[str, str]:
         d, cfg = self.dir, self.cfg

@@ -176,3 +176,23 @@ def test_cloudcore_killed_mid_sync_converges_without_loss(cluster):
     wait_until(lambda: want <= set(view.inventory()), timeout=30, what="all objects after cloudcore restart")
     rvs = view.inventory()
     assert all(int(rvs[k]) > 0 for k in want)
+
+
+def test_lost_node_becomes_unknown_but_keeps_its_pods(tmp_path):
+    with running_cloud(tmp_path, config={"node_monitor_grace_s": 2}) as cloud:
+        assert cloud.join("lonely", tmp_path / "lonely").returncode == 0
+        edge = EdgeProcess(tmp_path / "lonely", tmp_path / "lonely.log")
+        try:
+            wait_until(lambda: "lonely" in cloud.connected(), what="connected")
+            kubectl(cloud, "apply", "-f", "-", input=manifest("lonely", "stay"))
+            wait_until(lambda: "default/pod/web-stay" in EdgeView(tmp_path / "lonely").inventory(), what="pod")
+        finally:
+            edge.stop()
+
+        def ready() -> str:
+            node = json.loads(kubectl(cloud, "get", "node", "lonely", "-o", "json"))
+            return next(c["status"] for c in node["status"]["conditions"] if c["type"] == "Ready")
+
+        wait_until(lambda: ready() == "Unknown", timeout=20, what="node Ready=Unknown")
+        pod = json.loads(kubectl(cloud, "get", "pod", "web-stay", "-o", "json"))
+        assert not pod["metadata"].get("deletionTimestamp"), "pods of a lost edge node are not evicted"

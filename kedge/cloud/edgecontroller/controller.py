@@ -140,11 +140,30 @@ class NodeSync:
 class EdgeController:
     """Plugged into CloudHub as its router."""
 
-    def __init__(self, api: KubeAPI, *, resync_interval_s: float = 5.0) -> None:
+    def __init__(self, api: KubeAPI, *, resync_interval_s: float = 5.0, node_grace_s: float = 40.0) -> None:
         self.api = api
+        self.node_grace_s = node_grace_s
         self.resync_interval_s = resync_interval_s
         self.syncs: dict[str, NodeSync] = {}
         self._pages: dict[str, dict[str, Any]] = {}
+
+    async def node_lifecycle(self, *, interval_s: float = 2.0) -> None:
+        """Mark nodes whose heartbeat lapsed Ready=Unknown. Their pods are not evicted (edge autonomy)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                nodes = await asyncio.to_thread(self.api.list_nodes)
+                for name in plan.lost_nodes(nodes, now=time.time(), grace_s=self.node_grace_s):
+                    if name in self.syncs:
+                        continue  # connected right now: its next heartbeat is on the way
+                    log.info("node %s stopped posting status; marking Ready=Unknown", name)
+                    await asyncio.to_thread(self.api.set_node_ready_condition, name, "Unknown",
+                                            "NodeStatusUnknown", "kedge edgecore stopped posting node status",
+                                            _now_iso())
+            except KedgeError as exc:
+                log.warning("node lifecycle pass failed: %s", exc.code)
+            except Exception:  # noqa: BLE001 - keep monitoring through API server hiccups
+                log.exception("node lifecycle pass failed")
 
     def session_closed(self, node: str, session) -> None:
         sync = self.syncs.get(node)

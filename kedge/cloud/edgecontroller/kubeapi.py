@@ -144,6 +144,22 @@ class KubeAPI:
             if exc.code != "conflict":  # conflict: a new pod of that name already replaced it
                 raise
 
+    def list_nodes(self) -> list[dict[str, Any]]:
+        """All Node objects, read as cloudcore itself (its role may list nodes)."""
+        data = self._call(self.core.list_node) or {}
+        return list(data.get("items") or [])
+
+    def set_node_ready_condition(self, node: str, status: str, reason: str, message: str, now_iso: str) -> None:
+        """Patch the node's Ready condition, speaking for the node (cloudcore needs no nodes/status write)."""
+        current = self._call(self.core.read_node, node, _headers=node_headers(node)) or {}
+        conditions = [c for c in (current.get("status") or {}).get("conditions") or [] if c.get("type") != "Ready"]
+        old = next((c for c in (current.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), {})
+        conditions.append({"type": "Ready", "status": status, "reason": reason, "message": message,
+                           "lastHeartbeatTime": old.get("lastHeartbeatTime", now_iso),
+                           "lastTransitionTime": now_iso})
+        self._call(self.core.patch_node_status, node, {"status": {"conditions": conditions}},
+                   _content_type="application/merge-patch+json", _headers=node_headers(node))
+
     def ensure_node(self, node: str, status: dict[str, Any]) -> None:
         """Create the node's own Node object if missing (as the node, like a kubelet), else patch status."""
         existing = self._call(self.core.read_node, node, _headers=node_headers(node))

@@ -142,3 +142,28 @@ def changes(before: Mapping[str, Mapping[str, Any]], after: Mapping[str, Mapping
     for k in sorted(set(before) - set(after)):
         pushes.append(Push("delete", k, object_rv(before[k]), None))
     return pushes
+
+
+def lost_nodes(nodes: Iterable[Mapping[str, Any]], *, now: float, grace_s: float) -> list[str]:
+    """kedge edge nodes that claim Ready=True but whose heartbeat is older than ``grace_s``.
+
+    Only nodes run by kedge (``nodeInfo.kubeletVersion`` ``kedge-*``) are judged: next to a
+    real cluster's kubelets, their own node lifecycle controller is in charge.
+    """
+    import datetime as _dt
+
+    out = []
+    for node in nodes:
+        status = node.get("status") or {}
+        if not str((status.get("nodeInfo") or {}).get("kubeletVersion", "")).startswith("kedge-"):
+            continue
+        ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+        if not ready or ready.get("status") != "True":
+            continue
+        try:
+            beat = _dt.datetime.strptime(ready.get("lastHeartbeatTime", ""), "%Y-%m-%dT%H:%M:%SZ")
+        except ValueError:
+            continue
+        if now - beat.replace(tzinfo=_dt.timezone.utc).timestamp() > grace_s:
+            out.append(str((node.get("metadata") or {}).get("name", "")))
+    return sorted(n for n in out if n)
