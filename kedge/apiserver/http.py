@@ -147,10 +147,9 @@ class ApiServer:
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        if len(self._conns) >= MAX_CONNECTIONS:
+        if task is None or len(self._conns) >= MAX_CONNECTIONS:
             writer.close()
             return
-        assert task is not None
         self._conns.add(task)
         try:
             await _Connection(self, reader, writer).run()
@@ -165,7 +164,8 @@ class ApiServer:
                 pass
 
     def _open_audit(self) -> None:
-        assert self._audit_path is not None  # nosec B101 - only called when auditing
+        if self._audit_path is None:
+            return
         self._audit_fd = os.open(self._audit_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
         self._audit_bytes = os.fstat(self._audit_fd).st_size
 
@@ -180,7 +180,8 @@ class ApiServer:
                 self._audit_fd = None
                 os.replace(self._audit_path, self._audit_path.with_name(self._audit_path.name + ".1"))
                 self._open_audit()
-            assert self._audit_fd is not None  # nosec B101 - reopened above
+            if self._audit_fd is None:
+                return
             os.write(self._audit_fd, line)
             self._audit_bytes += len(line)
         except OSError:
