@@ -13,7 +13,7 @@ import logging
 import platform
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from kedge import __version__
 from kedge.edge.config import EdgeDir
@@ -53,6 +53,8 @@ class EdgeCore:
         self.synced = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.store.on_change(self._store_changed)
+        # Long-running parts started with the node, each ``async fn(core)`` (edged, devicetwin).
+        self.components: list[Callable[["EdgeCore"], Awaitable[None]]] = []
 
     def _store_changed(self, key: str, obj: dict[str, Any] | None) -> None:
         """Called in the writer's thread after a commit; hop to the event loop."""
@@ -99,9 +101,13 @@ class EdgeCore:
     async def run(self) -> None:
         log.info("edgecore for node %s starting", self.node)
         self._loop = asyncio.get_running_loop()
+        tasks = [asyncio.create_task(c(self)) for c in self.components]
         try:
             await self.hub.run()
         finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             self.store.close()
 
 

@@ -24,7 +24,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from kedge.cloud.edgecontroller import plan
 from kedge.cloud.edgecontroller.kubeapi import ApiGone, KubeAPI
@@ -86,6 +86,9 @@ class NodeSync:
             return plan.desired_state(pods, refs), rv
 
         desired, self.list_rv = await asyncio.to_thread(build)
+        for provider in self.ctrl.desired_providers:
+            # Other controllers (e.g. devices) add what this node should hold: key -> object.
+            desired.update(await asyncio.to_thread(provider, node))
         return desired
 
     def _watch_thread(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -146,6 +149,11 @@ class EdgeController:
         self.resync_interval_s = resync_interval_s
         self.syncs: dict[str, NodeSync] = {}
         self._pages: dict[str, dict[str, Any]] = {}
+        # Extension points for other cloud controllers (devicecontroller):
+        #   desired_providers: blocking callables node -> {key: object} merged into the node's desired state;
+        #   upstream_routes: resource type -> async handler(node, msg) -> response content.
+        self.desired_providers: list[Callable[[str], dict[str, dict[str, Any]]]] = []
+        self.upstream_routes: dict[str, Callable[[str, m.Message], Awaitable[Any]]] = {}
 
     async def node_lifecycle(self, *, interval_s: float = 2.0) -> None:
         """Mark nodes whose heartbeat lapsed Ready=Unknown. Their pods are not evicted (edge autonomy)."""
@@ -199,6 +207,8 @@ class EdgeController:
         if len(parts) != 3:
             raise PeerError("bad resource", code="bad_resource")
         ns, kind, name = parts
+        if kind in self.upstream_routes:
+            return await self.upstream_routes[kind](node, msg)
         if op == m.QUERY and kind in ("secret", "configmap"):
             obj = await asyncio.to_thread(self.api.get_strict, node, kind, ns, name)
             if obj is None:
