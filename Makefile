@@ -21,11 +21,11 @@ up: venv
 	$(VENV)/bin/kedge up --data-dir ./.kedge-up
 
 # System packages the tests need (mosquitto, kubectl, ...) when run as root.
-system-deps:
-	sh tests/install-system-deps.sh
+system-deps: venv
+	sh tests/install-system-deps.sh $(VENV)
 
 test: venv system-deps
-	$(PY) -m pytest -q
+	PATH="$(CURDIR)/$(VENV)/bin:$(PATH):/usr/sbin" $(PY) -m pytest -q
 
 # Reproducible release: sdist, wheel, SBOM, SHA256SUMS and provenance in dist/.
 release: venv

