@@ -184,10 +184,10 @@ class NodeSession:
                 if isinstance(frame, str):  # pragma: no cover - decode=False yields bytes
                     frame = frame.encode()
                 now = time.monotonic()
-                if not self.bucket.take(now):
+                while not self.bucket.take(now):
                     # Rate limited: stop reading this one connection for a while (TCP backpressure).
-                    await asyncio.sleep(self.bucket.wait_time(now))
-                    self.bucket.take(time.monotonic())
+                    await asyncio.sleep(max(self.bucket.wait_time(now), 0.001))
+                    now = time.monotonic()
                 now_ms = int(time.time() * 1000)
                 self.session.receive_data(frame, now_ms=now_ms)
                 await self._dispatch(now_ms)

@@ -74,7 +74,8 @@ def test_upstream_flood_is_rate_limited_without_slowing_others(cloud: Cloud, tmp
     async def main():
         async with edge_hub(tmp_path / "f") as flooder, edge_hub(tmp_path / "q") as quiet:
             answered = 0
-            stop = time.monotonic() + 2.0
+            started = time.monotonic()
+            stop = started + 2.0
 
             async def flood():
                 nonlocal answered
@@ -93,9 +94,9 @@ def test_upstream_flood_is_rate_limited_without_slowing_others(cloud: Cloud, tmp
                 latencies.append(time.monotonic() - t)
                 await asyncio.sleep(0.05)
             await flood_task
-            elapsed = 2.0
+            elapsed = time.monotonic() - started
             # The flooder got no more than its budget (plus one in-flight batch of slack).
-            assert answered <= burst + qps * (elapsed + 0.5) + 50, answered
+            assert answered <= burst + qps * elapsed + 10, (answered, elapsed)
             assert answered >= qps * 0.5, f"flooder starved entirely: {answered}"
             # Nobody else waited for the flooder's backlog.
             latencies.sort()
