@@ -124,25 +124,39 @@ def test_deleting_a_referenced_test_file_fails(repo_copy):
 
 def test_expired_acceptance_fails(repo_copy):
     path = repo_copy / "threat-model" / "threats.yaml"
-    doc = yaml.safe_load(path.read_text())
-    doc["threats"].append(
-        {
+    original = yaml.safe_load(path.read_text())
+    today = dt.datetime.now(dt.timezone.utc).date()
+
+    def plant(expires: dt.date) -> subprocess.CompletedProcess:
+        doc = {**original, "threats": [*original["threats"], {
             "id": "K-PLANTED-ACCEPTED",
             "title": "planted accepted risk",
             "stride": "D",
             "component": "test",
             "status": "accepted",
             "reason": "tolerated for the test",
-            "expires": "2030-01-01",
+            "expires": expires.isoformat(),
             "mitigations": [],
-        }
-    )
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    before = _run(repo_copy, "--check", "--today", "2029-12-31")
-    assert before.returncode == 0, before.stderr
-    after = _run(repo_copy, "--check", "--today", "2030-01-02")
-    assert after.returncode == 1
-    assert "expired-acceptance: K-PLANTED-ACCEPTED" in after.stderr
+        }]}
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return _run(repo_copy, "--check")
+
+    still_valid = plant(today + dt.timedelta(days=3650))
+    assert still_valid.returncode == 0, still_valid.stderr
+    expired = plant(today - dt.timedelta(days=1))
+    assert expired.returncode == 1
+    assert "expired-acceptance: K-PLANTED-ACCEPTED" in expired.stderr
+
+
+def test_today_is_injectable_on_the_command_line(repo_copy):
+    """--today moves "now": far enough ahead, every real acceptance has expired too."""
+    threats = yaml.safe_load((repo_copy / "threat-model" / "threats.yaml").read_text())["threats"]
+    accepted = [t for t in threats if t["status"] == "accepted"]
+    assert _run(repo_copy, "--check", "--today", "2000-01-01").returncode == 0
+    far = _run(repo_copy, "--check", "--today", "9999-12-31")
+    assert far.returncode == (1 if accepted else 0)
+    for t in accepted:
+        assert f"expired-acceptance: {t['id']}" in far.stderr
 
 
 def test_unknown_threat_marker_fails(repo_copy):
