@@ -246,6 +246,8 @@ class API:
             self.graph.set_pod(json.loads(raw))
         for raw in self.store.list_raw("/persistentvolumeclaims")[1]:
             self.graph.set_pvc(json.loads(raw))
+        for raw in self.store.list_raw("/persistentvolumes")[1]:
+            self.graph.set_pv(json.loads(raw))
         for raw in self.store.list_raw("storage.k8s.io/volumeattachments")[1]:
             self.graph.set_volume_attachment(json.loads(raw))
         for raw in self.store.list_raw("apiextensions.k8s.io/customresourcedefinitions")[1]:
@@ -269,6 +271,11 @@ class API:
                 self.graph.remove_pvc(ev.namespace, ev.name)
             else:
                 self.graph.set_pvc(ev.obj())
+        elif ev.resource == "/persistentvolumes":
+            if ev.type == "DELETED":
+                self.graph.remove_pv(ev.name)
+            else:
+                self.graph.set_pv(ev.obj())
         elif ev.resource == "storage.k8s.io/volumeattachments":
             if ev.type == "DELETED":
                 self.graph.remove_volume_attachment(ev.name)

@@ -108,6 +108,29 @@ def pod_references(pod: Mapping[str, Any]) -> set[tuple[str, str]]:
     return refs
 
 
+def pv_secret_references(pv: Mapping[str, Any]) -> frozenset[tuple[str, str]]:
+    """``{(namespace, name)}`` of secrets a PersistentVolume's volume source references."""
+    spec = pv.get("spec") or {}
+    out: set[tuple[str, str]] = set()
+    if not isinstance(spec, Mapping):
+        return frozenset()
+    csi = spec.get("csi") or {}
+    if isinstance(csi, Mapping):
+        for key in ("controllerPublishSecretRef", "nodePublishSecretRef", "nodeStageSecretRef",
+                    "controllerExpandSecretRef", "nodeExpandSecretRef"):
+            ref = csi.get(key)
+            if isinstance(ref, Mapping) and ref.get("name"):
+                out.add((str(ref.get("namespace", "")), str(ref["name"])))
+    az = spec.get("azureFile") or {}
+    if isinstance(az, Mapping) and az.get("secretName"):
+        out.add((str(az.get("secretNamespace", "default")), str(az["secretName"])))
+    for driver in ("cephfs", "cinder", "flexVolume", "iscsi", "rbd", "scaleIO", "storageos"):
+        ref = (spec.get(driver) or {}).get("secretRef") if isinstance(spec.get(driver), Mapping) else None
+        if isinstance(ref, Mapping) and ref.get("name"):
+            out.add((str(ref.get("namespace", "")), str(ref["name"])))
+    return frozenset(out)
+
+
 @dataclasses.dataclass
 class NodeGraph:
     """Which node may read which namespaced object, derived from bound pods."""
@@ -147,6 +170,19 @@ class NodeGraph:
     # PVC -> bound PV name; volume attachment -> node
     _pvc_volume: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
     _va_node: dict[str, str] = dataclasses.field(default_factory=dict)
+    # PV name -> {(namespace, secret name)} it references (CSI/driver secret refs)
+    _pv_secrets: dict[str, frozenset[tuple[str, str]]] = dataclasses.field(default_factory=dict)
+
+    def set_pv(self, pv: Mapping[str, Any]) -> None:
+        name = str((pv.get("metadata") or {}).get("name", ""))
+        refs = pv_secret_references(pv)
+        if refs:
+            self._pv_secrets[name] = refs
+        else:
+            self._pv_secrets.pop(name, None)
+
+    def remove_pv(self, name: str) -> None:
+        self._pv_secrets.pop(name, None)
 
     def set_pvc(self, pvc: Mapping[str, Any]) -> None:
         meta = pvc.get("metadata") or {}
@@ -178,7 +214,13 @@ class NodeGraph:
                        for (ns, pvc), pv in self._pvc_volume.items())
         if kind == "volumeattachments":
             return self._va_node.get(name) == node
-        return node in self._edges.get((kind, namespace, name), {})
+        if node in self._edges.get((kind, namespace, name), {}):
+            return True
+        if kind == "secrets":
+            # node <- pod <- pvc <- pv <- secret
+            return any((namespace, name) in refs and self.has_path(node, "persistentvolumes", "", pv)
+                       for pv, refs in self._pv_secrets.items())
+        return False
 
     def node_of_pod(self, namespace: str, name: str) -> str | None:
         entry = self._pods.get((namespace, name))

@@ -199,3 +199,16 @@ def test_persistent_volumes_and_attachments_follow_the_graph(graph):
                                          name="va-1"), graph).allowed
     graph.remove_pvc("ns", "a-pvc")
     assert not ok(resource="persistentvolumes", name="pv-1")
+
+
+def test_secret_reachable_through_a_persistent_volume(graph):
+    # node <- pod <- pvc <- pv <- secret (Kubernetes: "allowed shared secret via pvc")
+    graph.set_pvc({"metadata": {"namespace": "ns", "name": "a-pvc"}, "spec": {"volumeName": "pv-1"}})
+    graph.set_pv({"metadata": {"name": "pv-1"}, "spec": {"csi": {"driver": "d", "volumeHandle": "h",
+                                                                  "nodePublishSecretRef": {"namespace": "ns",
+                                                                                           "name": "csi-secret"}}}})
+    assert authorize_node(node_attrs(resource="secrets", namespace="ns", name="csi-secret"), graph).allowed
+    assert not authorize_node(node_attrs("node-b", resource="secrets", namespace="ns", name="csi-secret"),
+                              graph).allowed
+    graph.remove_pv("pv-1")
+    assert not authorize_node(node_attrs(resource="secrets", namespace="ns", name="csi-secret"), graph).allowed
