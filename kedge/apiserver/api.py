@@ -153,11 +153,25 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """Safe YAML without anchors/aliases: an alias graph would expand exponentially as JSON."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.events.AliasEvent):
+            raise yaml.YAMLError("YAML aliases are not accepted")
+        return super().compose_node(parent, index)
+
+
+MAX_JSON_NODES = 1_000_000
+
+
 def _depth_ok(value: Any, limit: int) -> bool:
     stack = [(value, 1)]
+    seen = 0
     while stack:
         v, d = stack.pop()
-        if d > limit:
+        seen += 1
+        if d > limit or seen > MAX_JSON_NODES:
             return False
         if isinstance(v, dict):
             stack.extend((x, d + 1) for x in v.values())
@@ -446,7 +460,7 @@ class API:
         ctype = (req.header("content-type") or JSON).split(";")[0].strip().lower()
         try:
             if ctype in ("application/yaml", "application/apply-patch+yaml") and allow_yaml:
-                value = yaml.safe_load(req.body)
+                value = yaml.load(req.body, Loader=_NoAliasLoader)  # nosec B506 - a SafeLoader subclass
             elif ctype == "application/vnd.kubernetes.protobuf" and allow_yaml:
                 try:
                     value = decode_review(req.body)

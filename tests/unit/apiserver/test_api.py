@@ -326,3 +326,17 @@ def test_aggregation_rules_need_escalate(api):
         user=writer)
     assert s == 201
     assert call(api, "POST", f"{rbac}/clusterroles", agg)[0] == 201  # masters may
+
+
+def test_yaml_bodies_are_accepted_but_alias_bombs_are_not(api):
+    ok = b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: from-yaml}\ndata: {k: v}\n"
+    resp = api.handle(Request("POST", "/api/v1/namespaces/default/configmaps",
+                              {"content-type": ["application/yaml"]}, ok, ADMIN))
+    assert resp.status == 201
+    bomb = b"a: &a [x, x]\nb: &b [*a, *a]\nc: &c [*b, *b]\nd: [*c, *c]\nmetadata: {name: bomb}\n"
+    resp = api.handle(Request("POST", "/api/v1/namespaces/default/configmaps",
+                              {"content-type": ["application/yaml"]}, bomb, ADMIN))
+    assert resp.status == 400
+    resp = api.handle(Request("POST", "/api/v1/namespaces/default/configmaps",
+                              {"content-type": ["application/yaml"]}, b"!!python/object:os.system {}", ADMIN))
+    assert resp.status == 400
