@@ -34,6 +34,16 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+def rollup_kb(pid: int) -> dict[str, int]:
+    """Pss and private (USS) from smaps_rollup: RSS also counts library pages other processes share."""
+    out = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, _, rest = line.partition(":")
+        if rest.strip().endswith("kB"):
+            out[key] = int(rest.split()[0])
+    return {"pss": out.get("Pss", 0), "uss": out.get("Private_Clean", 0) + out.get("Private_Dirty", 0)}
+
+
 def wait(pred, timeout=30.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -43,7 +53,7 @@ def wait(pred, timeout=30.0):
     raise SystemExit("timed out")
 
 
-def one_run(settle: float) -> tuple[int, int]:
+def one_run(settle: float) -> tuple[int, int, dict[str, int]]:
     root = Path(tempfile.mkdtemp(prefix="kedge-rss-"))
     cloud = root / "cloud"
     kedge("init", "--data-dir", str(cloud), "--api-port", "0", "--hub-port", "0", "--cert-port", "0")
@@ -61,7 +71,7 @@ def one_run(settle: float) -> tuple[int, int]:
             conn = cloud / "connected.json"
             wait(lambda: conn.exists() and "rss" in json.loads(conn.read_text())["nodes"])
             time.sleep(settle)
-            return rss_kb(ec.pid), rss_kb(cc.pid)
+            return rss_kb(ec.pid), rss_kb(cc.pid), rollup_kb(ec.pid)
         finally:
             ec.send_signal(signal.SIGTERM)
             ec.wait(10)
@@ -75,13 +85,17 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--settle", type=float, default=5.0)
     args = ap.parse_args()
-    edge, cloud = [], []
+    edge, cloud, pss, uss = [], [], [], []
     for _ in range(args.runs):
-        e, c = one_run(args.settle)
+        e, c, roll = one_run(args.settle)
         edge.append(e)
         cloud.append(c)
+        pss.append(roll["pss"])
+        uss.append(roll["uss"])
     print(f"edgecore idle RSS: median {statistics.median(edge) / 1024:.1f} MiB over {args.runs} runs "
           f"({', '.join(f'{x / 1024:.1f}' for x in edge)}); goal <= 40 MiB, KubeEdge advertises 70 MB")
+    print(f"edgecore idle PSS: median {statistics.median(pss) / 1024:.1f} MiB; private (USS): median "
+          f"{statistics.median(uss) / 1024:.1f} MiB (the rest of RSS is shared library pages)")
     print(f"cloudcore RSS with one edge: median {statistics.median(cloud) / 1024:.1f} MiB")
 
 
