@@ -261,7 +261,8 @@ class CloudHub:
         parts = [p for p in request.path.split("?", 1)[0].split("/") if p]
         if not (parts == ["tunnel"] or (len(parts) == 3 and parts[2] == "events" and parts[1] == node)):
             return self._refuse(conn, http.HTTPStatus.NOT_FOUND, "bad_path", peer, node)
-        if await asyncio.to_thread(self.state.is_cert_revoked, node=node, serial=cert.serial_number):
+        # A local indexed SQLite read (~10 us): cheaper inline than a thread hop per handshake.
+        if self.state.is_cert_revoked(node=node, serial=cert.serial_number):
             return self._refuse(conn, http.HTTPStatus.FORBIDDEN, "revoked", peer, node)
         if node not in self.sessions and len(self.sessions) >= self.limits.max_nodes:
             return self._refuse(conn, http.HTTPStatus.SERVICE_UNAVAILABLE, "too_many_nodes", peer, node)
