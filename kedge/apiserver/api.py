@@ -108,6 +108,12 @@ class Watch:
         self.notify: Callable[[], None] = lambda: None
         self.audit: dict[str, Any] = {}
         self.table = False  # kubectl get -w asks for server-side printed rows
+        # A watch whose only filter is "<indexed field>=<value>" (a node watching its pods) can be
+        # skipped without decoding events that belong to other values.
+        self.index_value: str | None = None
+        if rt.field_index and labels.empty and len(fields) == 1 and fields[0].field == rt.field_index \
+                and fields[0].op == "=":
+            self.index_value = fields[0].value
 
     def push(self, line: bytes, *, initial: bool = False) -> None:
         if self.overflowed or self.closed:
@@ -648,14 +654,20 @@ class API:
         return w
 
     def _dispatch(self, ev: WatchEvent) -> None:
+        cache: dict[str, Any] = {}
         for w in list(self._watchers):
             if w.rt.storage_key != ev.resource:
                 continue
             if w.namespace is not None and ev.namespace != w.namespace:
                 continue
-            self._offer(w, ev)
+            if w.index_value is not None and w.index_value != ev.index and w.index_value != ev.prev_index:
+                continue
+            self._offer(w, ev, cache=cache)
 
-    def _offer(self, w: Watch, ev: WatchEvent, *, initial: bool = False) -> None:
+    def _offer(self, w: Watch, ev: WatchEvent, *, initial: bool = False,
+               cache: dict[str, Any] | None = None) -> None:
+        """Queue ``ev`` for ``w`` if it passes the watch's selectors (``cache`` shares decoding per event)."""
+        cache = {} if cache is None else cache
         needs_filter = not w.labels.empty or bool(w.fields)
         data = ev.data
         if not needs_filter:
@@ -665,11 +677,15 @@ class API:
                 data = _rewrite_api_version(data, w.rt.api_version)
             w.push(_line(ev.type, data), initial=initial)
             return
-        obj = ev.obj()
+        if "obj" not in cache:
+            cache["obj"] = ev.obj()
+        obj = cache["obj"]
         now_match = w.labels.matches(_meta(obj).get("labels")) and fields_match(obj, w.fields)
         was_match = None
         if ev.prev is not None and ev.type == "MODIFIED":
-            prev = json.loads(ev.prev)
+            if "prev" not in cache:
+                cache["prev"] = json.loads(ev.prev)
+            prev = cache["prev"]
             was_match = w.labels.matches(_meta(prev).get("labels")) and fields_match(prev, w.fields)
         kind = ev.type
         if kind == "MODIFIED" and was_match is not None:

@@ -80,6 +80,7 @@ class WatchEvent:
     data: str  # the object JSON (for DELETED: the last state, stamped with the delete RV)
     index: str | None = None
     prev: str | None = None  # the previous object JSON (live events only, not replayed ones)
+    prev_index: str | None = None  # the previous object's index value (live events only)
 
     def obj(self) -> dict[str, Any]:
         return json.loads(self.data)
@@ -259,29 +260,31 @@ class Store:
     def update(self, resource: str, namespace: str, name: str, obj: dict[str, Any], *,
                expected_rv: int | None = None, index: str | None = None) -> dict[str, Any]:
         """Replace an object, optionally only if its stored rv equals ``expected_rv``."""
-        prev = self._check_precondition(resource, namespace, name, expected_rv)
-        return self._write("MODIFIED", resource, namespace, name, obj, index, prev)
+        prev, prev_index = self._check_precondition(resource, namespace, name, expected_rv)
+        return self._write("MODIFIED", resource, namespace, name, obj, index, prev, prev_index)
 
     def delete(self, resource: str, namespace: str, name: str, *,
                expected_rv: int | None = None) -> dict[str, Any]:
         """Remove an object; returns its last state stamped with the deletion rv."""
-        prev = self._check_precondition(resource, namespace, name, expected_rv)
-        return self._write("DELETED", resource, namespace, name, json.loads(prev), None, prev)
+        prev, prev_index = self._check_precondition(resource, namespace, name, expected_rv)
+        # the DELETED event keeps the object's index so index-filtered watchers still see it
+        return self._write("DELETED", resource, namespace, name, json.loads(prev), prev_index, prev, prev_index)
 
     def _check_precondition(self, resource: str, namespace: str, name: str,
-                            expected_rv: int | None) -> str:
+                            expected_rv: int | None) -> tuple[str, str | None]:
         row = self._db.execute(
-            "SELECT rv, data FROM objects WHERE resource=? AND namespace=? AND name=?",
+            "SELECT rv, data, idx FROM objects WHERE resource=? AND namespace=? AND name=?",
             (resource, namespace, name),
         ).fetchone()
         if row is None:
             raise NotFound(f"{resource} {namespace}/{name} not found")
         if expected_rv is not None and int(row[0]) != expected_rv:
             raise Conflict(f"{resource} {namespace}/{name} was modified")
-        return str(row[1])
+        return str(row[1]), row[2]
 
     def _write(self, kind: str, resource: str, namespace: str, name: str,
-               obj: dict[str, Any], index: str | None, prev: str | None = None) -> dict[str, Any]:
+               obj: dict[str, Any], index: str | None, prev: str | None = None,
+               prev_index: str | None = None) -> dict[str, Any]:
         rv = self._rv + 1
         data = _stamp(obj, rv)
         cur = self._db.cursor()
@@ -317,7 +320,7 @@ class Store:
         self._writes_since_compact += 1
         if self._writes_since_compact >= max(1, self.window // 10):
             self.compact()
-        event = WatchEvent(rv, kind, resource, namespace, name, data, index, prev)
+        event = WatchEvent(rv, kind, resource, namespace, name, data, index, prev, prev_index)
         for fn in list(self._listeners):
             fn(event)
         return obj

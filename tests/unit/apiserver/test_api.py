@@ -340,3 +340,14 @@ def test_yaml_bodies_are_accepted_but_alias_bombs_are_not(api):
     resp = api.handle(Request("POST", "/api/v1/namespaces/default/configmaps",
                               {"content-type": ["application/yaml"]}, b"!!python/object:os.system {}", ADMIN))
     assert resp.status == 400
+
+
+def test_node_scoped_watches_get_only_their_pods(api):
+    wa = call(api, "GET", "/api/v1/pods?watch=1&resourceVersion=0&fieldSelector=spec.nodeName%3Dnode-a")
+    wb = call(api, "GET", "/api/v1/pods?watch=1&resourceVersion=0&fieldSelector=spec.nodeName%3Dnode-b")
+    assert wa.index_value == "node-a"
+    call(api, "POST", "/api/v1/namespaces/default/pods", pod("p", "node-a"))
+    call(api, "DELETE", "/api/v1/namespaces/default/pods/p")  # graceful: MODIFIED with deletionTimestamp
+    call(api, "DELETE", "/api/v1/namespaces/default/pods/p", {"gracePeriodSeconds": 0})
+    assert lines(wa) == [("ADDED", "p"), ("MODIFIED", "p"), ("DELETED", "p")]
+    assert lines(wb) == []
