@@ -257,6 +257,8 @@ class _Connection:
                 await self._error(413, "the request body is too large")
                 await self._linger()
                 return
+            if self.conn.they_are_waiting_for_100_continue:
+                await self._send(h11.InformationalResponse(status_code=100, headers=[]))
             body = bytearray()
             body_deadline = asyncio.get_running_loop().time() + BODY_TIMEOUT_S
             try:

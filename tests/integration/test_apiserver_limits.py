@@ -97,3 +97,29 @@ def test_keepalive_connection_serves_many_requests(server):
             assert chunk
             reply += chunk
         assert reply.startswith(b"HTTP/1.1 200")
+
+
+def test_second_server_on_the_same_data_dir_is_refused(server):
+    data, _, _ = server
+    r = _kedge("apiserver", "--data-dir", str(data), "--port", "0")
+    assert r.returncode == 2 and "store_locked" in r.stderr
+
+
+def test_uninitialised_data_dir_is_a_usage_error(tmp_path):
+    r = _kedge("apiserver", "--data-dir", str(tmp_path / "nothing"))
+    assert r.returncode == 2 and "not_initialised" in r.stderr
+
+
+def test_expect_100_continue_is_honoured(server):
+    data, host, port = server
+    s = _tls_socket(data, host, port)
+    s.settimeout(5)
+    body = b'{"metadata":{"name":"expect-continue"}}'
+    s.sendall(b"POST /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Expect: 100-continue\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+    assert s.recv(65536).startswith(b"HTTP/1.1 100")
+    s.sendall(body)
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        reply += s.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 201")
