@@ -504,7 +504,7 @@ class API:
         fin = meta.get("finalizers")
         if fin is not None and (not isinstance(fin, list) or not all(isinstance(f, str) for f in fin)):
             raise invalid(rt.kind, str(meta.get("name", "")), "metadata.finalizers must be a list of strings")
-        if strict_fields(req):
+        if strict_fields(req) and not info.subresource:
             check_known_fields(rt, obj)
         meta.pop("managedFields", None)
         obj["kind"], obj["apiVersion"] = (rt.kind, rt.api_version) if not info.subresource else (
