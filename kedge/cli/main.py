@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "kedge.cli.release",
     "kedge.cli.verify",
     "kedge.cli.apiserver",
+    "kedge.cli.device",
 )
 
 # Which module registers which top-level command: running one command imports only its
@@ -30,6 +31,7 @@ COMMAND_OWNERS = {
     "join": "kedge.cli.cluster", "edgecore": "kedge.cli.cluster", "node": "kedge.cli.cluster",
     "up": "kedge.cli.cluster", "audit": "kedge.cli.audit", "release": "kedge.cli.release",
     "verify": "kedge.cli.verify", "conformance": "kedge.cli.verify", "apiserver": "kedge.cli.apiserver",
+    "device": "kedge.cli.device",
 }
 
 

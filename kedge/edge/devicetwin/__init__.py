@@ -1,0 +1,294 @@
+"""devicetwin (edge): Device twins between the cloud (tunnel) and mappers (MQTT over TLS).
+
+``run_devicetwin(core)`` is an edgecore component. It
+
+1. obtains the broker's server certificate and edgecore's MQTT client certificate from
+   the cloud's device CA over the node's authenticated tunnel (once; cached in
+   ``EDGEDIR/pki/mqtt-*``, keys 0600) -- so device credentials from ``kedge device
+   credentials`` (cloud side) verify this broker and are verified by it;
+2. starts mosquitto (:mod:`kedge.edge.broker`) and writes ``{"mqtt": "mqtts://127.0.0.1:P"}``
+   into ``EDGEDIR/endpoints.json``; without mosquitto it logs an error and returns
+   (device management off, the rest of edgecore keeps running);
+3. follows Device/DeviceModel objects in the edge store: desired values go into the
+   twin table (``EDGEDIR/twins.db``) and changes are published to
+   ``$hw/events/device/{ns}/{name}/twin/update/delta``;
+4. takes mapper reports (``twin/update``, ``state/update``) and ``twin/get`` requests,
+   validates them (:mod:`.model`), records reports durably and uploads them in batches
+   (``devicestatus``) whenever the tunnel is up; unacked reports survive offline
+   periods and restarts.
+
+Threads: paho's network thread only enqueues; one worker thread applies batches to the
+engine (SQLite); the asyncio side only uploads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+from kedge._internal import fsutil
+from kedge.edge.broker import Broker, BrokerUnavailable
+from kedge.edge.devicetwin.engine import TwinEngine
+from kedge.edge.devicetwin.table import TwinTable
+from kedge.errors import KedgeError, PeerError
+from kedge.protocol import message as m
+
+log = logging.getLogger(__name__)
+
+MAX_BACKLOG = 20_000  # MQTT messages waiting for the worker; beyond this they are dropped and counted
+WORKER_BATCH = 1_000
+UPLOAD_BATCH_DEVICES = 250
+CERT_FILES = ("mqtt-ca.crt", "mqtt-broker.crt", "mqtt-broker.key", "mqtt-client.crt", "mqtt-client.key")
+RENEW_BEFORE = dt.timedelta(days=7)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _certs_usable(pki_dir) -> bool:
+    from kedge.pki import ca as pki
+
+    if not all((pki_dir / f).exists() for f in CERT_FILES):
+        return False
+    try:
+        cert = pki.load_cert_file(pki_dir / "mqtt-broker.crt")
+        ccert = pki.load_cert_file(pki_dir / "mqtt-client.crt")
+    except KedgeError:
+        return False
+    limit = dt.datetime.now(dt.timezone.utc) + RENEW_BEFORE
+    return min(cert.not_valid_after_utc, ccert.not_valid_after_utc) > limit
+
+
+async def ensure_certs(core) -> None:
+    """Fetch the MQTT certificates from the cloud unless usable ones are on disk."""
+    from kedge.pki import ca as pki
+
+    pki_dir = core.dir.pki
+    if await asyncio.to_thread(_certs_usable, pki_dir):
+        return
+    delay = 0.5
+    while True:
+        await core.hub.connected.wait()
+        try:
+            reply = await core.hub.request(core.hub.new_message(m.QUERY, f"default/devicecerts/{core.node}"),
+                                           timeout=30)
+            if reply.route.operation == m.ERROR or not isinstance(reply.content, dict):
+                raise PeerError("cloud refused to issue MQTT certificates", code="certs_refused")
+            c = reply.content
+            pems = {k: c.get(k) for k in ("ca", "serverCert", "serverKey", "clientCert", "clientKey")}
+            if not all(isinstance(v, str) and len(v) < 16384 for v in pems.values()):
+                raise PeerError("malformed certificate bundle", code="bad_bundle")
+            pki.load_cert_pem(pems["ca"].encode())
+            pki.load_cert_pem(pems["serverCert"].encode())
+            pki.load_cert_pem(pems["clientCert"].encode())
+            pki.load_key_pem(pems["serverKey"].encode())
+            pki.load_key_pem(pems["clientKey"].encode())
+            fsutil.write_private(pki_dir / "mqtt-broker.key", pems["serverKey"].encode())
+            fsutil.write_private(pki_dir / "mqtt-client.key", pems["clientKey"].encode())
+            fsutil.atomic_write(pki_dir / "mqtt-ca.crt", pems["ca"].encode())
+            fsutil.atomic_write(pki_dir / "mqtt-broker.crt", pems["serverCert"].encode())
+            fsutil.atomic_write(pki_dir / "mqtt-client.crt", pems["clientCert"].encode())
+            log.info("MQTT broker certificates issued by the cloud's device CA")
+            return
+        except (KedgeError, TimeoutError, ConnectionError) as exc:
+            log.warning("could not get MQTT certificates: %s; retrying", getattr(exc, "code", type(exc).__name__))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+class DeviceTwinService:
+    """Broker client + worker thread + uploader around one :class:`TwinEngine`."""
+
+    def __init__(self, core, broker: Broker) -> None:
+        import paho.mqtt.client as mqtt
+
+        from kedge import tls
+
+        self.core = core
+        self.broker = broker
+        self.loop = asyncio.get_running_loop()
+        self.table = TwinTable(core.dir.root / "twins.db")
+        self.engine = TwinEngine(self.table, core.node, self._publish, on_devices_changed=self._devices_changed)
+        self.queue: queue.Queue[tuple[str, Any, Any]] = queue.Queue()
+        self.backlog = 0
+        self.dirty = asyncio.Event()
+        self.stop_event = threading.Event()
+        self.uploaded = 0
+        pki_dir = core.dir.pki
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edgecore-{core.node}"[:64],
+                                  protocol=mqtt.MQTTv311, clean_session=True)
+        self.client.tls_set_context(tls.client_context(pki_dir / "mqtt-ca.crt", pki_dir / "mqtt-client.crt",
+                                                       pki_dir / "mqtt-client.key"))
+        self.client.max_queued_messages_set(10_000)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self._unsubscribe_store = core.store.on_change(self._store_changed)
+        self.worker = threading.Thread(target=self._work, daemon=True, name="devicetwin")
+
+    # -- inputs (other threads) ------------------------------------------------------
+
+    def _store_changed(self, key: str, obj: dict[str, Any] | None) -> None:
+        if key.split("/")[1:2] in (["device"], ["devicemodel"]):
+            self.queue.put(("obj", key, obj))
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.warning("edgecore MQTT client refused by the broker: %s", reason_code)
+            return
+        for action in ("twin/update", "state/update", "twin/get"):
+            client.subscribe(f"$hw/events/device/+/+/{action}", qos=1)
+        self.queue.put(("resend", None, None))
+
+    def _on_message(self, client, userdata, msg) -> None:
+        if self.backlog >= MAX_BACKLOG:
+            self.engine.reject("overloaded", "broker")
+            return
+        self.backlog += 1
+        self.queue.put(("mqtt", msg.topic, msg.payload))
+
+    def _publish(self, topic: str, payload: bytes) -> None:
+        self.client.publish(topic, payload, qos=1)
+
+    def _devices_changed(self, ids: set[tuple[str, str]]) -> None:
+        self.broker.set_devices(ids)
+
+    # -- worker thread ----------------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                first = self.queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            items = [first]
+            while len(items) < WORKER_BATCH:
+                try:
+                    items.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._apply(items)
+            except Exception:  # noqa: BLE001 - the worker must outlive any single bad batch
+                log.exception("devicetwin batch failed")
+
+    def _apply(self, items: list[tuple[str, Any, Any]]) -> None:
+        now = _now_ms()
+        mqtt_msgs: list[tuple[Any, Any]] = []
+        for kind, a, b in items:
+            if kind == "mqtt":
+                mqtt_msgs.append((a, b))
+                continue
+            if mqtt_msgs:  # keep order between reports and desired changes
+                self._handle_mqtt(mqtt_msgs, now)
+                mqtt_msgs = []
+            if kind == "obj":
+                self.engine.object_changed(a, b, now)
+            elif kind == "resend":
+                for dev in list(self.engine.devices.values()):
+                    self.engine._send_delta(dev, now)
+        if mqtt_msgs:
+            self._handle_mqtt(mqtt_msgs, now)
+
+    def _handle_mqtt(self, msgs: list[tuple[Any, Any]], now: int) -> None:
+        self.backlog -= len(msgs)
+        before = self.engine.accepted
+        self.engine.handle_batch(msgs, now)
+        if self.engine.accepted != before:
+            self.loop.call_soon_threadsafe(self.dirty.set)
+
+    # -- upload (asyncio) ---------------------------------------------------------------
+
+    async def _upload_once(self) -> bool:
+        """Send one batch of unacked reports; True if there may be more to send now."""
+        hub = self.core.hub
+        batch = await asyncio.to_thread(self.table.pending, UPLOAD_BATCH_DEVICES)
+        if not batch:
+            return False
+        body = [{k: v for k, v in e.items() if not k.startswith("_")} for e in batch]
+        reply = await hub.request(hub.new_message(m.UPDATE, "default/devicestatus/batch", {"devices": body}),
+                                  timeout=30)
+        results = reply.content.get("results") if isinstance(reply.content, dict) else None
+        if reply.route.operation == m.ERROR or not isinstance(results, list) or len(results) != len(batch):
+            log.warning("cloud refused a device status batch: %s", str(reply.content)[:200])
+            return False
+        done = [e for e, r in zip(batch, results) if isinstance(r, dict) and (r.get("ok") or not r.get("retry"))]
+        for r in results:
+            if isinstance(r, dict) and not r.get("ok"):
+                log.info("cloud refused the report for %s/%s: %s", r.get("namespace"), r.get("name"), r.get("code"))
+        await asyncio.to_thread(self.table.mark_sent, done)
+        self.uploaded += len(done)
+        return len(done) == len(batch)
+
+    async def upload_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self.dirty.wait()
+            self.dirty.clear()
+            if not self.core.hub.connected.is_set():
+                continue
+            await asyncio.sleep(0.02)  # coalesce a burst into one batch
+            try:
+                while await self._upload_once():
+                    pass
+            except (KedgeError, TimeoutError, ConnectionError) as exc:
+                log.info("device status upload deferred: %s", getattr(exc, "code", type(exc).__name__))
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        store = self.core.store
+        objs = []
+        for kind in ("devicemodel", "device"):
+            for obj in await asyncio.to_thread(store.list, kind):
+                meta = obj.get("metadata") or {}
+                objs.append((f"{meta.get('namespace', 'default')}/{kind}/{meta.get('name', '')}", obj))
+        await asyncio.to_thread(self.engine.load, objs, _now_ms())
+        self.worker.start()
+        self.client.connect_async("127.0.0.1", self.broker.port, keepalive=30)
+        self.client.loop_start()
+        await self.upload_loop()
+
+    def close(self) -> None:
+        self.stop_event.set()
+        self._unsubscribe_store()
+        with contextlib.suppress(Exception):
+            self.client.disconnect()
+            self.client.loop_stop()
+        if self.worker.is_alive():
+            self.worker.join(5)
+        self.table.close()
+
+
+async def run_devicetwin(core) -> None:
+    """edgecore component: device management (broker + twins). Returns only if it is off."""
+    root = core.dir.root
+    await ensure_certs(core)
+    pki_dir = core.dir.pki
+    broker = Broker(root / "mqtt", core.node, cafile=pki_dir / "mqtt-ca.crt",
+                    certfile=pki_dir / "mqtt-broker.crt", keyfile=pki_dir / "mqtt-broker.key")
+    previous = (fsutil.read_json(core.dir.endpoints, {}) or {}).get("mqtt", "")
+    preferred = None
+    if isinstance(previous, str) and previous.rsplit(":", 1)[-1].isdigit():
+        preferred = int(previous.rsplit(":", 1)[-1])
+    try:
+        url = await asyncio.to_thread(broker.start, (), preferred_port=preferred)
+    except BrokerUnavailable as exc:
+        log.error("device management is off: %s", exc)
+        return
+    service = None
+    try:
+        await asyncio.to_thread(fsutil.update_json, core.dir.endpoints, {"mqtt": url})
+        service = DeviceTwinService(core, broker)
+        await service.run()
+    finally:
+        if service is not None:
+            await asyncio.to_thread(service.close)
+        broker.stop()
