@@ -113,15 +113,33 @@ class NodeSync:
                 backoff = min(backoff * 2, 10.0)
 
     async def run(self, inventory: dict[str, str], tombstones: dict[str, str]) -> None:
-        desired = await self._desired()
         # What the edge holds, as far as changes() needs to know (its own Node is not ours to delete).
         self.held = {k: {"metadata": {"resourceVersion": v}} for k, v in inventory.items()
                      if k.split("/")[1:2] != [plan.NODE]}
-        await self._push_all(plan.resync(desired, inventory, tombstones))
+        first = True
         loop = asyncio.get_running_loop()
-        threading.Thread(target=self._watch_thread, args=(loop,), daemon=True,
-                         name=f"watch-{self.node}").start()
+        attempt = 0
         while True:
+            try:
+                desired = await self._desired()
+                if first:
+                    await self._push_all(plan.resync(desired, inventory, tombstones))
+                    first = False
+                    threading.Thread(target=self._watch_thread, args=(loop,), daemon=True,
+                                     name=f"watch-{self.node}").start()
+                else:
+                    pushes = plan.changes(self.held, desired)
+                    if pushes:
+                        await self._push_all(pushes)
+                attempt = 0
+            except (ConnectionError, TimeoutError):
+                raise  # the tunnel is gone: the next connect starts a new sync
+            except Exception as exc:  # noqa: BLE001 - API hiccups must not end the node's sync
+                attempt += 1
+                log.warning("sync pass for node %s failed (%s); retrying",
+                            self.node, getattr(exc, "code", type(exc).__name__))
+                await asyncio.sleep(min(0.2 * 2 ** attempt, 5.0))
+                continue
             try:
                 async with asyncio.timeout(self.ctrl.resync_interval_s):
                     await self.dirty.wait()
@@ -129,10 +147,6 @@ class NodeSync:
             except TimeoutError:
                 pass
             self.dirty.clear()
-            desired = await self._desired()
-            pushes = plan.changes(self.held, desired)
-            if pushes:
-                await self._push_all(pushes)
 
     def cancel(self) -> None:
         self.stop.set()
