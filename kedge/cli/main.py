@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "kedge.cli.verify",
     "kedge.cli.apiserver",
     "kedge.cli.device",
+    "kedge.cli.manifests",
 )
 
 # Which module registers which top-level command: running one command imports only its
@@ -32,6 +33,7 @@ COMMAND_OWNERS = {
     "up": "kedge.cli.cluster", "audit": "kedge.cli.audit", "release": "kedge.cli.release",
     "verify": "kedge.cli.verify", "conformance": "kedge.cli.verify", "apiserver": "kedge.cli.apiserver",
     "device": "kedge.cli.device",
+    "manifests": "kedge.cli.manifests",
 }
 
 
