@@ -87,6 +87,11 @@ class ManifestOptions:
             raise ConfigError(f"invalid namespace {self.namespace!r}: must be a DNS-1123 label",
                               code="bad_namespace")
         check_user_name(self.cloudcore_user)
+        sa = self.service_account
+        if sa is not None and sa[0] != self.namespace:
+            # The ServiceAccount is created here, in the namespace these manifests create.
+            raise ConfigError(f"service account {self.cloudcore_user!r} must live in --namespace {self.namespace!r}",
+                              code="bad_user")
 
     @property
     def service_account(self) -> tuple[str, str] | None:

@@ -132,6 +132,14 @@ def test_service_account_user_becomes_a_service_account_subject():
         {"kind": "ServiceAccount", "namespace": "kedge-system", "name": "cloudcore"}]
 
 
+def test_service_account_outside_the_generated_namespace_is_refused():
+    with pytest.raises(ConfigError) as exc:
+        ManifestOptions(cloudcore_user="system:serviceaccount:default:cloudcore")
+    assert exc.value.code == "bad_user"
+    opts = ManifestOptions(namespace="edge-ops", cloudcore_user="system:serviceaccount:edge-ops:cc")
+    assert opts.service_account == ("edge-ops", "cc")
+
+
 def test_generated_rbac_grants_exactly_what_cloudcore_needs():
     """Evaluated by kedge's own RBAC authorizer (Kubernetes semantics)."""
     items = objs("edge-x", cloudcore_user=USER)
