@@ -466,7 +466,7 @@ class API:
         ctype = (req.header("content-type") or JSON).split(";")[0].strip().lower()
         try:
             if ctype in ("application/yaml", "application/apply-patch+yaml") and allow_yaml:
-                value = yaml.load(req.body, Loader=_NoAliasLoader)  # nosec B506 - a SafeLoader subclass
+                value = yaml.load(req.body, Loader=_NoAliasLoader)  # nosec B506 - a SafeLoader subclass  # kedge-lint: allow KL004 - _NoAliasLoader subclasses SafeLoader and also refuses aliases
             elif ctype == "application/vnd.kubernetes.protobuf" and allow_yaml:
                 try:
                     value = decode_review(req.body)

@@ -104,11 +104,6 @@ def bootstrap_cluster_roles() -> list[dict[str, Any]]:
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
             {"apiGroups": ["devices.kubeedge.io"], "resources": ["devices", "devicemodels"], "verbs": _RO},
             {"apiGroups": ["devices.kubeedge.io"], "resources": ["devices/status"], "verbs": ["update", "patch"]},
-            {"apiGroups": ["reliablesyncs.kubeedge.io"], "resources": ["objectsyncs", "clusterobjectsyncs"],
-             "verbs": _RW},
-            {"apiGroups": ["reliablesyncs.kubeedge.io"], "resources": ["objectsyncs/status",
-                                                                       "clusterobjectsyncs/status"],
-             "verbs": ["update", "patch"]},
         ]),
     ]
 
