@@ -234,7 +234,8 @@ def test_crashing_container_restarts_with_growing_backoff_and_counts_restarts(ba
     async def main():
         await edge.start()
         await edge.mgr.sync([edge.pod("crash", script)])
-        await edge.until(lambda: edge.cs("crash").get("restartCount", 0) >= 3, "three restarts")
+        await edge.until(lambda: edge.cs("crash").get("restartCount", 0) >= 3
+                         and len(edge.log("crash").split()) >= 4, "three restarts")
         starts = [float(x) for x in edge.log("crash").split()]
         gaps = [b - a for a, b in zip(starts, starts[1:])]
         # back-off 0.2, 0.4, 0.8 s between the runs (plus interpreter start-up)
@@ -423,8 +424,9 @@ def test_manager_restart_readopts_running_pods_exactly_once(base):
         assert len(marked_pids(base.as_posix())) == 2  # exactly one process per pod
         # The adopted process is supervised like our own: stopping it works.
         await second.mgr.sync([pods[1]])
-        await second.until(lambda: not alive(keep), "adopted pod stopped on delete")
-        assert not second.pod_dir("keep").exists()
+        await second.until(lambda: not alive(keep) and not second.pod_dir("keep").exists(),
+                           "adopted pod stopped and removed on delete")
+        assert alive(second.pid("died"))
         await second.stop(stop_pods=True)
 
     run(main())
@@ -455,7 +457,7 @@ def test_after_a_reboot_pods_are_started_again_without_backoff(base):
 
 
 def test_reused_pid_is_neither_adopted_nor_signalled(base):
-    stranger = subprocess.Popen([PY, "-c", "import time; time.sleep(30)"])
+    strangers = []
     try:
         async def main():
             first = await Edge(base, {}).start()
@@ -466,9 +468,13 @@ def test_reused_pid_is_neither_adopted_nor_signalled(base):
             await first.stop(stop_pods=False)
             os.killpg(pid, signal.SIGKILL)
             await first.until(lambda: not alive(pid), "gone")
-            # The recorded pid now belongs to somebody else (start time differs).
+            # The recorded pid now belongs to a process started later (as after pid reuse).
             state_path = first.pod_dir("reuse") / "state.json"
             state = json.loads(state_path.read_text())
+            await asyncio.sleep(0.05)  # a later clock tick than the pod's start
+            strangers.append(subprocess.Popen([PY, "-c", "import time; time.sleep(30)"]))
+            stranger = strangers[0]
+            assert proc_stat(stranger.pid)[1] != state["containers"]["main"]["handle"]["proc_start"]
             state["containers"]["main"]["handle"]["pid"] = stranger.pid
             state_path.write_text(json.dumps(state))
 
@@ -481,8 +487,9 @@ def test_reused_pid_is_neither_adopted_nor_signalled(base):
 
         run(main())
     finally:
-        stranger.kill()
-        stranger.wait()
+        for stranger in strangers:
+            stranger.kill()
+            stranger.wait()
 
 
 def test_deleting_a_pod_stops_its_whole_process_group_and_removes_its_directory(base):

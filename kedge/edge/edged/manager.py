@@ -84,6 +84,28 @@ def _state_from_json(raw: dict[str, Any]) -> ContainerState:
     return ContainerState(**data)
 
 
+def _replace_private(path: Path, data: bytes) -> None:
+    """Atomic 0600 replace *without* fsync.
+
+    state.json must survive edgecore dying (the page cache does), not power loss: a
+    power loss also kills every pod process, and the pods are then started again from
+    the store whatever the file says. Skipping two fsyncs per change is what keeps
+    starting 100 pods well under a second on a busy disk.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, fsutil.PRIVATE_FILE)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
 class PodManager:
     def __init__(self, root: Path | str, *, runtime: Runtime, lookup: Lookup,
                  on_status: StatusCallback, clock: Callable[[], float] = time.time,
@@ -171,7 +193,7 @@ class PodManager:
                                      "handle": pod.handles[name].to_dict() if name in pod.handles else None}
                               for name, c in pod.containers.items()}}
         make_dir(pod.dir.path, TRAVERSE_DIR)
-        fsutil.write_private(pod.dir.state, json.dumps(doc, sort_keys=True).encode())
+        _replace_private(pod.dir.state, json.dumps(doc, sort_keys=True).encode())
 
     # --- public API -----------------------------------------------------------------------
 
@@ -209,8 +231,11 @@ class PodManager:
             self._reconcile()
             await self._report()
             try:
-                await asyncio.wait_for(self._wake.wait(), self._tick_s)
-            except asyncio.TimeoutError:
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+                # that races with the event being set, and the loop would never stop.
+                async with asyncio.timeout(self._tick_s):
+                    await self._wake.wait()
+            except TimeoutError:
                 pass
             self._wake.clear()
 
@@ -276,22 +301,25 @@ class PodManager:
             pod.task.add_done_callback(lambda _t: self._wake.set())
 
     async def _report(self) -> None:
-        now = self._clock()
         for pod in list(self._pods.values()):
-            if pod.defn is None or self._desired is None or pod.uid not in self._desired:
-                continue
-            status = planner.pod_status(pod.defn, pod.snapshot(), now, backoff=self._backoff,
-                                        previous=pod.last_status, start_time=pod.start_time,
-                                        host_ip=self._host_ip)
-            if status == pod.last_status:
-                continue
-            pod.last_status = status
-            try:
-                result = self._on_status(pod.namespace, pod.name, status)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:  # noqa: BLE001 - a failing consumer must not stop supervision
-                log.exception("on_status failed for %s/%s", pod.namespace, pod.name)
+            if not pod.busy:  # a busy pod reports when its actions are done
+                await self._report_pod(pod)
+
+    async def _report_pod(self, pod: _Pod) -> None:
+        if pod.defn is None or self._desired is None or pod.uid not in self._desired:
+            return
+        status = planner.pod_status(pod.defn, pod.snapshot(), self._clock(), backoff=self._backoff,
+                                    previous=pod.last_status, start_time=pod.start_time,
+                                    host_ip=self._host_ip)
+        if status == pod.last_status:
+            return
+        pod.last_status = status
+        try:
+            result = self._on_status(pod.namespace, pod.name, status)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # noqa: BLE001 - a failing consumer must not stop supervision
+            log.exception("on_status failed for %s/%s", pod.namespace, pod.name)
 
     # --- actions --------------------------------------------------------------------------
 
@@ -314,6 +342,7 @@ class PodManager:
                     log.info("removed pod %s/%s", pod.namespace, pod.name)
                     return
                 self._save(pod)
+            await self._report_pod(pod)  # persisted first, then reported
         except Exception:  # noqa: BLE001 - keep supervising the other pods
             log.exception("applying %s to pod %s/%s failed", [a.kind for a in actions], pod.namespace,
                           pod.name)

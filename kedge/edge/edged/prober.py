@@ -32,10 +32,9 @@ async def run_probe(probe: ProbeDef, container: ContainerDef, *, env: Mapping[st
         port = container.port_number(probe.port)
         if port is None:
             return False
-        if probe.kind == "tcp":
-            return await asyncio.wait_for(_tcp(port), probe.timeout_s)
-        return await asyncio.wait_for(_http(probe, port), probe.timeout_s)
-    except (OSError, asyncio.TimeoutError, ValueError):
+        async with asyncio.timeout(probe.timeout_s):
+            return await (_tcp(port) if probe.kind == "tcp" else _http(probe, port))
+    except (OSError, TimeoutError, ValueError):
         return False
 
 
