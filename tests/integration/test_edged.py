@@ -171,8 +171,13 @@ def test_pod_runs_unprivileged_with_env_from_configmap_and_secret_and_private_se
               " 'PASS': os.environ.get('PASS'), 'cwd': os.getcwd(), 'home': os.environ.get('HOME'),"
               " 'secret': open(v + '/password').read(),"
               " 'conf': open(os.environ['KEDGE_VOLUME_CONFIG'] + '/app.conf').read()}), flush=True)\n"
+              "print(json.dumps({'env': sorted(os.environ), 'fds': sorted(os.listdir('/proc/self/fd'))}),"
+              " flush=True)\n"
               "time.sleep(60)")
     edge = Edge(base, objs)
+    os.environ["KEDGE_EDGED_LEAK_CANARY"] = "edgecore's environment must not reach pods"
+    leaked_fd = os.open(base, os.O_RDONLY)
+    os.set_inheritable(leaked_fd, True)
 
     async def main():
         await edge.start()
@@ -184,7 +189,13 @@ def test_pod_runs_unprivileged_with_env_from_configmap_and_secret_and_private_se
             volumes=[{"name": "creds", "secret": {"secretName": "creds"}},
                      {"name": "config", "configMap": {"name": "cfg"}}])])
         await edge.until(lambda: edge.running("web") and edge.log("web"), "web running and logging")
+        await edge.until(lambda: len(edge.log("web").splitlines()) >= 2, "second log line")
         out = json.loads(edge.log("web").splitlines()[0])
+        seen = json.loads(edge.log("web").splitlines()[1])
+        # (LC_CTYPE is set by the pod's own Python: PEP 538 locale coercion.)
+        assert [k for k in seen["env"] if k != "LC_CTYPE"] == sorted(["PATH", "HOSTNAME", "CFG_A", "CFG_app.conf", "PASS",
+                                      "KEDGE_VOLUME_CREDS", "KEDGE_VOLUME_CONFIG"])
+        assert set(seen["fds"]) <= {"0", "1", "2", "3"}  # stdio + the listing itself
         assert out == {"uid": POD_UID, "A": "alpha", "PASS": "s3cr3t", "home": None, "secret": "s3cr3t",
                        "cwd": str(edge.pod_dir("web") / "work"), "conf": "level=debug"}
         status_uid = [ln for ln in Path(f"/proc/{edge.pid('web')}/status").read_text().splitlines()
@@ -201,7 +212,11 @@ def test_pod_runs_unprivileged_with_env_from_configmap_and_secret_and_private_se
         assert {c["type"]: c["status"] for c in edge.status["web"]["conditions"]}["Ready"] == "True"
         await edge.stop(stop_pods=True)
 
-    run(main())
+    try:
+        run(main())
+    finally:
+        del os.environ["KEDGE_EDGED_LEAK_CANARY"]
+        os.close(leaked_fd)
 
 
 def test_configmap_update_reaches_the_volume_without_a_restart(base):
@@ -554,6 +569,42 @@ def test_logs_are_size_capped_with_rotation(base):
             await asyncio.sleep(0.03)
         assert not (logs / "main.log.3").exists()
         assert (logs / "main.log.1").read_text().startswith("x" * 99)
+        await edge.stop(stop_pods=True)
+
+    run(main())
+
+
+def test_pod_planted_symlinks_do_not_redirect_volume_updates_or_working_dirs(base):
+    victim = base / "victim.txt"
+    victim.write_text("original")
+    victim_dir = base / "victim-dir"
+    victim_dir.mkdir(mode=0o755)
+    objs = {("configmap", "cfg"): {"data": {"msg": "v1"}}}
+    edge = Edge(base, objs)
+    planter = ("import os, sys, time\n"
+               "v = os.environ['KEDGE_VOLUME_CFG']\n"
+               "os.unlink(v + '/msg'); os.symlink(sys.argv[2], v + '/msg')\n"
+               "os.symlink(sys.argv[3], 'sub')\n"
+               "print('planted', flush=True)\nwhile True: time.sleep(0.05)")
+
+    async def main():
+        await edge.start()
+        pod = edge.pod("evil", planter, args=[str(victim), str(victim_dir)],
+                       volumeMounts=[{"name": "cfg", "mountPath": "/cfg"}],
+                       volumes=[{"name": "cfg", "configMap": {"name": "cfg"}}])
+        await edge.mgr.sync([pod])
+        await edge.until(lambda: "planted" in edge.log("evil"), "symlinks planted")
+        objs[("configmap", "cfg")] = {"data": {"msg": "v2"}}
+        await edge.mgr.sync([pod])  # root rewrites the volume...
+        msg = edge.pod_dir("evil") / "volumes" / "cfg" / "msg"
+        assert not msg.is_symlink() and msg.read_text() == "v2"
+        assert victim.read_text() == "original"  # ...but never through the pod's link
+        assert os.lstat(victim).st_uid == os.geteuid()
+        pod["spec"]["containers"][0]["workingDir"] = "sub/inner"
+        await edge.mgr.sync([pod])
+        await edge.until(lambda: edge.cs("evil").get("state", {}).get("waiting", {}).get("reason")
+                         == "CreateContainerConfigError", "workingDir through a symlink refused")
+        assert list(victim_dir.iterdir()) == []
         await edge.stop(stop_pods=True)
 
     run(main())

@@ -112,7 +112,8 @@ class PodManager:
                  run_as: RunAsPolicy | None = None, backoff: BackoffPolicy | None = None,
                  tick_s: float = 1.0, log_max_bytes: int = 10 * 1024 * 1024, log_backups: int = 2,
                  allowed_host_paths: tuple[str, ...] = (), host_ip: str = "127.0.0.1",
-                 probe_time_scale: float = 1.0) -> None:
+                 probe_time_scale: float = 1.0, max_pods: int = 110,
+                 shutdown_wait_s: float = 5.0) -> None:
         """``tick_s``, ``backoff``, ``probe_time_scale`` and the log cap exist so tests run fast."""
         self.root = Path(root)
         self._runtime = runtime
@@ -129,6 +130,8 @@ class PodManager:
         if probe_time_scale <= 0:
             raise ValueError("probe_time_scale must be positive")
         self._probe_scale = probe_time_scale
+        self._max_pods = max_pods  # kubelet's default --max-pods
+        self._shutdown_wait_s = shutdown_wait_s
         self._euid, self._egid = os.geteuid(), os.getegid()
         self._desired: dict[str, PodDef] | None = None
         self._pods: dict[str, _Pod] = {}
@@ -199,17 +202,25 @@ class PodManager:
 
     async def sync(self, desired: list[dict[str, Any]]) -> None:
         """Make the node run exactly ``desired`` (every Pod object bound to it)."""
-        wanted: dict[str, PodDef] = {}
+        parsed: list[PodDef] = []
         for obj in desired:
             try:
-                pod = parse_pod(obj)
+                parsed.append(parse_pod(obj))
             except PodSpecError as exc:
-                uid = ((obj or {}).get("metadata") or {}).get("uid") if isinstance(obj, dict) else None
+                meta = obj.get("metadata") if isinstance(obj, dict) else None
+                uid = meta.get("uid") if isinstance(meta, dict) else None
                 kept = self._desired.get(uid) if self._desired and isinstance(uid, str) else None
-                log.warning("refusing pod (%s): %s%s", exc.code, exc, "; keeping the previous spec"
-                            if kept else "")
+                log.warning("refusing pod (%s): %s%s", exc.code, exc,
+                            "; keeping the previous spec" if kept else "")
                 if kept is not None:
-                    wanted[kept.uid] = kept
+                    parsed.append(kept)
+        # Over the pod limit, pods already here win: a resync never evicts a running pod.
+        parsed.sort(key=lambda p: p.uid not in self._pods)
+        wanted: dict[str, PodDef] = {}
+        for pod in parsed:
+            if pod.uid not in wanted and len(wanted) >= self._max_pods:
+                log.warning("refusing pod %s/%s: the node runs at most %d pods", pod.namespace, pod.name,
+                            self._max_pods)
                 continue
             wanted[pod.uid] = pod
         self._desired = wanted
@@ -245,9 +256,15 @@ class PodManager:
         for pod in self._pods.values():
             for task in pod.probing.values():
                 task.cancel()
-        busy = [p.task for p in self._pods.values() if p.busy]
+        busy = [p.task for p in self._pods.values() if p.task is not None and p.busy]
         if busy:
-            await asyncio.gather(*busy, return_exceptions=True)  # type: ignore[arg-type]
+            # In-flight actions may be waiting out a grace period; do not hang edgecore's
+            # exit on them. A cancelled stop leaves state.json saying "running", so the next
+            # edgecore re-adopts the process and finishes the job.
+            _, pending = await asyncio.wait(busy, timeout=self._shutdown_wait_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         if stop_pods:
             await asyncio.gather(*(self._stop_all(p, "Shutdown") for p in self._pods.values()),
                                  return_exceptions=True)
