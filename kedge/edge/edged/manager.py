@@ -114,7 +114,14 @@ class PodManager:
                  allowed_host_paths: tuple[str, ...] = (), host_ip: str = "127.0.0.1",
                  probe_time_scale: float = 1.0, max_pods: int = 110,
                  shutdown_wait_s: float = 5.0) -> None:
-        """``tick_s``, ``backoff``, ``probe_time_scale`` and the log cap exist so tests run fast."""
+        """Supervise the pods under ``root`` (``EDGEDIR/pods``).
+
+        ``lookup(type, namespace, name)`` returns the ConfigMap (``"configmap"``) or Secret
+        (``"secret"``) object the node holds, or ``None``. ``on_status(namespace, name,
+        status)`` receives Kubernetes PodStatus JSON when a pod's status changes (it may be
+        a coroutine function). ``tick_s``, ``backoff``, ``probe_time_scale`` and the log cap
+        exist so tests run fast; the defaults are kubelet's.
+        """
         self.root = Path(root)
         self._runtime = runtime
         self._lookup = lookup
@@ -153,7 +160,7 @@ class PodManager:
                 if raw is None:
                     continue
                 pod = self._restore(raw, now)
-            except (KedgeError, KeyError, TypeError, ValueError) as exc:
+            except (KedgeError, AttributeError, KeyError, TypeError, ValueError) as exc:
                 log.warning("ignoring unreadable pod state in %s: %s", entry.name, exc.__class__.__name__)
                 continue
             if pod.dir.path != entry:
@@ -420,6 +427,11 @@ class PodManager:
             pod.containers[name] = dataclasses.replace(base, reason=exc.reason, message=str(exc),
                                                        finished_at=now)
             log.warning("pod %s/%s container %s: %s", pod.namespace, pod.name, name, exc)
+            return
+        except OSError as exc:  # our side (disk full, ...): retried after the base back-off
+            pod.containers[name] = dataclasses.replace(
+                base, reason="CreateContainerError", message=exc.__class__.__name__, finished_at=now)
+            log.warning("pod %s/%s container %s: cannot prepare: %s", pod.namespace, pod.name, name, exc)
             return
         try:
             handle = await self._runtime.start_container(pod.uid, cspec)
