@@ -569,6 +569,11 @@ def test_logs_are_size_capped_with_rotation(base):
             await asyncio.sleep(0.03)
         assert not (logs / "main.log.3").exists()
         assert (logs / "main.log.1").read_text().startswith("x" * 99)
+        tail = edge.mgr.read_log("default", "chatty", "main", limit_bytes=500)
+        assert 0 < len(tail) <= 500 and set(tail) <= set(b"x\n")
+        assert edge.mgr.read_log("default", "chatty", "main", previous=True).startswith(b"x" * 99)
+        assert edge.mgr.read_log("default", "chatty", "../../etc/passwd") is None
+        assert edge.mgr.read_log("default", "other", "main") is None
         await edge.stop(stop_pods=True)
 
     run(main())

@@ -279,6 +279,29 @@ class PodManager:
             if pod.dir.path.exists():
                 self._save(pod)
 
+    def read_log(self, namespace: str, name: str, container: str, *, limit_bytes: int = 1024 * 1024,
+                 previous: bool = False) -> bytes | None:
+        """The last ``limit_bytes`` of a container's log (``kubectl logs``), or ``None``.
+
+        ``previous`` reads the last rotated file. Names are matched against pods this
+        node runs, never joined into a path from the request.
+        """
+        if limit_bytes <= 0:
+            raise ValueError("limit_bytes must be positive")
+        for pod in self._pods.values():
+            if (pod.namespace, pod.name) == (namespace, name) and container in pod.containers:
+                path = pod.dir.log_path(container)
+                if previous:
+                    path = path.with_name(f"{path.name}.1")
+                try:
+                    with open(path, "rb") as fh:
+                        size = os.fstat(fh.fileno()).st_size
+                        fh.seek(max(0, size - limit_bytes))
+                        return fh.read(limit_bytes)
+                except FileNotFoundError:
+                    return b""
+        return None
+
     def pod_state(self, uid: str) -> PodState | None:
         pod = self._pods.get(uid)
         return pod.snapshot() if pod else None
