@@ -419,9 +419,12 @@ def test_unchanged_spec_is_not_restarted_and_changed_spec_is(base):
 def test_manager_restart_readopts_running_pods_exactly_once(base):
     async def main():
         first = await Edge(base, {}).start()
-        pods = [first.pod("keep", SLEEPER), first.pod("died", SLEEPER)]
+        pods = [first.pod("keep", SLEEPER, readinessProbe={
+                    "exec": {"command": ["test", "-f", "ready"]}, "periodSeconds": 1}),
+                first.pod("died", SLEEPER)]
         await first.mgr.sync(pods)
         await first.until(lambda: first.running("keep") and first.running("died"), "both running")
+        assert first.cs("keep")["ready"] is False
         keep, died = first.pid("keep"), first.pid("died")
         await first.stop(stop_pods=False)  # edgecore stops; pods stay up
         assert alive(keep) and alive(died)
@@ -435,6 +438,9 @@ def test_manager_restart_readopts_running_pods_exactly_once(base):
         assert second.pid("keep") == keep and second.cs("keep")["restartCount"] == 0
         assert second.cs("died")["restartCount"] == 1
         assert second.cs("died")["lastState"]["terminated"]["reason"] == "ContainerStatusUnknown"
+        # The adopted container is probed again: it becomes ready once its probe passes.
+        (second.pod_dir("keep") / "work" / "ready").write_text("")
+        await second.until(lambda: second.cs("keep")["ready"], "adopted container probed ready")
         await asyncio.sleep(0.3)
         assert len(marked_pids(base.as_posix())) == 2  # exactly one process per pod
         # The adopted process is supervised like our own: stopping it works.
