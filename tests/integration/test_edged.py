@@ -162,6 +162,7 @@ def run(coro):
 SLEEPER = "import time\nprint('up', flush=True)\nwhile True: time.sleep(0.05)"
 
 
+@pytest.mark.threat("KE-T4")
 def test_pod_runs_unprivileged_with_env_from_configmap_and_secret_and_private_secret_files(base):
     objs = {("configmap", "cfg"): {"data": {"A": "alpha", "app.conf": "level=debug"}},
             ("secret", "creds"): {"data": {"password": base64.b64encode(b"s3cr3t").decode()}}}
@@ -477,6 +478,7 @@ def test_after_a_reboot_pods_are_started_again_without_backoff(base):
     run(main())
 
 
+@pytest.mark.threat("KE-T4")
 def test_reused_pid_is_neither_adopted_nor_signalled(base):
     strangers = []
     try:
@@ -531,6 +533,7 @@ def test_deleting_a_pod_stops_its_whole_process_group_and_removes_its_directory(
     run(main())
 
 
+@pytest.mark.threat("KE-T4")
 def test_refused_containers_report_why_and_a_late_configmap_starts_the_pod(base):
     objs: dict = {}
     edge = Edge(base, objs)
@@ -585,6 +588,7 @@ def test_logs_are_size_capped_with_rotation(base):
     run(main())
 
 
+@pytest.mark.threat("KE-T4")
 def test_pod_planted_symlinks_do_not_redirect_volume_updates_or_working_dirs(base):
     victim = base / "victim.txt"
     victim.write_text("original")
