@@ -11,8 +11,8 @@ KL001  TLS verification disabled (``ssl.CERT_NONE``, ``check_hostname = False``,
        ``unsafe_*`` in ``kedge/tls.py``.
 KL002  ``ssl.SSLContext(...)`` / ``create_default_context(...)`` outside ``kedge/tls.py``
        (the one place that builds TLS contexts).
-KL003  ``sys.exit`` / ``os._exit`` outside ``kedge/cli/`` and ``__main__.py`` entry points
-       (only the CLI ends the process).
+KL003  ``sys.exit`` / ``os._exit`` outside ``kedge/cli/``, ``__main__.py`` modules and
+       ``if __name__ == "__main__":`` blocks (only entry points end the process).
 KL004  ``pickle`` / ``marshal`` / ``shelve`` imported anywhere; ``yaml.load``/``load_all``
        without ``SafeLoader``/``CSafeLoader``, ``yaml.unsafe_load``, ``yaml.full_load``.
 KL005  ``subprocess`` (or anything) called with ``shell=True``; ``os.system``; ``os.popen``.
@@ -82,6 +82,7 @@ class _Visitor(ast.NodeVisitor):
         self.func_stack: list[str] = []
         self.in_tls = path == TLS_MODULE
         self.in_cli = path.startswith(CLI_PREFIX) or path.endswith("/__main__.py")
+        self.main_guard_depth = 0
         self.in_edge = path.startswith(EDGE_PREFIX)
 
     # -- helpers
@@ -95,6 +96,28 @@ class _Visitor(ast.NodeVisitor):
         return ast.get_source_segment(self.source, node) or ""
 
     # -- scopes
+    def visit_If(self, node: ast.If) -> None:
+        test = node.test
+        is_main_guard = (
+            isinstance(test, ast.Compare)
+            and isinstance(test.left, ast.Name)
+            and test.left.id == "__name__"
+            and len(test.ops) == 1
+            and isinstance(test.ops[0], ast.Eq)
+            and isinstance(test.comparators[0], ast.Constant)
+            and test.comparators[0].value == "__main__"
+        )
+        if not is_main_guard:
+            self.generic_visit(node)
+            return
+        self.visit(node.test)
+        self.main_guard_depth += 1
+        for stmt in node.body:
+            self.visit(stmt)
+        self.main_guard_depth -= 1
+        for stmt in node.orelse:
+            self.visit(stmt)
+
     def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
         self.func_stack.append(node.name)
         self.generic_visit(node)
@@ -176,7 +199,7 @@ class _Visitor(ast.NodeVisitor):
                 self.add(node, "KL005", "calls with shell=True (or a non-constant shell=)")
         if last in ("SSLContext", "create_default_context") and not self.in_tls:
             self.add(node, "KL002", f"builds a TLS context ({name}) outside kedge/tls.py")
-        if name in ("sys.exit", "os._exit") and not self.in_cli:
+        if name in ("sys.exit", "os._exit") and not (self.in_cli or self.main_guard_depth):
             self.add(node, "KL003", f"calls {name} outside kedge/cli/")
         if name in ("os.system", "os.popen"):
             self.add(node, "KL005", f"calls {name} (shell)")

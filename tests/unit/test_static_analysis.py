@@ -139,6 +139,11 @@ PLANTED = {
     "KL002-sslcontext": ("kedge/edge/hub.py", "import ssl\nctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)\n", "KL002"),
     "KL002-default-context": ("kedge/cloud/x.py", "import ssl\nctx = ssl.create_default_context()\n", "KL002"),
     "KL003-sys-exit": ("kedge/cloud/x.py", "import sys\ndef f():\n    sys.exit(1)\n", "KL003"),
+    "KL003-exit-outside-main-guard-else": (
+        "kedge/x.py",
+        "import sys\nif __name__ == '__main__':\n    pass\nelse:\n    sys.exit(1)\n",
+        "KL003",
+    ),
     "KL003-os-exit": ("kedge/edge/x.py", "import os\ndef f():\n    os._exit(1)\n", "KL003"),
     "KL004-pickle": ("kedge/store/x.py", "import pickle\n", "KL004"),
     "KL004-yaml-load": ("kedge/cloud/x.py", "import yaml\ndef f(b):\n    return yaml.load(b)\n", "KL004"),
@@ -184,6 +189,10 @@ ALLOWED = {
     ),
     "context-built-in-tls-module": ("kedge/tls.py", "import ssl\ndef server():\n    return ssl.create_default_context()\n"),
     "sys-exit-in-cli": ("kedge/cli/main.py", "import sys\ndef main():\n    sys.exit(0)\n"),
+    "sys-exit-under-main-guard": (
+        "kedge/mapper/examples/x.py",
+        "import sys\ndef main():\n    return 0\nif __name__ == '__main__':\n    sys.exit(main())\n",
+    ),
     "sys-exit-in-main-module": ("kedge/release/__main__.py", "import sys\nfrom kedge.cli.x import main\nsys.exit(main())\n"),
     "yaml-safe-loader": ("kedge/cloud/x.py", "import yaml\ndef f(b):\n    return yaml.load(b, Loader=yaml.SafeLoader)\n"),
     "shell-false": ("kedge/release/x.py", "import subprocess\ndef f(c):\n    subprocess.run(c, shell=False)\n"),
