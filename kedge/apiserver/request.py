@@ -47,7 +47,10 @@ def _truthy(v: str | None) -> bool:
 
 def parse_request(method: str, target: str) -> RequestInfo:
     """Parse ``method`` + request target (path and query)."""
-    split = urlsplit(target)
+    try:
+        split = urlsplit(target)
+    except ValueError as exc:  # e.g. "//x[/..." is an invalid IPv6 netloc to urlsplit
+        raise BadRequest("invalid request target") from exc
     if split.scheme or split.netloc:
         raise BadRequest("absolute-form request targets are not accepted")
     raw_query = parse_qs(split.query, keep_blank_values=True, max_num_fields=MAX_QUERY_PARAMS)

@@ -175,8 +175,14 @@ def parse_statement(data: bytes) -> dict[str, Any]:
     """
     if len(data) > MAX_STATEMENT_BYTES:
         raise VerificationError("statement too large", code="limit_exceeded")
+    def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out = dict(pairs)
+        if len(out) != len(pairs):
+            raise ValueError("duplicate key")  # two readers could see two different statements
+        return out
+
     try:
-        doc = json.loads(data)
+        doc = json.loads(data, object_pairs_hook=no_duplicate_keys)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise VerificationError("statement is not JSON", code="malformed_statement") from exc
     if not isinstance(doc, dict) or doc.get("_type") != STATEMENT_TYPE:
@@ -186,9 +192,13 @@ def parse_statement(data: bytes) -> dict[str, Any]:
     subjects = doc.get("subject")
     if not isinstance(subjects, list) or not 0 < len(subjects) <= MAX_SUBJECTS:
         raise VerificationError("statement has no subjects", code="malformed_statement")
+    names: set[str] = set()
     for entry in subjects:
         if not isinstance(entry, dict) or not isinstance(entry.get("digest"), dict):
             raise VerificationError("malformed subject", code="malformed_statement")
+        if entry.get("name") in names:
+            raise VerificationError("two subjects share a name", code="malformed_statement")
+        names.add(entry.get("name"))
         try:
             Subject(entry.get("name"), entry["digest"].get("sha256"))  # type: ignore[arg-type]
         except ConfigError as exc:
