@@ -7,19 +7,21 @@ target with too many query parameters or a malformed authority is a ``BadRequest
 not a ``ValueError``. What it returns is what the authorizer may rely on:
 
 * a resource request has ``api_prefix`` ``api`` (core, empty group) or ``apis``
-  (non-empty group), a Kubernetes verb (get, list, watch, create, update, patch,
-  delete, deletecollection) and a non-empty resource; any other request is a
+  and a Kubernetes verb (get, list, watch, create, update, patch,
+  delete, deletecollection); any other request is a
   non-resource request whose verb is the lower-cased method;
 * no path segment it reports is ``.`` or ``..`` or contains NUL, so a
   name cannot walk to another object and a non-resource URL cannot be normalised
-  into a different one after authorization;
+  into a different one after authorization (a name taken from a
+  ``metadata.name=`` field selector is a selector value and may be any string);
 * at most ``MAX_QUERY_PARAMS`` query parameters; ``field_selector`` is exactly the
   parsed ``fieldSelector`` parameter, and a list/watch without a name in the URL is
   narrowed to ``metadata.name=<x>`` only when the selector says so;
 * parsing is deterministic.
 
-Input layout: the bytes are decoded as latin-1 (as the HTTP shell does); the text up
-to the first space is the method, the rest the request target (no space: ``GET``).
+Input layout: the bytes up to the first space are the method, decoded as ASCII with
+replacement, the rest is the request target, decoded as latin-1 -- as the HTTP shell
+decodes them (no space: method ``GET``, all bytes the target).
 
 Run: ``.venv/bin/python fuzz/targets/fuzz_api_request.py -max_total_time=60 /tmp/scratch fuzz/corpus/api_request``
 """
@@ -49,10 +51,10 @@ def _require(ok: bool, what: str) -> None:
 
 def test_one_input(data: bytes) -> None:
     """One fuzz iteration; raises only if the invariant in the module docstring breaks."""
-    text = data.decode("latin-1")
-    method, sep, target = text.partition(" ")
+    raw_method, sep, raw_target = data.partition(b" ")
     if not sep:
-        method, target = "GET", text
+        raw_method, raw_target = b"GET", data
+    method, target = raw_method.decode("ascii", "replace"), raw_target.decode("latin-1")
     try:
         info = parse_request(method, target)
     except BadRequest as exc:
@@ -67,16 +69,18 @@ def test_one_input(data: bytes) -> None:
     if info.resource_request:
         _require(info.verb in VERBS, f"resource verb {info.verb!r}")
         _require(info.api_prefix in ("api", "apis"), "api prefix")
-        _require((info.api_prefix == "api") == (info.api_group == ""), "core group vs named group")
-        _require(bool(info.resource), "resource request without a resource")
-        for part in (info.namespace, info.resource, info.subresource, info.name, info.api_group,
-                     info.api_version):
+        _require(info.api_prefix == "apis" or info.api_group == "", "the core prefix names a group")
+        # An empty segment (``/api/v1//x``) gives an empty resource, as in Kubernetes; the
+        # router answers 404 for it, so it is not checked here.
+        url_parts = [unquote(p) for p in info.path.strip("/").split("/")]
+        url_names = [info.name] if info.name in url_parts else []  # a selector's value may be anything
+        for part in (info.namespace, info.resource, info.subresource, info.api_group, info.api_version,
+                     *url_names):
             _require(part not in (".", "..") and "\x00" not in part, f"unsafe segment {part!r}")
         _require(info.field_selector == parse_field_selector(info.query.get("fieldSelector")),
                  "field selector differs from the query's")
         named = [r.value for r in info.field_selector if r.field == "metadata.name" and r.op == "="]
         if info.verb in ("list", "watch") and info.name and info.name not in named:
-            url_parts = [unquote(p) for p in info.path.strip("/").split("/")]
             _require(info.name in url_parts, "list/watch narrowed to a name nobody asked for")
     else:
         _require(info.verb == method.lower(), "non-resource verb is not the method")
