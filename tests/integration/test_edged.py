@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from kedge.edge.edged import BackoffPolicy, PodManager, ProcessRuntime
-from kedge.edge.edged.runtime import proc_stat
+from kedge.edge.edged.runtime import SHELL, proc_stat
 
 # The system interpreter: the venv's may live under /root, which nobody cannot reach.
 PY = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
@@ -36,8 +36,8 @@ POD_UID = 65534 if os.geteuid() == 0 else os.getuid()
 FAST = BackoffPolicy(base_s=0.2, cap_s=0.8, reset_after_s=30)
 
 
-def marked_pids(marker: str) -> list[int]:
-    """Live (non-zombie) processes whose argv holds ``marker``."""
+def marked_pids(marker: str, *, shims: bool = False) -> list[int]:
+    """Live (non-zombie) processes whose argv holds ``marker`` (the exit-code shims too if asked)."""
     out = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -47,7 +47,8 @@ def marked_pids(marker: str) -> list[int]:
         except OSError:
             continue
         st = proc_stat(int(entry.name))
-        if marker.encode() in argv and st is not None and st[0] != "Z":
+        if marker.encode() in argv and st is not None and st[0] != "Z" and (
+                shims or argv[0] != SHELL.encode()):
             out.append(int(entry.name))
     return sorted(out)
 
@@ -147,7 +148,7 @@ def base():
     path = Path(tempfile.mkdtemp(prefix="kedge-edged-"))
     os.chmod(path, 0o711)
     yield path
-    for pid in marked_pids(str(path)):  # only processes this test started
+    for pid in marked_pids(str(path), shims=True):  # only processes this test started
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -621,5 +622,38 @@ def test_pod_planted_symlinks_do_not_redirect_volume_updates_or_working_dirs(bas
                          == "CreateContainerConfigError", "workingDir through a symlink refused")
         assert list(victim_dir.iterdir()) == []
         await edge.stop(stop_pods=True)
+
+    run(main())
+
+
+def test_exit_codes_of_pods_that_ended_while_edgecore_was_down_are_kept(base):
+    waiter = ("import os, sys, time\nprint('up', flush=True)\n"
+              "while not os.path.exists('go'): time.sleep(0.02)\n"
+              "sys.exit(int(open('go').read()))")
+
+    async def main():
+        first = await Edge(base, {}).start()
+        pods = [first.pod("job", waiter, policy="Never", uid="uid-job"),
+                first.pod("retry", waiter, policy="OnFailure", uid="uid-retry")]
+        await first.mgr.sync(pods)
+        await first.until(lambda: "up" in first.log("job") and "up" in first.log("retry"), "both up")
+        pids = {n: first.pid(n) for n in ("job", "retry")}
+        await first.stop(stop_pods=False)
+        # Both finish while no edgecore is watching: the job succeeds, the other fails.
+        (first.pod_dir("job") / "work" / "go").write_text("0")
+        (first.pod_dir("retry") / "work" / "go").write_text("4")
+        await first.until(lambda: not alive(pids["job"]) and not alive(pids["retry"]), "both ended")
+
+        second = await Edge(base, {}).start()
+        await second.mgr.sync(pods)
+        await second.until(lambda: second.status.get("job", {}).get("phase") == "Succeeded",
+                           "the job is known to have succeeded")
+        assert second.cs("job")["state"]["terminated"]["exitCode"] == 0
+        assert second.cs("job")["state"]["terminated"]["reason"] == "Completed"
+        await second.until(lambda: second.cs("retry").get("restartCount") == 1, "failed one restarted")
+        assert second.cs("retry")["lastState"]["terminated"]["exitCode"] == 4
+        await asyncio.sleep(0.3)
+        assert second.cs("job")["restartCount"] == 0  # Never: not run again
+        await second.stop(stop_pods=True)
 
     run(main())

@@ -189,10 +189,16 @@ class PodManager:
                 else:
                     rebooted = isinstance(handle_rec, dict) and handle_rec.get("boot_id") != getattr(
                         self._runtime, "boot_id", None)
-                    state = dataclasses.replace(
-                        state, running=False, ready=False, finished_at=now,
-                        exit_code=255 if rebooted else 137,
-                        reason=planner.NODE_RESTART if rebooted else planner.STATUS_UNKNOWN)
+                    code = None if rebooted or not handle_rec else self._runtime.recorded_exit(handle_rec)
+                    if code is not None:  # it ended on its own while we were away, and said how
+                        state = dataclasses.replace(
+                            state, running=False, ready=False, finished_at=now, exit_code=code,
+                            reason=planner.COMPLETED if code == 0 else planner.ERROR)
+                    else:
+                        state = dataclasses.replace(
+                            state, running=False, ready=False, finished_at=now,
+                            exit_code=255 if rebooted else 137,
+                            reason=planner.NODE_RESTART if rebooted else planner.STATUS_UNKNOWN)
             pod.containers[name] = state
         return pod
 
@@ -508,7 +514,8 @@ class PodManager:
         env = resolve_env(defn, spec, self._lookup, volume_paths=paths, host_ip=self._host_ip)
         assert spec.command is not None  # nosec B101 - checked by the caller
         cspec = ContainerSpec(spec.name, tuple(spec.command) + spec.args, tuple(env.items()), cwd,
-                              str(pod.dir.log_path(spec.name)), uid, gid, spec.image)
+                              str(pod.dir.log_path(spec.name)), uid, gid, spec.image,
+                              str(pod.dir.exit_path(spec.name)))
         return cspec, (env, cwd, uid, gid)
 
     def _materialise(self, pod: _Pod, defn: PodDef, uid: int | None, gid: int | None) -> None:

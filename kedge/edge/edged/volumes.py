@@ -9,6 +9,7 @@ Layout (``root`` = ``EDGEDIR/pods``)::
         volumes/                       0711 edgecore's user
           <vol>/                       0700 the pod's user; files 0400 (secret) / 0444 (configmap)
         work/                          0700 the pod's user; default working directory
+        run/<container>.exit           0700 the pod's user; exit codes written by the shim
 
 Everything the pod's user owns is a leaf edgecore never walks into with paths: volume
 contents are built in a fresh directory and swapped in by rename, working
@@ -56,14 +57,19 @@ class PodDir:
         self.logs = self.path / "logs"
         self.volumes = self.path / "volumes"
         self.work = self.path / "work"
+        self.run = self.path / "run"  # the pod user's exit-code files (see runtime's shim)
 
     def create(self, uid: int | None, gid: int | None) -> None:
         make_dir(self.path, TRAVERSE_DIR)
         make_dir(self.logs, fsutil.PRIVATE_DIR)
         make_dir(self.volumes, TRAVERSE_DIR)
-        if not self.work.exists():
-            os.mkdir(self.work, 0o700)
-            _chown(self.work, uid, gid)
+        for private in (self.work, self.run):
+            if not private.exists():
+                os.mkdir(private, 0o700)
+                _chown(private, uid, gid)
+
+    def exit_path(self, container: str) -> Path:
+        return self.run / f"{container}.exit"
 
     def log_path(self, container: str) -> Path:
         return self.logs / f"{container}.log"
