@@ -155,11 +155,12 @@ def read_exit_file(path: str) -> int | None:
     return int(raw)
 
 
-def _which(cmd: str, env: dict[str, str]) -> str | None:
+def _which(cmd: str, env: dict[str, str], cwd: str) -> str | None:
     if "/" in cmd:
-        return cmd if os.path.isfile(cmd) else None
+        path = os.path.join(cwd, cmd)  # relative commands resolve in the container's cwd
+        return path if os.path.isfile(path) else None
     for d in env.get("PATH", "").split(":"):
-        candidate = os.path.join(d or ".", cmd)
+        candidate = os.path.join(cwd, d or ".", cmd)
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
     return None
@@ -185,7 +186,7 @@ class ProcessRuntime:
         # with a different environment -- their exit code is then lost on an edgecore restart.
         exit_file = spec.exit_file if self._shim and all(_SH_NAME.match(k) for k in env) else ""
         if exit_file:
-            if _which(argv[0], env) is None:  # the shell would say 127; kubelet says StartError
+            if _which(argv[0], env, spec.cwd) is None:  # the shell would say 127; kubelet says StartError
                 raise StartError(f"cannot start {argv[0]!r}: executable not found")
             try:
                 os.unlink(exit_file)  # a stale code from the previous run must not be read

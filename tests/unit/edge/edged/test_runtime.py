@@ -43,3 +43,16 @@ def test_proc_stat_reads_state_and_start_time_of_a_live_process():
 def test_container_spec_refuses_unlaunchable_input(argv, env):
     with pytest.raises(ValueError):
         ContainerSpec("c", argv, env, "/", "/dev/null")
+
+
+def test_which_resolves_like_exec_in_the_containers_cwd(tmp_path):
+    from kedge.edge.edged.runtime import _which
+
+    tool = tmp_path / "bin" / "tool"
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    assert _which("./bin/tool", {}, str(tmp_path)) == os.path.join(str(tmp_path), "./bin/tool")
+    assert _which("tool", {"PATH": f"/nonexistent:{tool.parent}"}, "/") == str(tool)
+    assert _which("tool", {"PATH": "/usr/bin"}, "/") is None
+    assert _which("/no/such/file", {}, "/") is None
