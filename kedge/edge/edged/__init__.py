@@ -8,7 +8,11 @@ Process-runtime limits, on purpose and documented: there are no images (a contai
 without ``command`` is refused with reason ``NoCommand``; ``image`` is only
 reported), no namespaces and no bind mounts (a ``volumeMount`` is exposed to the
 process as ``KEDGE_VOLUME_<VOLUME NAME>`` = the volume's directory, plus ``subPath``),
-and the pod's network is the node's loopback (probes go to 127.0.0.1).
+and the pod's network is the node's loopback (probes go to 127.0.0.1). Each container
+runs under a ``/bin/sh`` shim that records its exit code in ``run/<container>.exit`` so
+the code survives an edgecore restart (skipped for env names a shell cannot carry).
+When edgecore is root, pods run as ``runAsUser`` or ``nobody``; every directory above
+``root`` then needs o+x (0711) so that user can reach its pod directory.
 """
 
 from kedge.edge.edged.content import ContainerConfigError, RunAsPolicy
