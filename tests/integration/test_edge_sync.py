@@ -93,6 +93,7 @@ def cluster(tmp_path_factory):
             e.stop()
 
 
+@pytest.mark.threat("K-EDGE-DB-THEFT")
 def test_kubectl_apply_reaches_the_edge_store_and_secrets_are_encrypted(cluster):
     cloud, root, _ = cluster
     kubectl(cloud, "apply", "-f", "-", input=manifest("edge-a", "one"))
@@ -147,6 +148,7 @@ def test_changes_made_while_edge_offline_converge_after_reconnect(cluster):
     assert view.get("default/configmap/cfg-new")["data"] == {"greeting": "hello"}
 
 
+@pytest.mark.threat("K-LATERAL")
 def test_node_cannot_obtain_another_nodes_secret_over_the_tunnel(cluster):
     cloud, root, edges = cluster
     kubectl(cloud, "apply", "-f", "-", input=manifest("edge-b", "bsecret"))
@@ -164,6 +166,7 @@ def test_node_cannot_obtain_another_nodes_secret_over_the_tunnel(cluster):
     assert other.route.operation == m.ERROR and other.content == {"code": "forbidden"}
 
 
+@pytest.mark.threat("K-STALE-OVERWRITE")
 def test_cloudcore_killed_mid_sync_converges_without_loss(cluster):
     cloud, root, edges = cluster
     view = EdgeView(root / "edge-a")

@@ -53,6 +53,7 @@ def test_edge_keeps_working_across_two_live_rotations(tmp_path: Path):
         assert len(renewals) >= 2
 
 
+@pytest.mark.threat("K-STOLEN-CERT")
 def test_expired_certificate_must_rejoin_with_clear_error(tmp_path: Path):
     with running_cloud(tmp_path, validity="2s") as cloud:
         assert cloud.join("sleeper", tmp_path / "s").returncode == 0
@@ -64,6 +65,7 @@ def test_expired_certificate_must_rejoin_with_clear_error(tmp_path: Path):
         assert cloud.join("sleeper", tmp_path / "s").returncode == 0
 
 
+@pytest.mark.threat("K-TLS-DOWNGRADE")
 def test_tls12_when_allowed_still_refuses_non_aead_ciphers(tmp_path: Path):
     with running_cloud(tmp_path, config={"allow_tls12": True}) as cloud:
         assert cloud.join("legacy", tmp_path / "e").returncode == 0

@@ -19,6 +19,7 @@ from support.cluster import Cloud, EdgeProcess, file_mode, kedge, wait_until
 from support.edge import edge_hub, hubinfo
 from support.fixtures import cloud, node_client_ctx as _client_ctx  # noqa: F401 - pytest fixture
 
+@pytest.mark.threat("K-TOKEN-REPLAY")
 def test_replayed_token_is_refused(cloud: Cloud, tmp_path: Path):
     token = cloud.token("replay")
     assert cloud.join("replay", tmp_path / "a", token).returncode == 0
@@ -27,6 +28,7 @@ def test_replayed_token_is_refused(cloud: Cloud, tmp_path: Path):
     assert not (tmp_path / "b" / "pki" / "node.key").exists()
 
 
+@pytest.mark.threat("K-TOKEN-OTHER-NODE")
 def test_token_for_another_node_is_refused(cloud: Cloud, tmp_path: Path):
     token = cloud.token("node-a")
     r = cloud.join("node-b", tmp_path / "b", token)
@@ -34,6 +36,7 @@ def test_token_for_another_node_is_refused(cloud: Cloud, tmp_path: Path):
     assert not (tmp_path / "b" / "pki" / "node.crt").exists()
 
 
+@pytest.mark.threat("K-TOKEN-REPLAY")
 def test_expired_token_is_refused(cloud: Cloud, tmp_path: Path):
     token = cloud.token("late", ttl="1s")
     time.sleep(1.2)
@@ -41,6 +44,7 @@ def test_expired_token_is_refused(cloud: Cloud, tmp_path: Path):
     assert r.returncode != 0 and "token_expired" in r.stderr
 
 
+@pytest.mark.threat("K-MITM-FOREIGN-CA")
 def test_edge_refuses_ca_whose_hash_does_not_match_token(cloud: Cloud, tmp_path: Path):
     token = cloud.token("pinned")
     forged = "0" * 64 + token[64:]

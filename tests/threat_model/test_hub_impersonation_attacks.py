@@ -19,6 +19,7 @@ from support.cluster import Cloud, EdgeProcess, file_mode, kedge, wait_until
 from support.edge import edge_hub, hubinfo
 from support.fixtures import cloud, node_client_ctx as _client_ctx  # noqa: F401 - pytest fixture
 
+@pytest.mark.threat("KE-T1")
 def test_hub_refuses_connection_without_client_certificate(cloud: Cloud, tmp_path: Path):
     assert cloud.join("nocert", tmp_path / "e").returncode == 0
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -33,6 +34,7 @@ def test_hub_refuses_connection_without_client_certificate(cloud: Cloud, tmp_pat
     asyncio.run(main())
 
 
+@pytest.mark.threat("K-MITM-FOREIGN-CA")
 def test_hub_refuses_certificate_from_another_ca(cloud: Cloud, tmp_path: Path):
     import datetime as dt
 
@@ -56,6 +58,7 @@ def test_hub_refuses_certificate_from_another_ca(cloud: Cloud, tmp_path: Path):
     asyncio.run(main())
 
 
+@pytest.mark.threat("K-NODE-ID-SPOOF")
 def test_node_id_header_spoofing_is_refused(cloud: Cloud, tmp_path: Path):
     assert cloud.join("honest", tmp_path / "e").returncode == 0
     host, port = cloud.hub_hostport
@@ -77,6 +80,7 @@ def test_node_id_header_spoofing_is_refused(cloud: Cloud, tmp_path: Path):
     assert any(e.get("code") == "node_id_mismatch" and e["result"] == "refused" for e in cloud.audit())
 
 
+@pytest.mark.threat("K-TLS-DOWNGRADE")
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1, ssl.TLSVersion.TLSv1_2],
                          ids=["tls1.0", "tls1.1", "tls1.2"])
 def test_tls_downgrade_is_refused_by_default(cloud: Cloud, tmp_path: Path, version):

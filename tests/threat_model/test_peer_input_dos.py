@@ -19,6 +19,7 @@ from support.cluster import Cloud, EdgeProcess, file_mode, kedge, wait_until
 from support.edge import edge_hub, hubinfo
 from support.fixtures import cloud, node_client_ctx as _client_ctx  # noqa: F401 - pytest fixture
 
+@pytest.mark.threat("K-OVERSIZE")
 def test_oversized_frame_closes_only_that_connection(cloud: Cloud, tmp_path: Path):
     assert cloud.join("big", tmp_path / "big").returncode == 0
     assert cloud.join("calm", tmp_path / "calm").returncode == 0
@@ -38,6 +39,7 @@ def test_oversized_frame_closes_only_that_connection(cloud: Cloud, tmp_path: Pat
     asyncio.run(main())
 
 
+@pytest.mark.threat("K-MALFORMED-INPUT")
 def test_malformed_message_gets_error_code_and_closes_only_that_connection(cloud: Cloud, tmp_path: Path):
     assert cloud.join("garbler", tmp_path / "g").returncode == 0
     assert cloud.join("neighbour", tmp_path / "n").returncode == 0
@@ -65,6 +67,7 @@ def test_malformed_message_gets_error_code_and_closes_only_that_connection(cloud
     asyncio.run(main())
 
 
+@pytest.mark.threat("K-UPSTREAM-FLOOD")
 def test_upstream_flood_is_rate_limited_without_slowing_others(cloud: Cloud, tmp_path: Path):
     """A node firing requests as fast as it can gets ~qps; its neighbour is served promptly."""
     assert cloud.join("flooder", tmp_path / "f").returncode == 0
@@ -105,6 +108,7 @@ def test_upstream_flood_is_rate_limited_without_slowing_others(cloud: Cloud, tmp
     asyncio.run(main())
 
 
+@pytest.mark.threat("K-OVERSIZE")
 def test_oversized_bootstrap_body_is_refused(cloud: Cloud):
     import http.client
 
@@ -131,6 +135,7 @@ def test_oversized_bootstrap_body_is_refused(cloud: Cloud):
         conn.close()
 
 
+@pytest.mark.threat("K-SLOWLORIS")
 def test_slowloris_request_is_cut_off(cloud: Cloud):
     """A client that trickles its request is disconnected after the read timeout (1 s here)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -155,6 +160,7 @@ def test_slowloris_request_is_cut_off(cloud: Cloud):
     assert data == b"" or b" 408 " in data.split(b"\r\n", 1)[0]
 
 
+@pytest.mark.threat("K-SLOWLORIS")
 def test_silent_tcp_connection_to_hub_is_dropped_after_handshake_timeout(cloud: Cloud):
     host, port = cloud.hub_hostport
     with socket.create_connection((host, port), timeout=6) as raw:
@@ -165,6 +171,7 @@ def test_silent_tcp_connection_to_hub_is_dropped_after_handshake_timeout(cloud: 
     assert 1.0 < elapsed < 5.0, elapsed
 
 
+@pytest.mark.threat("K-TOKEN-FORGERY")
 def test_cert_endpoint_rate_limits_failed_attempts_per_source(cloud: Cloud):
     import http.client
 

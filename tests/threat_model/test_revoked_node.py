@@ -19,6 +19,7 @@ from support.cluster import Cloud, EdgeProcess, file_mode, kedge, wait_until
 from support.edge import edge_hub, hubinfo
 from support.fixtures import cloud, node_client_ctx as _client_ctx  # noqa: F401 - pytest fixture
 
+@pytest.mark.threat("K-REVOKED-NODE")
 def test_revoked_node_is_refused_and_live_session_closed_within_2s(cloud: Cloud, tmp_path: Path):
     assert cloud.join("doomed", tmp_path / "d").returncode == 0
     assert cloud.join("bystander", tmp_path / "b").returncode == 0
