@@ -15,8 +15,8 @@ not a ``ValueError``. What it returns is what the authorizer may rely on:
   into a different one after authorization (a name taken from a
   ``metadata.name=`` field selector is a selector value and may be any string);
 * at most ``MAX_QUERY_PARAMS`` query parameters; ``field_selector`` is exactly the
-  parsed ``fieldSelector`` parameter, and a list/watch without a name in the URL is
-  narrowed to ``metadata.name=<x>`` only when the selector says so;
+  parsed ``fieldSelector`` parameter, and a name comes from the URL or, for a
+  list/watch only, from a ``metadata.name=<x>`` selector -- from nowhere else;
 * parsing is deterministic.
 
 Input layout: the bytes up to the first space are the method, decoded as ASCII with
@@ -80,8 +80,8 @@ def test_one_input(data: bytes) -> None:
         _require(info.field_selector == parse_field_selector(info.query.get("fieldSelector")),
                  "field selector differs from the query's")
         named = [r.value for r in info.field_selector if r.field == "metadata.name" and r.op == "="]
-        if info.verb in ("list", "watch") and info.name and info.name not in named:
-            _require(info.name in url_parts, "list/watch narrowed to a name nobody asked for")
+        _require(not info.name or info.name in url_parts or (info.verb in ("list", "watch") and info.name in named),
+                 "a name that is neither in the URL nor a list/watch's metadata.name selector")
     else:
         _require(info.verb == method.lower(), "non-resource verb is not the method")
         _require(info.resource == info.name == info.namespace == "", "non-resource request names a resource")
