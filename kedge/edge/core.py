@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import platform
 import time
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any, Awaitable, Callable
 
 from kedge import __version__
 from kedge.edge.config import EdgeDir
+from kedge.edge.edged.manager import PodManager
+from kedge.edge.edged.runtime import ProcessRuntime
 from kedge.edge.hub import EdgeHub
 from kedge.edge.metamanager.handler import MetaManager
 from kedge.edge.metamanager.store import MetaStore
@@ -26,6 +29,37 @@ from kedge.protocol import message as m
 log = logging.getLogger(__name__)
 
 EDGE_KEY = "edge.key"
+SYSTEM_PODS_ROOT = Path("/var/lib/kedge/pods")
+
+
+def default_pods_root(edge_dir: EdgeDir, node: str) -> Path:
+    """Where pod directories live.
+
+    Running as root, pods run as unprivileged users who must be able to traverse to their
+    pod directory, which they cannot inside the 0700 data dir: use
+    ``/var/lib/kedge/pods/<node>-<hash of the data dir>`` (0711 parents, pod dirs owned per
+    pod). Unprivileged, pods run as edgecore's own user: ``EDGEDIR/pods``.
+    """
+    if os.geteuid() != 0:
+        return edge_dir.root / "pods"
+    import hashlib
+
+    tag = hashlib.sha256(str(edge_dir.root.resolve()).encode()).hexdigest()[:12]
+    return SYSTEM_PODS_ROOT / f"{node}-{tag}"
+
+
+def _ensure_traversable(root: Path) -> None:
+    """Create the system pods root's parents 0711 (traverse-only for others), as root."""
+    if os.geteuid() != 0 or SYSTEM_PODS_ROOT not in (root, *root.parents):
+        return
+    for d in (SYSTEM_PODS_ROOT.parent, SYSTEM_PODS_ROOT):
+        try:
+            os.mkdir(d, 0o711)
+        except FileExistsError:
+            pass
+        st = os.lstat(d)
+        if st.st_uid == 0 and not (st.st_mode & 0o001):
+            os.chmod(d, 0o711)  # directories only (no secrets): others may traverse, not list
 
 
 def node_status(node: str) -> dict[str, Any]:
@@ -54,13 +88,76 @@ class EdgeCore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.store.on_change(self._store_changed)
         # Long-running parts started with the node, each ``async fn(core)`` (edged, devicetwin).
-        self.components: list[Callable[["EdgeCore"], Awaitable[None]]] = []
+        self.components: list[Callable[["EdgeCore"], Awaitable[None]]] = [EdgeCore._run_pods]
+        self.pods_root = default_pods_root(self.dir, self.node)
+        _ensure_traversable(self.pods_root)
+        self.pods: PodManager | None = None
+        self._pods_dirty = asyncio.Event()
+        self._pod_status: dict[tuple[str, str], dict[str, Any]] = {}
+        self._deleting: set[str] = set()
 
     def _store_changed(self, key: str, obj: dict[str, Any] | None) -> None:
         """Called in the writer's thread after a commit; hop to the event loop."""
-        if self._loop is not None and obj is not None and key.split("/")[1:2] == ["pod"]:
-            if (obj.get("metadata") or {}).get("deletionTimestamp"):
-                self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self.finish_pod_deletion(obj)))
+        if self._loop is not None and key.split("/")[1:2] in (["pod"], ["configmap"], ["secret"]):
+            self._loop.call_soon_threadsafe(self._pods_dirty.set)
+
+    # -- edged ------------------------------------------------------------------------
+
+    def _lookup(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.store.get(f"{namespace}/{kind}/{name}")
+
+    async def _on_pod_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self._pod_status[(namespace, name)] = status
+        await self._send_pod_status(namespace, name, status)
+
+    async def _send_pod_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        if not self.hub.connected.is_set():
+            return  # sent again after the next connect
+        try:
+            reply = await self.hub.request(self.hub.new_message(m.UPDATE, f"{namespace}/podstatus/{name}", status),
+                                           timeout=15)
+            if reply.route.operation == m.ERROR:
+                log.info("pod status of %s/%s refused: %s", namespace, name, reply.content)
+        except (KedgeError, TimeoutError, ConnectionError) as exc:
+            log.info("pod status of %s/%s not sent: %s", namespace, name, getattr(exc, "code", type(exc).__name__))
+
+    async def _run_pods(self) -> None:
+        """Keep the pod runtime in line with the store -- also while offline (edge autonomy)."""
+        self.pods = PodManager(self.pods_root, runtime=ProcessRuntime(), lookup=self._lookup,
+                               on_status=self._on_pod_status)
+        supervisor = asyncio.create_task(self.pods.run())
+        self._pods_dirty.set()  # start what the store holds, e.g. after a reboot
+        try:
+            while True:
+                await self._pods_dirty.wait()
+                await asyncio.sleep(0.02)  # coalesce bursts of changes
+                self._pods_dirty.clear()
+                pods = await asyncio.to_thread(self.store.list, "pod")
+                live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+                await self.pods.sync(live)
+                for pod in pods:
+                    uid = (pod.get("metadata") or {}).get("uid", "")
+                    if (pod.get("metadata") or {}).get("deletionTimestamp") and uid not in self._deleting:
+                        self._deleting.add(uid)
+                        asyncio.ensure_future(self._finish_when_stopped(pod))
+        finally:
+            supervisor.cancel()
+            await self.pods.shutdown(stop_pods=False)
+
+    async def _finish_when_stopped(self, pod: dict[str, Any]) -> None:
+        meta = pod.get("metadata") or {}
+        uid = meta.get("uid", "")
+        grace = float(meta.get("deletionGracePeriodSeconds") or 30)
+        try:
+            async with asyncio.timeout(grace + 10):
+                while self.pods is not None and self.pods.pod_state(uid) is not None:
+                    await asyncio.sleep(0.1)
+        except TimeoutError:
+            log.warning("pod %s/%s still stopping; finishing its deletion anyway", meta.get("namespace"), meta.get("name"))
+        try:
+            await self.finish_pod_deletion(pod)
+        finally:
+            self._deleting.discard(uid)
 
     async def finish_pod_deletion(self, pod: dict[str, Any]) -> None:
         """The pod is being deleted: stop it locally, then tell the cloud to remove it (grace 0)."""
@@ -87,10 +184,9 @@ class EdgeCore:
         await self.report_status()
         await self.meta.send_inventory(hub)
         self.synced.set()
-        pending = await asyncio.to_thread(self.store.list, "pod")
-        for pod in pending:
-            if (pod.get("metadata") or {}).get("deletionTimestamp"):
-                await self.finish_pod_deletion(pod)
+        for (ns, name), status in list(self._pod_status.items()):
+            await self._send_pod_status(ns, name, status)  # what changed while offline
+        self._pods_dirty.set()  # deletions that waited for the link are finished now
         while True:
             await asyncio.sleep(hub.keepalive_interval)
             try:

@@ -15,7 +15,7 @@ import pytest
 
 from kedge.edge.metamanager.store import MetaStore
 from kedge.protocol import message as m
-from support.cluster import Cloud, EdgeProcess, running_cloud, wait_until
+from support.cluster import Cloud, EdgeProcess, pod_processes, pods_root, remove_pods, running_cloud, wait_until
 from support.edge import edge_hub
 
 SECRET_VALUE = "s3cr3t-Value-9f2b"
@@ -48,7 +48,7 @@ spec:
   containers:
   - name: c
     image: example/web
-    command: ["sleep", "3600"]
+    command: ["sleep", "600"]
     env:
     - {{name: GREETING, valueFrom: {{configMapKeyRef: {{name: cfg-{suffix}, key: greeting}}}}}}
     - {{name: PW, valueFrom: {{secretKeyRef: {{name: sec-{suffix}, key: password}}}}}}
@@ -88,9 +88,12 @@ def cluster(tmp_path_factory):
             assert cloud.join(node, root / node).returncode == 0
             edges[node] = EdgeProcess(root / node, root / f"{node}.log")
         wait_until(lambda: {"edge-a", "edge-b"} <= cloud.connected(), what="edges connected")
-        yield cloud, root, edges
-        for e in edges.values():
-            e.stop()
+        try:
+            yield cloud, root, edges
+        finally:
+            for node, e in edges.items():
+                e.stop()
+                remove_pods(root / node, node)
 
 
 @pytest.mark.threat("K-EDGE-DB-THEFT")
@@ -191,6 +194,7 @@ def test_lost_node_becomes_unknown_but_keeps_its_pods(tmp_path):
             wait_until(lambda: "default/pod/web-stay" in EdgeView(tmp_path / "lonely").inventory(), what="pod")
         finally:
             edge.stop()
+            remove_pods(tmp_path / "lonely", "lonely")
 
         def ready() -> str:
             node = json.loads(kubectl(cloud, "get", "node", "lonely", "-o", "json"))
@@ -199,3 +203,56 @@ def test_lost_node_becomes_unknown_but_keeps_its_pods(tmp_path):
         wait_until(lambda: ready() == "Unknown", timeout=20, what="node Ready=Unknown")
         pod = json.loads(kubectl(cloud, "get", "pod", "web-stay", "-o", "json"))
         assert not pod["metadata"].get("deletionTimestamp"), "pods of a lost edge node are not evicted"
+
+
+def _pod_json(cloud: Cloud, name: str) -> dict:
+    return json.loads(kubectl(cloud, "get", "pod", name, "-o", "json"))
+
+
+def test_pod_runs_as_processes_reports_status_and_stops_on_delete(cluster):
+    cloud, root, _ = cluster
+    kubectl(cloud, "apply", "-f", "-", input=manifest("edge-a", "run"))
+
+    def running():
+        st = _pod_json(cloud, "web-run").get("status") or {}
+        cs = st.get("containerStatuses") or []
+        return st.get("phase") == "Running" and cs and "running" in cs[0].get("state", {})
+
+    wait_until(running, timeout=20, what="pod Running in kubectl")
+    proot = pods_root(root / "edge-a", "edge-a")
+    procs = [p for p in pod_processes(proot) if "_web-run_" in os.readlink(f"/proc/{p}/cwd")]
+    assert procs, "the container runs as a local process"
+    # The process got its env from the configmap and the secret, and runs unprivileged.
+    pid = next(p for p in procs if Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"sleep"))
+    env = dict(kv.split("=", 1) for kv in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in kv)
+    assert env["GREETING"] == "hello" and env["PW"] == f"{SECRET_VALUE}-run"
+    if os.geteuid() == 0:
+        assert os.stat(f"/proc/{pid}").st_uid != 0
+    kubectl(cloud, "delete", "pod", "web-run", "--wait=false")
+    wait_until(lambda: not any(Path(f"/proc/{p}").exists() for p in procs), timeout=40, what="processes stopped")
+    # The node finished the graceful deletion: the pod is gone from the API too.
+    wait_until(lambda: "web-run" not in kubectl(cloud, "get", "pods", "-o", "name"), timeout=20,
+               what="pod removed from the API")
+
+
+def test_edgecore_restart_while_offline_keeps_pod_exactly_once(cluster):
+    cloud, root, edges = cluster
+    kubectl(cloud, "apply", "-f", "-", input=manifest("edge-b", "once"))
+    proot = pods_root(root / "edge-b", "edge-b")
+
+    def once_pids():
+        return [p for p in pod_processes(proot) if "_web-once_" in os.readlink(f"/proc/{p}/cwd")
+                and Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"sleep")]
+
+    wait_until(lambda: len(once_pids()) == 1, timeout=20, what="pod running on edge-b")
+    first = once_pids()
+    cloud.stop()  # the link is gone
+    edges["edge-b"].stop()
+    assert once_pids() == first, "stopping edgecore leaves the pod running"
+    edges["edge-b"] = EdgeProcess(root / "edge-b", root / "edge-b.log")
+    time.sleep(3)  # edgecore is up, offline, and has re-adopted its pods
+    assert once_pids() == first, "the pod is back exactly once: re-adopted, not duplicated or restarted"
+    cloud.start()
+    wait_until(lambda: "edge-b" in cloud.connected(), timeout=30, what="edge-b reconnected")
+    time.sleep(1)
+    assert once_pids() == first, "reconnecting does not restart a healthy pod"

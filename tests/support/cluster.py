@@ -158,3 +158,36 @@ def running_cloud(root: Path, **kw: Any) -> Iterator[Cloud]:
 
 def file_mode(path: Path) -> int:
     return os.stat(path).st_mode & 0o777
+
+
+def pods_root(edge_dir: Path, node: str) -> Path:
+    from kedge.edge.config import EdgeDir
+    from kedge.edge.core import default_pods_root
+
+    return default_pods_root(EdgeDir(edge_dir), node)
+
+
+def pod_processes(root: Path) -> list[int]:
+    """PIDs of processes whose working directory is under a pods root."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if cwd == str(root) or cwd.startswith(str(root) + "/"):
+            pids.append(int(entry.name))
+    return pids
+
+
+def remove_pods(edge_dir: Path, node: str) -> None:
+    """Test teardown: pods outlive edgecore on purpose (edge autonomy); kill them and their dirs."""
+    import shutil
+
+    root = pods_root(edge_dir, node)
+    for pid in pod_processes(root):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+    shutil.rmtree(root, ignore_errors=True)
