@@ -1404,7 +1404,9 @@ def _wants_table(req: Request) -> bool:
 def _int_param(value: str | None, lo: int, hi: int) -> int:
     if value is None or value == "":
         return 0
-    if not value.isdigit() or len(value) > 12:
+    # ASCII digits only: ``str.isdigit`` alone accepts "²" (which int() then refuses
+    # with ValueError) and other scripts' digits; at most 12, so int() stays cheap.
+    if not (value.isascii() and value.isdigit()) or len(value) > 12:
         raise ApiError(400, "invalid integer parameter")
     return max(lo, min(hi, int(value)))
 

@@ -290,7 +290,11 @@ class _Connection:
             if user is None and not self.cert_presented:
                 auth = headers.get("authorization", [""])[-1]
                 if auth[:7].lower() == "bearer " and len(auth) <= 8192:
-                    user = self.server.api.authenticate_bearer(auth[7:].strip())
+                    try:
+                        user = self.server.api.authenticate_bearer(auth[7:].strip())
+                    except Exception:  # any failure to authenticate is a 401, never a dropped connection
+                        log.exception("bearer token authentication failed unexpectedly")
+                        user = None
             if user is None:
                 resp: Response | Watch = Response(401, _dumps(status_body(401, "Unauthorized", "Unauthorized")))
                 resp.audit = {"requestURI": target[:2048], "verb": method.lower(), "user": {"username": "system:anonymous"},

@@ -14,11 +14,13 @@ Fields without a known strategy are replaced, as Kubernetes does.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 from kedge.errors import PeerError
 
 MAX_JSON_PATCH_OPS = 10_000
+_ARRAY_INDEX = re.compile(r"0|[1-9][0-9]{0,17}")
 
 
 class PatchError(PeerError):
@@ -53,7 +55,9 @@ def _pointer(path: Any) -> list[str]:
 def _index(container: list[Any], token: str, *, allow_end: bool) -> int:
     if token == "-" and allow_end:
         return len(container)
-    if not token.isdigit() or (len(token) > 1 and token.startswith("0")):
+    # ASCII digits only, no leading zero (RFC 6901), at most 18 digits: ``str.isdigit``
+    # also accepts "²" and Arabic-Indic digits, and int() of thousands of digits raises.
+    if not _ARRAY_INDEX.fullmatch(token):
         raise PatchError("invalid array index")
     i = int(token)
     if i > len(container) or (i == len(container) and not allow_end):

@@ -27,16 +27,23 @@ class ProtobufError(PeerError):
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(buf) or shift > 63:
+    """A base-128 varint of at most 64 bits, as Go's ``protowire.ConsumeVarint`` reads it.
+
+    At most ten bytes, and the tenth may only carry bit 63 (value 0 or 1): anything
+    more would be a value of up to 2**70, which no uint64 field can hold.
+    """
+    result = 0
+    for i in range(10):
+        if pos >= len(buf):
             raise ProtobufError("truncated varint")
         b = buf[pos]
         pos += 1
-        result |= (b & 0x7F) << shift
+        if i == 9 and b > 1:
+            raise ProtobufError("varint overflows 64 bits")
+        result |= (b & 0x7F) << (7 * i)
         if not b & 0x80:
             return result, pos
-        shift += 7
+    raise ProtobufError("varint overflows 64 bits")  # unreachable: byte ten is 0 or 1
 
 
 def fields(buf: bytes) -> list[tuple[int, int, Any]]:

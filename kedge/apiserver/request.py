@@ -53,7 +53,10 @@ def parse_request(method: str, target: str) -> RequestInfo:
         raise BadRequest("invalid request target") from exc
     if split.scheme or split.netloc:
         raise BadRequest("absolute-form request targets are not accepted")
-    raw_query = parse_qs(split.query, keep_blank_values=True, max_num_fields=MAX_QUERY_PARAMS)
+    try:
+        raw_query = parse_qs(split.query, keep_blank_values=True, max_num_fields=MAX_QUERY_PARAMS)
+    except ValueError as exc:  # "Max number of fields exceeded": parse_qs counts every '&' / ';'
+        raise BadRequest("too many query parameters") from exc
     query = {k: v[-1] for k, v in raw_query.items()}
     path = split.path or "/"
     if "\x00" in unquote(path):

@@ -13,6 +13,7 @@ import base64
 import dataclasses
 import hashlib
 import json
+import re
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -29,6 +30,10 @@ MIN_EXPIRATION_S = 600
 MAX_EXPIRATION_S = 48 * 3600
 DEFAULT_EXPIRATION_S = 3600
 _LEEWAY_S = 60
+#: Bounds on the signed JSON (kedge's own header is ~80 bytes, claims ~400; nesting 3).
+MAX_HEADER_BYTES = 1024
+MAX_JSON_DEPTH = 8
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class TokenError(AuthenticationError):
@@ -60,12 +65,54 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    if not text or len(text) > MAX_TOKEN_BYTES:
+    """Strict base64url without padding (RFC 7515): other characters are refused, not skipped."""
+    if not text or len(text) > MAX_TOKEN_BYTES or not _B64URL.fullmatch(text):
         raise TokenError("malformed token")
     try:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:  # e.g. a length of 4n+1
         raise TokenError("malformed token") from exc
+
+
+def _check_depth(text: str) -> None:
+    """Refuse JSON nested deeper than ``MAX_JSON_DEPTH`` before ``json.loads`` recurses into it."""
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise TokenError("token JSON nested too deeply")
+        elif ch in "]}":
+            depth -= 1
+
+
+def _json_part(segment: str, max_bytes: int) -> dict[str, Any]:
+    """Decode one token segment to a JSON object: bounded in size and depth, never raising else."""
+    if len(segment) > max_bytes * 4 // 3 + 4:
+        raise TokenError("token part too large")
+    raw = _unb64(segment)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TokenError("malformed token") from exc
+    _check_depth(text)
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise TokenError("malformed token") from exc
+    if not isinstance(value, dict):
+        raise TokenError("malformed token")
+    return value
 
 
 def key_id(public_key: ec.EllipticCurvePublicKey) -> str:
@@ -94,26 +141,43 @@ def issue(key: ec.EllipticCurvePrivateKey, claims: TokenClaims) -> str:
 
 def verify(token: str, public_key: ec.EllipticCurvePublicKey, *, now: float,
            audiences: tuple[str, ...] = (API_AUDIENCE,)) -> TokenClaims:
-    """Check signature, issuer, time window and audience; return the claims or raise TokenError."""
-    if len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
+    """Check signature, issuer, time window and audience; return the claims or raise TokenError.
+
+    The signature is checked over the segments exactly as sent, before any JSON is
+    parsed: an unauthenticated client's bytes never reach the JSON decoder. Only one
+    key and one algorithm are accepted, so nothing in the header is needed to pick
+    them; the header is still checked afterwards. ``TokenError`` is the only exception.
+    """
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
         raise TokenError("malformed token")
     h64, b64, s64 = token.split(".")
-    try:
-        header = json.loads(_unb64(h64))
-        body = json.loads(_unb64(b64))
-    except ValueError as exc:
-        raise TokenError("malformed token") from exc
-    if not isinstance(header, dict) or header.get("alg") != "ES256" or header.get("kid") != key_id(public_key):
-        raise TokenError("unexpected token algorithm or key")
     sig = _unb64(s64)
     if len(sig) != 64:
         raise TokenError("malformed signature")
+    if len(h64) > MAX_HEADER_BYTES * 4 // 3 + 4 or not _B64URL.fullmatch(h64) or not _B64URL.fullmatch(b64):
+        raise TokenError("malformed token")
     der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
     try:
-        public_key.verify(der, f"{h64}.{b64}".encode(), ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature as exc:
+        public_key.verify(der, f"{h64}.{b64}".encode("ascii"), ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError) as exc:
         raise TokenError("bad token signature") from exc
-    if not isinstance(body, dict) or body.get("iss") != ISSUER:
+    header = _json_part(h64, MAX_HEADER_BYTES)
+    if header.get("alg") != "ES256" or header.get("kid") != key_id(public_key):
+        raise TokenError("unexpected token algorithm or key")
+    body = _json_part(b64, MAX_TOKEN_BYTES)
+    return _claims(body, now=now, audiences=audiences)
+
+
+def _str_field(obj: dict[str, Any], key: str) -> str:
+    value = obj.get(key, "")
+    if not isinstance(value, str):
+        raise TokenError("malformed token claims")
+    return value
+
+
+def _claims(body: dict[str, Any], *, now: float, audiences: tuple[str, ...]) -> TokenClaims:
+    """The claim checks, on a body whose signature has been verified."""
+    if body.get("iss") != ISSUER:
         raise TokenError("unexpected issuer")
     exp, nbf, iat = body.get("exp"), body.get("nbf"), body.get("iat")
     if not all(isinstance(x, int) and not isinstance(x, bool) for x in (exp, nbf, iat)):
@@ -122,16 +186,20 @@ def verify(token: str, public_key: ec.EllipticCurvePublicKey, *, now: float,
         raise TokenError("token expired or not yet valid", code="token_expired")
     aud = body.get("aud")
     aud_list = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-    if not any(a in audiences for a in aud_list):
+    if not all(isinstance(a, str) for a in aud_list) or not any(a in audiences for a in aud_list):
         raise TokenError("token audience not accepted")
     k8s = body.get("kubernetes.io")
     if not isinstance(k8s, dict) or not isinstance(k8s.get("serviceaccount"), dict):
         raise TokenError("not a service account token")
-    ns, sa = k8s.get("namespace"), k8s["serviceaccount"]
-    pod = k8s.get("pod") if isinstance(k8s.get("pod"), dict) else {}
-    claims = TokenClaims(namespace=str(ns), name=str(sa.get("name", "")), uid=str(sa.get("uid", "")),
-                         audiences=tuple(str(a) for a in aud_list), issued_at=iat, expires_at=exp,
-                         pod_name=str(pod.get("name", "")), pod_uid=str(pod.get("uid", "")))
+    sa = k8s["serviceaccount"]
+    pod = k8s.get("pod")
+    if pod is None:
+        pod = {}
+    if not isinstance(pod, dict):
+        raise TokenError("malformed token claims")
+    claims = TokenClaims(namespace=_str_field(k8s, "namespace"), name=_str_field(sa, "name"),
+                         uid=_str_field(sa, "uid"), audiences=tuple(aud_list), issued_at=iat, expires_at=exp,
+                         pod_name=_str_field(pod, "name"), pod_uid=_str_field(pod, "uid"))
     if body.get("sub") != claims.username or not claims.namespace or not claims.name:
         raise TokenError("inconsistent token subject")
     return claims

@@ -17,8 +17,16 @@ from kedge.errors import PeerError
 MAX_SELECTOR_BYTES = 4096
 MAX_REQUIREMENTS = 64
 
-_KEY = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]{0,252}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
+# Kubernetes ``IsQualifiedName`` / ``IsValidLabelValue``. The optional prefix is a
+# DNS-1123 subdomain (lower case, at most 253 characters), the name at most 63
+# characters. ``\Z`` (not ``$``, which also matches before a final newline) so that
+# ``match`` checks the whole string.
+_DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
+_KEY = re.compile(
+    rf"(?:(?=[-a-z0-9.]{{1,253}}/){_DNS_LABEL}(?:\.{_DNS_LABEL})*/)?"
+    r"(?=[-A-Za-z0-9_.]{1,63}\Z)[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?\Z"
+)
+_VALUE = re.compile(r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?\Z")
 _FIELD = re.compile(r"^[A-Za-z][A-Za-z0-9.]{0,127}$")
 
 
@@ -82,14 +90,14 @@ def _split_top(text: str) -> list[str]:
     return parts
 
 
-def _check_key(key: str) -> str:
-    if not _KEY.match(key):
+def _check_key(key: object) -> str:
+    if not isinstance(key, str) or not _KEY.match(key):
         raise SelectorError("invalid label key")
     return key
 
 
-def _check_value(value: str) -> str:
-    if not _VALUE.match(value):
+def _check_value(value: object) -> str:
+    if not isinstance(value, str) or not _VALUE.match(value):
         raise SelectorError("invalid label value")
     return value
 
@@ -126,31 +134,54 @@ def parse_label_selector(text: str | None) -> Selector:
     return Selector(tuple(reqs))
 
 
+_STRUCT_OPS = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!exists"}
+
+
 def selector_from_struct(obj: Any) -> Selector | None:
     """Convert a ``metav1.LabelSelector`` (matchLabels / matchExpressions).
 
     Returns ``None`` for a null selector (matches nothing); ``{}`` matches everything.
+    The struct comes from an object a client wrote (e.g. a ClusterRole's
+    ``aggregationRule``), so every field is type-checked and every key and value is
+    validated as Kubernetes' ``LabelSelectorAsSelector`` does: anything malformed is a
+    :class:`SelectorError`, which is all callers catch -- never ``TypeError`` and friends.
     """
     if obj is None:
         return None
-    if not isinstance(obj, dict):
+    if not isinstance(obj, Mapping):
         raise SelectorError("label selector must be an object")
-    reqs: list[Requirement] = []
-    for k, v in sorted((obj.get("matchLabels") or {}).items()):
-        reqs.append(Requirement(_check_key(str(k)), "=", (str(v),)))
-    ops = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!exists"}
-    for expr in obj.get("matchExpressions") or []:
-        if not isinstance(expr, dict) or expr.get("operator") not in ops:
+    match_labels = obj.get("matchLabels")
+    if match_labels is None:
+        match_labels = {}
+    if not isinstance(match_labels, Mapping):
+        raise SelectorError("matchLabels must be an object")
+    exprs = obj.get("matchExpressions")
+    if exprs is None:
+        exprs = []
+    if not isinstance(exprs, (list, tuple)):
+        raise SelectorError("matchExpressions must be a list")
+    if len(match_labels) + len(exprs) > MAX_REQUIREMENTS:
+        raise SelectorError("too many selector terms")  # before any per-term work
+    labels = [(_check_key(k), _check_value(v)) for k, v in match_labels.items()]
+    reqs = [Requirement(k, "=", (v,)) for k, v in sorted(labels)]
+    for expr in exprs:
+        if not isinstance(expr, Mapping):
             raise SelectorError("invalid match expression")
-        op = ops[expr["operator"]]
-        values = tuple(str(v) for v in expr.get("values") or ())
+        operator = expr.get("operator")
+        if not isinstance(operator, str) or operator not in _STRUCT_OPS:
+            raise SelectorError("invalid match expression operator")
+        op = _STRUCT_OPS[operator]
+        raw_values = expr.get("values")
+        if raw_values is None:
+            raw_values = []
+        if not isinstance(raw_values, (list, tuple)):
+            raise SelectorError("match expression values must be a list")
+        values = tuple(_check_value(v) for v in raw_values)
         if op in ("in", "notin") and not values:
             raise SelectorError("In/NotIn need values")
         if op in ("exists", "!exists") and values:
             raise SelectorError("Exists/DoesNotExist take no values")
-        reqs.append(Requirement(_check_key(str(expr.get("key", ""))), op, values))
-    if len(reqs) > MAX_REQUIREMENTS:
-        raise SelectorError("too many selector terms")
+        reqs.append(Requirement(_check_key(expr.get("key")), op, values))
     return Selector(tuple(reqs))
 
 

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from kedge.authz.labels import FieldRequirement, selector_from_struct, SelectorError
+from kedge.authz.labels import FieldRequirement, Selector, SelectorError, selector_from_struct
+
+log = logging.getLogger(__name__)
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
 SYSTEM_MASTERS = "system:masters"
@@ -201,23 +204,21 @@ class Policy:
         if role is None:
             return ()
         agg = role.get("aggregationRule")
-        if not isinstance(agg, Mapping):
+        if agg is None:
             return _rules_of(role)
+        selectors = _aggregation_selectors(agg)
+        if selectors is None:
+            # A stored role with a malformed aggregationRule grants nothing (fail closed),
+            # but it must not turn every authorization that reaches it into a crash.
+            _warn_malformed_aggregation(name, role)
+            return ()
         rules: list[Rule] = []
-        selectors = []
-        for s in agg.get("clusterRoleSelectors") or ():
-            try:
-                sel = selector_from_struct(s)
-            except SelectorError:
-                continue
-            if sel is not None and not sel.empty:
-                selectors.append(sel)
         for other_name in sorted(self.cluster_roles):
             if other_name == name:
                 continue
             other = self.cluster_roles[other_name]
-            labels = (other.get("metadata") or {}).get("labels") or {}
-            if any(sel.matches(labels) for sel in selectors):
+            labels = _labels_of(other)
+            if labels is not None and any(sel.matches(labels) for sel in selectors):
                 for r in _rules_of(other):
                     if r not in rules:
                         rules.append(r)
@@ -233,6 +234,68 @@ class Policy:
             role = self.roles.get((binding_ns, name))
             return _rules_of(role) if role else ()
         return ()
+
+
+# -- aggregation rules -----------------------------------------------------------
+
+_MAX_WARNED = 256
+_warned_aggregations: set[tuple[str, str]] = set()
+
+
+def _aggregation_selectors(agg: Any) -> list[Selector] | None:
+    """The selectors of an ``aggregationRule``; ``None`` if any part of it is malformed.
+
+    Like the Kubernetes aggregation controller (``LabelSelectorAsSelector`` errors stop
+    the whole role), one bad selector voids the rule, rather than aggregating by the
+    rest. A null selector selects nothing, as in Kubernetes; an empty one (``{}``)
+    would select every ClusterRole, cluster-admin included, so it is ignored.
+    """
+    if not isinstance(agg, Mapping):
+        return None
+    raw = agg.get("clusterRoleSelectors")
+    if raw is None:
+        return []
+    if not isinstance(raw, (list, tuple)):
+        return None
+    selectors: list[Selector] = []
+    for s in raw:
+        try:
+            sel = selector_from_struct(s)
+        except SelectorError:
+            return None
+        if sel is not None and not sel.empty:
+            selectors.append(sel)
+    return selectors
+
+
+def _labels_of(obj: Mapping[str, Any]) -> Mapping[str, str] | None:
+    """A role's labels, or ``None`` when they are not a string map (then nothing selects it)."""
+    meta = obj.get("metadata")
+    if meta is None:
+        return {}
+    if not isinstance(meta, Mapping):
+        return None
+    labels = meta.get("labels")
+    if labels is None:
+        return {}
+    if not isinstance(labels, Mapping) or not all(isinstance(k, str) and isinstance(v, str)
+                                                  for k, v in labels.items()):
+        return None
+    return labels
+
+
+def _warn_malformed_aggregation(name: str, role: Mapping[str, Any]) -> None:
+    """Log a malformed aggregationRule once per role version, not once per authorization."""
+    meta = role.get("metadata")
+    version = str(meta.get("resourceVersion", "")) if isinstance(meta, Mapping) else ""
+    key = (name[:253], version[:64])
+    if key in _warned_aggregations:
+        return
+    if len(_warned_aggregations) >= _MAX_WARNED:
+        _warned_aggregations.clear()
+    _warned_aggregations.add(key)
+    log.warning("ClusterRole %r (resourceVersion %r) has a malformed aggregationRule; it grants nothing",
+                key[0], key[1])
 
 
 def subject_applies(subject: Mapping[str, Any], user: str, groups: tuple[str, ...], binding_ns: str) -> bool:
