@@ -97,7 +97,7 @@ def _check_depth(text: str) -> None:
 
 
 def _json_part(segment: str, max_bytes: int) -> dict[str, Any]:
-    """Decode one token segment to a JSON object: bounded in size and depth, never raising else."""
+    """Decode one token segment to a JSON object, bounded in size and depth; raises only TokenError."""
     if len(segment) > max_bytes * 4 // 3 + 4:
         raise TokenError("token part too large")
     raw = _unb64(segment)

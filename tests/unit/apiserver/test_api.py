@@ -351,3 +351,11 @@ def test_node_scoped_watches_get_only_their_pods(api):
     call(api, "DELETE", "/api/v1/namespaces/default/pods/p", {"gracePeriodSeconds": 0})
     assert lines(wa) == [("ADDED", "p"), ("MODIFIED", "p"), ("DELETED", "p")]
     assert lines(wb) == []
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u0661", "1" * 13, "-1", "1e3"])
+def test_non_ascii_digit_limit_param_is_400_not_a_crash(api, value):
+    """``?limit=²``: str.isdigit() accepted it and int() then raised ValueError (a 500)."""
+    s, err = call(api, "GET", "/api/v1/namespaces/default/configmaps?limit=" + value)
+    assert s == 400 and err["code"] == 400
+    assert call(api, "GET", "/api/v1/namespaces/default/configmaps?limit=2")[0] == 200

@@ -100,3 +100,28 @@ def test_strategic_merge_rejects_bad_input():
         strategic_merge_patch({}, {"$patch": "explode"})
     with pytest.raises(PatchError):
         strategic_merge_patch(_pod({"name": "a"}), {"spec": {"containers": [{"image": "no-name"}]}})
+
+
+# -- fuzzing regressions: array indexes are ASCII digits (RFC 6901), bounded ------------
+
+@pytest.mark.parametrize("token", [
+    "\u00b2",            # superscript two: str.isdigit() says yes, int() raises ValueError
+    "\u0661",            # Arabic-Indic one: int() would read it as 1
+    "\uff11",            # fullwidth one
+    "1" * 5000,          # int() refuses more than 4300 digits with ValueError
+    "1" * 19,            # beyond the bound
+    "01", "-1", "+1", " 1", "1 ", "",
+])
+def test_non_ascii_or_unbounded_array_index_is_a_patch_error_not_a_crash(token):
+    doc = {"a": ["x", "y"]}
+    for op in ({"op": "remove", "path": f"/a/{token}"}, {"op": "add", "path": f"/a/{token}", "value": 1},
+               {"op": "replace", "path": f"/a/{token}", "value": 1}, {"op": "test", "path": f"/a/{token}"}):
+        with pytest.raises(PatchError) as err:
+            json_patch(doc, [op])
+        assert err.value.code == "invalid_patch"
+
+
+def test_eighteen_digit_index_is_parsed_then_out_of_range():
+    with pytest.raises(PatchError, match="out of range"):
+        json_patch({"a": []}, [{"op": "add", "path": "/a/" + "9" * 18, "value": 1}])
+    assert json_patch({"a": ["x"]}, [{"op": "add", "path": "/a/0", "value": 1}]) == {"a": [1, "x"]}

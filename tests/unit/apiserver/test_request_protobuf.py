@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kedge.apiserver.protobuf import ProtobufError, decode_review
-from kedge.apiserver.request import parse_request
+from kedge.apiserver.protobuf import ProtobufError, _varint, decode_review
+from kedge.apiserver.request import MAX_QUERY_PARAMS, BadRequest, parse_request
 from kedge.errors import PeerError
 
 
@@ -75,3 +75,33 @@ def test_decode_configmap_maps():
 def test_protobuf_garbage_is_refused(body):
     with pytest.raises(ProtobufError):
         decode_review(body)
+
+
+# -- fuzzing regressions ---------------------------------------------------------
+
+@pytest.mark.parametrize("query", [
+    "&".join(f"k{i}=v" for i in range(MAX_QUERY_PARAMS + 1)),
+    "&" * 200,  # parse_qs counts separators, even of empty fields
+])
+def test_more_than_64_query_fields_is_bad_request_not_a_crash(query):
+    with pytest.raises(BadRequest) as err:
+        parse_request("GET", "/api/v1/pods?" + query)
+    assert err.value.code == "bad_request"
+
+
+def test_exactly_64_query_fields_are_accepted():
+    info = parse_request("GET", "/api/v1/pods?" + "&".join(f"k{i}=v" for i in range(MAX_QUERY_PARAMS)))
+    assert len(info.query) == MAX_QUERY_PARAMS
+
+
+def test_varint_with_a_tenth_byte_above_one_is_refused_as_overflow():
+    # Go's protowire: the tenth byte may only carry bit 63
+    assert _varint(b"\xff" * 9 + b"\x01", 0) == (2**64 - 1, 10)
+    for tenth in (b"\x02", b"\x7f", b"\x80\x00"):
+        with pytest.raises(ProtobufError):
+            _varint(b"\x80" * 9 + tenth, 0)
+    # the fuzzer's input: TokenRequest.spec.expirationSeconds of ten bytes ending 0x24 (2**63 * 0x24)
+    crash = (b"k8s\x00\n(\n\x18authentication.k8s.io/v1\x12\x0cTokenRequest"
+             b"\x12\r\x12\x0b \x80\x80\x80\x80\x80\x80\x80\x80\x80$")
+    with pytest.raises(ProtobufError):
+        decode_review(crash)

@@ -50,3 +50,57 @@ def test_field_selector():
         parse_field_selector("spec.nodeName")
     with pytest.raises(SelectorError):
         parse_field_selector("bad field=1")
+
+
+# -- fuzzing regressions: LabelSelector structs from client-written objects ----------
+
+@pytest.mark.parametrize("struct", [
+    {"matchLabels": [1]},                                                    # AttributeError before
+    {"matchLabels": "a=b"},
+    {"matchLabels": 0},
+    {"matchExpressions": 5},                                                 # TypeError before
+    {"matchExpressions": {"key": "a", "operator": "Exists"}},
+    {"matchExpressions": [{"operator": []}]},                                # unhashable operator
+    {"matchExpressions": [{"key": "a", "operator": {"In": 1}, "values": ["x"]}]},
+    {"matchExpressions": [{"key": "a", "operator": "Exists", "values": 1}]},  # the fuzzer's crash
+    {"matchExpressions": [{"key": "a", "operator": "In", "values": "xy"}]},  # was read as ["x", "y"]
+    {"matchExpressions": [{"key": "a", "operator": "In", "values": [1]}]},
+    {"matchExpressions": [{"key": 5, "operator": "Exists"}]},
+    {"matchExpressions": [{"operator": "Exists"}]},
+    {"matchExpressions": ["a"]},
+    {"matchLabels": {"a": 1}},                                               # was stringified to "1"
+    {"matchLabels": {"a": {"b": 1}}},
+    {"matchLabels": {"a": None}},
+    {"matchLabels": {"a": "x" * 64}},
+    {"matchLabels": {"a\n": "b"}},                                           # "$" matched before "\n"
+    {"matchLabels": {"a": "b\n"}},
+    {"matchLabels": {"Example.com/a": "b"}},                                 # prefix is a DNS subdomain
+    {"matchLabels": {"a/b/c": "d"}},
+    {"matchLabels": {"x" * 254 + "/a": "b"}},
+    {"matchLabels": {f"k{i}": "v" for i in range(65)}},
+    [],
+    "matchLabels",
+])
+def test_malformed_label_selector_struct_is_a_selector_error(struct):
+    with pytest.raises(SelectorError) as err:
+        selector_from_struct(struct)
+    assert err.value.code == "invalid_selector"
+
+
+@pytest.mark.parametrize("struct,labels,match", [
+    ({}, {"x": "y"}, True),
+    ({"matchLabels": None, "matchExpressions": None}, {}, True),
+    ({"matchLabels": {"app.kubernetes.io/name": "web"}}, {"app.kubernetes.io/name": "web"}, True),
+    ({"matchLabels": {"a" * 63: ""}}, {"a" * 63: ""}, True),
+    ({"matchLabels": {"a." * 126 + "a/" + "B_c": "v"}}, {"a." * 126 + "a/" + "B_c": "v"}, True),
+    ({"matchExpressions": [{"key": "t", "operator": "NotIn", "values": ["x"]}]}, {"t": "x"}, False),
+    ({"matchExpressions": [{"key": "t", "operator": "Exists", "values": None}]}, {"t": ""}, True),
+])
+def test_valid_label_selector_structs_match_like_kubernetes(struct, labels, match):
+    assert selector_from_struct(struct).matches(labels) is match
+
+
+@pytest.mark.parametrize("text", ["Example.com/a=b", "a/b/c", "a/=b", "-a", "a" * 64 + "=b", "x_y/a=b"])
+def test_label_selector_text_keys_are_qualified_names(text):
+    with pytest.raises(SelectorError):
+        parse_label_selector(text)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
+from kedge.authz import rbac
 from kedge.authz.rbac import (
     Attributes, Policy, Rule, authorize, binding_allowed, escalate_allowed, rule_allows, uncovered,
 )
@@ -196,3 +199,60 @@ def test_binding_requires_holding_the_roles_permissions_or_bind():
         role_bindings=[binding("b", "ClusterRole", "binder", [user("frank")], ns="a")])
     assert binding_allowed(p2, "frank", (), "a", ref_writer).allowed
     assert not binding_allowed(p2, "frank", (), "a", ref_reader).allowed
+
+
+# -- fuzzing regression: a malformed aggregationRule grants nothing and breaks nothing -----
+
+_SECRETS = [{"verbs": ["get"], "apiGroups": [""], "resources": ["secrets"]}]
+
+
+@pytest.mark.parametrize("agg_rule", [
+    {"clusterRoleSelectors": [{"matchLabels": [1]}]},
+    {"clusterRoleSelectors": [{"matchExpressions": 5}]},
+    {"clusterRoleSelectors": [{"matchExpressions": [{"operator": []}]}]},
+    {"clusterRoleSelectors": [{"matchLabels": {"agg": "yes"}}, {"matchExpressions": [{"key": "a", "values": 1}]}]},
+    {"clusterRoleSelectors": 5},
+    {"clusterRoleSelectors": {"matchLabels": {"agg": "yes"}}},
+    ["not", "an", "object"],
+])
+def test_malformed_aggregation_rule_grants_nothing_and_does_not_break_authorization(agg_rule):
+    bad = role("bad-agg", [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}], kind="ClusterRole")
+    bad["aggregationRule"] = agg_rule
+    p = Policy.build(
+        cluster_roles=[bad, role("piece", _SECRETS, kind="ClusterRole", labels={"agg": "yes"}),
+                       role("pod-reader", [{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}],
+                            kind="ClusterRole")],
+        cluster_role_bindings=[binding("b1", "ClusterRole", "bad-agg", [user("alice")]),
+                               binding("b2", "ClusterRole", "pod-reader", [user("alice")])])
+    assert authorize(attrs(resource="pods"), p).allowed          # her other binding still works
+    assert not authorize(attrs(resource="secrets"), p).allowed   # nothing aggregated, fail closed
+    assert not authorize(attrs(resource="nodes"), p).allowed     # nor the role's own rules
+    assert p.cluster_role_rules("bad-agg") == ()
+
+
+def test_malformed_aggregation_rule_is_logged_once_not_per_authorization(caplog):
+    bad = role("bad-agg-logged", [], kind="ClusterRole")
+    bad["metadata"]["resourceVersion"] = "41"
+    bad["aggregationRule"] = {"clusterRoleSelectors": [{"matchLabels": [1]}]}
+    with caplog.at_level(logging.WARNING, logger=rbac.__name__):
+        for _ in range(3):  # the API server rebuilds its Policy after every RBAC write
+            p = Policy.build(cluster_roles=[bad],
+                             cluster_role_bindings=[binding("b", "ClusterRole", "bad-agg-logged", [user("alice")])])
+            for _ in range(3):
+                assert not authorize(attrs(), p).allowed
+    warnings = [r for r in caplog.records if "bad-agg-logged" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_roles_with_malformed_labels_are_never_aggregated():
+    agg = role("agg2", [], kind="ClusterRole", aggregation=[{"matchExpressions": [{"key": "x", "operator": "DoesNotExist"}]}])
+    odd_labels = role("odd", _SECRETS, kind="ClusterRole")
+    odd_labels["metadata"]["labels"] = ["x"]
+    odd_meta = role("odd-meta", [{"verbs": ["get"], "apiGroups": [""], "resources": ["nodes"]}], kind="ClusterRole")
+    odd_meta["metadata"] = {"name": "odd-meta", "labels": {"y": 1}}
+    plain = role("plain", [{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}], kind="ClusterRole")
+    p = Policy.build(cluster_roles=[agg, odd_labels, odd_meta, plain],
+                     cluster_role_bindings=[binding("b", "ClusterRole", "agg2", [user("alice")])])
+    assert authorize(attrs(resource="pods"), p).allowed       # no label x: selected
+    assert not authorize(attrs(resource="secrets"), p).allowed
+    assert not authorize(attrs(resource="nodes"), p).allowed
