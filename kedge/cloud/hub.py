@@ -79,6 +79,7 @@ class NodeSession:
         self.connected_at = time.time()
         self.close_code: tuple[int, str] | None = None
         self._closer: asyncio.Future | None = None
+        self._held_events: list = []
         self._sender_task: asyncio.Task | None = None
 
     def _flush(self) -> None:
@@ -135,8 +136,26 @@ class NodeSession:
         except ConnectionClosed:
             pass
 
+    async def _throttle(self, late_before: int) -> None:
+        """Charge the node's upstream budget for what it sent, before acting on it.
+
+        Responses to requests the cloud is waiting for (acks) are free: their number is
+        bounded by what the cloud itself sends. Everything else -- requests, late or
+        duplicate responses, errors -- costs a token; without one we stop reading this
+        connection (TCP backpressure slows the flooder, nobody else).
+        """
+        self._held_events = self.session.events_received()
+        cost = sum(0 if isinstance(ev, ResponseReceived) else 1 for ev in self._held_events)
+        cost += self.session.late_responses - late_before
+        now = time.monotonic()
+        for _ in range(cost):
+            while not self.bucket.take(now):
+                await asyncio.sleep(max(self.bucket.wait_time(now), 0.001))
+                now = time.monotonic()
+
     async def _dispatch(self, now_ms: int) -> None:
-        for event in self.session.events_received():
+        events, self._held_events = self._held_events + self.session.events_received(), []
+        for event in events:
             if isinstance(event, ResponseReceived):
                 fut = self.waiters.get(event.request.header.msg_id)
                 if fut is not None and not fut.done():
@@ -183,13 +202,10 @@ class NodeSession:
                     break
                 if isinstance(frame, str):  # pragma: no cover - decode=False yields bytes
                     frame = frame.encode()
-                now = time.monotonic()
-                while not self.bucket.take(now):
-                    # Rate limited: stop reading this one connection for a while (TCP backpressure).
-                    await asyncio.sleep(max(self.bucket.wait_time(now), 0.001))
-                    now = time.monotonic()
                 now_ms = int(time.time() * 1000)
+                late_before = self.session.late_responses
                 self.session.receive_data(frame, now_ms=now_ms)
+                await self._throttle(late_before)
                 await self._dispatch(now_ms)
         except ConnectionClosed:
             pass

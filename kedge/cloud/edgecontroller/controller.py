@@ -47,6 +47,7 @@ class NodeSync:
         self.session = session
         self.node = session.node
         self.held: dict[str, dict[str, Any]] = {}  # what the edge acked, by key
+        self.ref_cache: dict[tuple[str, str, str], dict[str, Any] | None] = {}
         self.dirty = asyncio.Event()
         self.stop = threading.Event()
         self.task: asyncio.Task | None = None
@@ -71,19 +72,29 @@ class NodeSync:
 
         await asyncio.gather(*(one(p) for p in pushes))
 
-    async def _desired(self) -> dict[str, dict[str, Any]]:
-        api, node = self.ctrl.api, self.node
+    async def _desired(self, *, refresh: bool) -> dict[str, dict[str, Any]]:
+        """The node's desired state: its pods (one list) and what they reference.
+
+        Referenced configmaps/secrets are read one by one as the node (the Node authorizer
+        allows exactly those), so they are cached between passes: a pod event fetches only
+        references not seen before; a periodic ``refresh`` pass re-reads all of them (that is
+        how configmap/secret updates are noticed).
+        """
+        api, node, cache = self.ctrl.api, self.node, self.ref_cache
 
         def build() -> tuple[dict[str, dict[str, Any]], str]:
             pods, rv = api.list_pods(node)
-            refs: dict[tuple[str, str, str], dict[str, Any] | None] = {}
+            needed: set[tuple[str, str, str]] = set()
             for pod in pods:
                 pod.setdefault("kind", "Pod")
                 pod.setdefault("apiVersion", "v1")
-                for ref in plan.referenced(pod):
-                    if ref not in refs:
-                        refs[ref] = api.get(node, *ref)
-            return plan.desired_state(pods, refs), rv
+                needed |= plan.referenced(pod)
+            for ref in needed:
+                if refresh or ref not in cache:
+                    cache[ref] = api.get(node, *ref)
+            for ref in set(cache) - needed:
+                del cache[ref]
+            return plan.desired_state(pods, cache), rv
 
         desired, self.list_rv = await asyncio.to_thread(build)
         for provider in self.ctrl.desired_providers:
@@ -117,13 +128,19 @@ class NodeSync:
         self.held = {k: {"metadata": {"resourceVersion": v}} for k, v in inventory.items()
                      if k.split("/")[1:2] != [plan.NODE]}
         first = True
+        refresh = True
         loop = asyncio.get_running_loop()
         attempt = 0
         while True:
             try:
-                desired = await self._desired()
+                t0 = time.monotonic()
+                desired = await self._desired(refresh=refresh)
+                t1 = time.monotonic()
                 if first:
-                    await self._push_all(plan.resync(desired, inventory, tombstones))
+                    pushes = plan.resync(desired, inventory, tombstones)
+                    await self._push_all(pushes)
+                    log.info("node %s resynced: %d objects desired (%.2fs to read), %d sent (%.2fs)", self.node,
+                             len(desired), t1 - t0, len(pushes), time.monotonic() - t1)
                     first = False
                     threading.Thread(target=self._watch_thread, args=(loop,), daemon=True,
                                      name=f"watch-{self.node}").start()
@@ -140,12 +157,13 @@ class NodeSync:
                             self.node, getattr(exc, "code", type(exc).__name__))
                 await asyncio.sleep(min(0.2 * 2 ** attempt, 5.0))
                 continue
+            refresh = False
             try:
                 async with asyncio.timeout(self.ctrl.resync_interval_s):
                     await self.dirty.wait()
                 await asyncio.sleep(0.02)  # coalesce bursts of events
             except TimeoutError:
-                pass
+                refresh = True  # periodic pass: re-read referenced configmaps and secrets
             self.dirty.clear()
 
     def cancel(self) -> None:
