@@ -256,3 +256,26 @@ def test_edgecore_restart_while_offline_keeps_pod_exactly_once(cluster):
     wait_until(lambda: "edge-b" in cloud.connected(), timeout=30, what="edge-b reconnected")
     time.sleep(1)
     assert once_pids() == first, "reconnecting does not restart a healthy pod"
+
+
+def test_container_restarts_show_in_kubectl(cluster):
+    cloud, root, _ = cluster
+    kubectl(cloud, "apply", "-f", "-", input="""
+apiVersion: v1
+kind: Pod
+metadata: {name: crasher, namespace: default}
+spec:
+  nodeName: edge-a
+  restartPolicy: Always
+  containers:
+  - {name: c, image: example/crash, command: ["sh", "-c", "exit 3"]}
+""")
+
+    def restarted():
+        cs = (_pod_json(cloud, "crasher").get("status") or {}).get("containerStatuses") or []
+        return cs and cs[0].get("restartCount", 0) >= 1 and cs[0]
+
+    cs = wait_until(restarted, timeout=40, what="restartCount >= 1 in kubectl")
+    last = cs.get("lastState", {}).get("terminated") or cs.get("state", {}).get("terminated") or {}
+    assert last.get("exitCode") == 3
+    kubectl(cloud, "delete", "pod", "crasher", "--wait=false")
