@@ -38,6 +38,7 @@ from kedge.apiserver.status import ApiError, already_exists, conflict, invalid, 
 from kedge.authz.bootstrap import authorize_chain, bootstrap_cluster_role_bindings, bootstrap_cluster_roles
 from kedge.authz.labels import (
     FieldRequirement, SelectorError, field_value, fields_match, parse_field_selector, parse_label_selector,
+    selector_from_struct,
 )
 from kedge.authz.node import NodeGraph, admit_node_request, node_identity
 from kedge.authz.rbac import (
@@ -816,6 +817,17 @@ class API:
                         raise invalid(rt.kind, name, "rules[].verbs: Required value", rt.group)
                     if r.non_resource_urls and rt.resource == "roles":
                         raise invalid(rt.kind, name, "rules[].nonResourceURLs: Roles are namespaced", rt.group)
+                agg = obj.get("aggregationRule")
+                if rt.resource == "clusterroles" and agg is not None:
+                    sels = agg.get("clusterRoleSelectors") if isinstance(agg, dict) else None
+                    if not isinstance(sels, list):
+                        raise invalid(rt.kind, name, "aggregationRule.clusterRoleSelectors must be a list", rt.group)
+                    for sel in sels:
+                        try:
+                            selector_from_struct(sel)
+                        except SelectorError as exc:
+                            raise invalid(rt.kind, name, "aggregationRule.clusterRoleSelectors: invalid selector",
+                                          rt.group) from exc
                 if rt.resource == "clusterroles" and obj.get("aggregationRule") is not None and \
                         (old is None or old.get("aggregationRule") != obj.get("aggregationRule")):
                     # Kubernetes: an aggregation rule can pull in any role's rules, so setting one

@@ -359,3 +359,28 @@ def test_non_ascii_digit_limit_param_is_400_not_a_crash(api, value):
     s, err = call(api, "GET", "/api/v1/namespaces/default/configmaps?limit=" + value)
     assert s == 400 and err["code"] == 400
     assert call(api, "GET", "/api/v1/namespaces/default/configmaps?limit=2")[0] == 200
+
+
+def test_clusterrole_with_malformed_aggregation_selector_is_refused_at_write():
+    """A malformed aggregationRule never reaches the store (where it would make the role inert)."""
+    import json as _json
+
+    from kedge.apiserver.api import API, Request, User
+    from kedge.store.sqlite import Store
+    import tempfile, pathlib
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    d = pathlib.Path(tempfile.mkdtemp())
+    store = Store(d / "api.db")
+    try:
+        api = API(store, node_authorization=True, sa_key=ec.generate_private_key(ec.SECP256R1()))
+        admin = User("admin", ("system:masters", "system:authenticated"))
+        body = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": "agg-bad"},
+                "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": [1]}]}, "rules": []}
+        req = Request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+                      {"content-type": ["application/json"]}, _json.dumps(body).encode(), admin)
+        resp = api.handle(req)
+        assert resp.status == 422, resp.status
+    finally:
+        store.close()
