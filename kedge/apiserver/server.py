@@ -10,13 +10,13 @@ cancelled.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from kedge._internal.net import url_host as _url_host
 from kedge import tls
 from kedge._internal import fsutil
 from kedge.apiserver.api import API
@@ -50,14 +50,6 @@ def load_or_create_sa_key(path: Path) -> ec.EllipticCurvePrivateKey:
         raise StateError(f"{path} is not an EC private key", code="bad_key")
     return loaded
 
-
-def _url_host(addr: str) -> str:
-    try:
-        if ipaddress.ip_address(addr).version == 6:
-            return f"[{addr}]"
-    except ValueError:
-        pass
-    return addr
 
 
 async def start_apiserver(data_dir: str | Path, *, port: int | None = None,

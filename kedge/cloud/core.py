@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import ipaddress
 import json
 import logging
 from pathlib import Path
 
+from kedge._internal.net import url_host
 from kedge import tls
 from kedge._internal import fsutil
 from kedge._internal.auditlog import AuditLog
@@ -20,14 +20,6 @@ from kedge.pki import ca as pki
 
 log = logging.getLogger(__name__)
 
-
-def url_host(addr: str) -> str:
-    try:
-        if ipaddress.ip_address(addr).version == 6:
-            return f"[{addr}]"
-    except ValueError:
-        pass
-    return addr
 
 
 class CloudCore:

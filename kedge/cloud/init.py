@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import ipaddress
 from pathlib import Path
 
 import yaml
 from cryptography.hazmat.primitives import serialization
 
+from kedge._internal.net import url_host as _url_host
 from kedge._internal import fsutil
 from kedge.cloud.config import CloudConfig, CloudDir
 from kedge.errors import StateError
@@ -20,14 +20,6 @@ ADMIN_GROUPS = ("system:masters",)
 CLOUDCORE_USER = "system:kedge:cloudcore"
 CLOUDCORE_GROUPS = ("system:kedge-cloudcore",)
 
-
-def _url_host(addr: str) -> str:
-    try:
-        if ipaddress.ip_address(addr).version == 6:
-            return f"[{addr}]"
-    except ValueError:
-        pass
-    return addr
 
 
 def write_kubeconfig(d: CloudDir, server: str) -> None:
