@@ -23,6 +23,7 @@ traffic does not echo back down the tunnel.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
 import hashlib
 import json
@@ -42,6 +43,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 MAX_REPORTS_PER_BATCH = 1000
 WRITE_CONCURRENCY = 16
 POLL_INTERVAL_S = 1.0
+MISS_TTL_S = 2.0
 
 
 def _now_iso() -> str:
@@ -67,9 +69,13 @@ class DeviceController:
         self._spec_rv: dict[tuple[str, str, str], tuple[str, str]] = {}  # key -> (fingerprint, rv)
         self._written: dict[tuple[str, str], dict[str, Any]] = {}  # status we wrote last, by device
         self._loaded_at = 0.0
+        self._misses: dict[tuple[str, str], float] = {}
         self._write_sem: asyncio.Semaphore | None = None
+        # Status writes get their own threads: the loop's default pool is small and shared.
+        self._pool = concurrent.futures.ThreadPoolExecutor(WRITE_CONCURRENCY, thread_name_prefix="devstatus")
         self.rejects: dict[str, int] = {}
         self.writes = 0
+        self._last_stats = (time.monotonic(), 0)
 
     # -- reading devices (as cloudcore) -----------------------------------------------
 
@@ -147,6 +153,15 @@ class DeviceController:
         with self._lock:
             obj = self.devices.get((ns, name))
         if obj is None or (obj.get("spec") or {}).get("nodeName") != node:
+            # Not (yet) known as this node's: read it fresh, at most every MISS_TTL_S per device,
+            # so a node naming foreign devices cannot turn reports into a flood of API reads.
+            now = time.monotonic()
+            with self._lock:
+                if now - self._misses.get((ns, name), -MISS_TTL_S) < MISS_TTL_S:
+                    raise tm.TwinRejected("device is not bound to this node", code="forbidden")
+                self._misses[(ns, name)] = now
+                if len(self._misses) > 100_000:
+                    self._misses.clear()
             fresh = self.api._call(self.custom.get_namespaced_custom_object, GROUP, VERSION, ns, "devices", name)
             if fresh is not None:
                 with self._lock:
@@ -191,6 +206,10 @@ class DeviceController:
                 with self._lock:
                     self._written[(ns, name)] = merged
                     self.writes += 1
+                    t0, w0 = self._last_stats
+                    if time.monotonic() - t0 >= 10:
+                        log.info("device status writes: %.0f/s", (self.writes - w0) / (time.monotonic() - t0))
+                        self._last_stats = (time.monotonic(), self.writes)
             return {"namespace": ns, "name": name, "ok": True}
         except KedgeError as exc:
             self.rejects[exc.code] = self.rejects.get(exc.code, 0) + 1
@@ -209,7 +228,7 @@ class DeviceController:
 
         async def one(raw: Any) -> dict[str, Any]:
             async with sem:
-                return await asyncio.to_thread(self._apply_one, node, raw)
+                return await asyncio.get_running_loop().run_in_executor(self._pool, self._apply_one, node, raw)
 
         return {"results": await asyncio.gather(*(one(r) for r in reports))}
 

@@ -226,12 +226,26 @@ class DeviceTwinService:
         self.uploaded += len(done)
         return len(done) == len(batch)
 
+    async def _restart_broker(self) -> None:
+        """mosquitto died: start it again on the same port (mappers and our client reconnect)."""
+        log.error("mosquitto exited (see %s); restarting it", self.broker.dir / "mosquitto.log")
+        try:
+            url = await asyncio.to_thread(self.broker.start, set(self.engine.devices), preferred_port=self.broker.port)
+            await asyncio.to_thread(fsutil.update_json, self.core.dir.endpoints, {"mqtt": url})
+            if self.client.port != self.broker.port:
+                self.client.disconnect()
+                self.client.connect_async("127.0.0.1", self.broker.port, keepalive=30)
+        except BrokerUnavailable as exc:
+            log.error("could not restart mosquitto: %s", exc)
+
     async def upload_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
                     await self.dirty.wait()
             self.dirty.clear()
+            if not self.broker.alive():
+                await self._restart_broker()
             if not self.core.hub.connected.is_set():
                 continue
             await asyncio.sleep(0.02)  # coalesce a burst into one batch
