@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 MAX_BACKLOG = 20_000  # MQTT messages waiting for the worker; beyond this they are dropped and counted
 WORKER_BATCH = 1_000
-UPLOAD_BATCH_DEVICES = 250
+UPLOAD_BATCH_DEVICES = 200
+UPLOAD_PIPELINE = 2  # batches in flight at once
 CERT_FILES = ("mqtt-ca.crt", "mqtt-broker.crt", "mqtt-broker.key", "mqtt-client.crt", "mqtt-client.key")
 RENEW_BEFORE = dt.timedelta(days=7)
 
@@ -121,6 +122,7 @@ class DeviceTwinService:
         self.dirty = asyncio.Event()
         self.stop_event = threading.Event()
         self.uploaded = 0
+        self.inflight: set[tuple[str, str]] = set()
         pki_dir = core.dir.pki
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edgecore-{core.node}"[:64],
                                   protocol=mqtt.MQTTv311, clean_session=True)
@@ -206,25 +208,50 @@ class DeviceTwinService:
     # -- upload (asyncio) ---------------------------------------------------------------
 
     async def _upload_once(self) -> bool:
-        """Send one batch of unacked reports; True if there may be more to send now."""
+        """Send one batch of unacked reports not already in flight; True if there may be more."""
         hub = self.core.hub
-        batch = await asyncio.to_thread(self.table.pending, UPLOAD_BATCH_DEVICES)
+        batch = await asyncio.to_thread(self.table.pending, UPLOAD_BATCH_DEVICES, frozenset(self.inflight))
         if not batch:
             return False
-        body = [{k: v for k, v in e.items() if not k.startswith("_")} for e in batch]
-        reply = await hub.request(hub.new_message(m.UPDATE, "default/devicestatus/batch", {"devices": body}),
-                                  timeout=30)
-        results = reply.content.get("results") if isinstance(reply.content, dict) else None
-        if reply.route.operation == m.ERROR or not isinstance(results, list) or len(results) != len(batch):
-            log.warning("cloud refused a device status batch: %s", str(reply.content)[:200])
-            return False
-        done = [e for e, r in zip(batch, results) if isinstance(r, dict) and (r.get("ok") or not r.get("retry"))]
-        for r in results:
-            if isinstance(r, dict) and not r.get("ok"):
-                log.info("cloud refused the report for %s/%s: %s", r.get("namespace"), r.get("name"), r.get("code"))
-        await asyncio.to_thread(self.table.mark_sent, done)
+        ids = {(e["namespace"], e["name"]) for e in batch}
+        self.inflight |= ids
+        try:
+            body = [{k: v for k, v in e.items() if not k.startswith("_")} for e in batch]
+            reply = await hub.request(hub.new_message(m.UPDATE, "default/devicestatus/batch", {"devices": body}),
+                                      timeout=30)
+            results = reply.content.get("results") if isinstance(reply.content, dict) else None
+            if reply.route.operation == m.ERROR or not isinstance(results, list) or len(results) != len(batch):
+                log.warning("cloud refused a device status batch: %s", str(reply.content)[:200])
+                return False
+            done = [e for e, r in zip(batch, results) if isinstance(r, dict) and (r.get("ok") or not r.get("retry"))]
+            for r in results:
+                if isinstance(r, dict) and not r.get("ok"):
+                    log.info("cloud refused the report for %s/%s: %s", r.get("namespace"), r.get("name"),
+                             r.get("code"))
+            await asyncio.to_thread(self.table.mark_sent, done)
+        finally:
+            self.inflight -= ids
         self.uploaded += len(done)
-        return len(done) == len(batch)
+        if len(done) == len(batch):
+            self.dirty.set()  # rows reported while this batch was in flight
+            return True
+        return False
+
+    async def _uploader(self) -> None:
+        """One of UPLOAD_PIPELINE senders: while the cloud writes one batch, the next is on its way."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self.dirty.wait()
+            self.dirty.clear()
+            if not self.core.hub.connected.is_set():
+                continue
+            await asyncio.sleep(0.02)  # coalesce a burst into one batch
+            try:
+                while await self._upload_once():
+                    pass
+            except (KedgeError, TimeoutError, ConnectionError) as exc:
+                log.info("device status upload deferred: %s", getattr(exc, "code", type(exc).__name__))
 
     async def _restart_broker(self) -> None:
         """mosquitto died: start it again on the same port (mappers and our client reconnect)."""
@@ -239,21 +266,16 @@ class DeviceTwinService:
             log.error("could not restart mosquitto: %s", exc)
 
     async def upload_loop(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await self.dirty.wait()
-            self.dirty.clear()
-            if not self.broker.alive():
-                await self._restart_broker()
-            if not self.core.hub.connected.is_set():
-                continue
-            await asyncio.sleep(0.02)  # coalesce a burst into one batch
-            try:
-                while await self._upload_once():
-                    pass
-            except (KedgeError, TimeoutError, ConnectionError) as exc:
-                log.info("device status upload deferred: %s", getattr(exc, "code", type(exc).__name__))
+        senders = [asyncio.create_task(self._uploader()) for _ in range(UPLOAD_PIPELINE)]
+        try:
+            while True:
+                await asyncio.sleep(1.0)
+                if not self.broker.alive():
+                    await self._restart_broker()
+        finally:
+            for t in senders:
+                t.cancel()
+            await asyncio.gather(*senders, return_exceptions=True)
 
     # -- lifecycle -----------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 One row per (device, property): the desired value from the cloud (with the Device's
 resourceVersion it came with) and the last reported value from the mapper (with its
 timestamp and a per-row version). ``dirty`` marks reports the cloud has not acked yet:
-they survive restarts and offline periods and go up on reconnect. A row is cleaned only
+they survive restarts and offline periods and go up on reconnect, oldest unsent first
+(``dirty_since``: a row superseded while waiting keeps its place in the queue). A row is cleaned only
 if its version is still the one that was sent, so a report arriving while an upload is
 in flight is never lost. Reports never touch ``desired``: the cloud's desired wins.
 """
@@ -22,6 +23,7 @@ CREATE TABLE IF NOT EXISTS twins (
     desired TEXT, desired_rv TEXT NOT NULL DEFAULT '',
     reported TEXT, reported_ts INTEGER NOT NULL DEFAULT 0, observed_desired TEXT,
     version INTEGER NOT NULL DEFAULT 0, dirty INTEGER NOT NULL DEFAULT 0,
+    dirty_since INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (ns, name, prop)
 );
 CREATE TABLE IF NOT EXISTS states (
@@ -99,11 +101,12 @@ class TwinTable:
                 for ns, name, values, ts in twin_reports:
                     for prop, value in values.items():
                         db.execute(
-                            "INSERT INTO twins(ns, name, prop, reported, reported_ts, observed_desired, version, dirty) "
-                            "VALUES (?,?,?,?,?,NULL,1,1) ON CONFLICT(ns, name, prop) DO UPDATE SET "
+                            "INSERT INTO twins(ns, name, prop, reported, reported_ts, observed_desired, version, dirty, "
+                            "dirty_since) VALUES (?,?,?,?,?,NULL,1,1,?) ON CONFLICT(ns, name, prop) DO UPDATE SET "
                             "reported=excluded.reported, reported_ts=excluded.reported_ts, "
-                            "observed_desired=twins.desired, version=twins.version+1, dirty=1",
-                            (ns, name, prop, value, ts))
+                            "observed_desired=twins.desired, version=twins.version+1, "
+                            "dirty_since=CASE WHEN twins.dirty=1 THEN twins.dirty_since ELSE excluded.dirty_since END, "
+                            "dirty=1", (ns, name, prop, value, ts, ts))
                 for ns, name, state, ts in state_reports:
                     db.execute(
                         "INSERT INTO states(ns, name, state, ts, version, dirty) VALUES (?,?,?,?,1,1) "
@@ -123,17 +126,22 @@ class TwinTable:
 
     # -- upload -------------------------------------------------------------------------
 
-    def pending(self, max_devices: int) -> list[dict[str, Any]]:
-        """Unacked reports grouped per device (at most ``max_devices``), with the versions sent."""
+    def pending(self, max_devices: int, exclude: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset()
+                ) -> list[dict[str, Any]]:
+        """Unacked reports grouped per device (at most ``max_devices``, none of ``exclude`` --
+        devices already in flight), with the versions sent."""
+        max_rows = (max_devices + len(exclude)) * 8
         with self._lock:
             twins = self._db.execute(
                 "SELECT ns, name, prop, reported, reported_ts, observed_desired, version FROM twins "
-                "WHERE dirty=1 ORDER BY reported_ts LIMIT ?", (max_devices * 8,)).fetchall()
+                "WHERE dirty=1 ORDER BY dirty_since LIMIT ?", (max_rows,)).fetchall()
             states = self._db.execute(
                 "SELECT ns, name, state, ts, version FROM states WHERE dirty=1 ORDER BY ts LIMIT ?",
-                (max_devices,)).fetchall()
+                (max_devices + len(exclude),)).fetchall()
         out: dict[tuple[str, str], dict[str, Any]] = {}
         for ns, name, prop, value, ts, observed, version in twins:
+            if (ns, name) in exclude:
+                continue
             entry = out.get((ns, name))
             if entry is None:
                 if len(out) >= max_devices:
@@ -145,6 +153,8 @@ class TwinTable:
             entry["twins"][prop] = twin
             entry["_versions"][prop] = version
         for ns, name, state, ts, version in states:
+            if (ns, name) in exclude:
+                continue
             entry = out.get((ns, name))
             if entry is None:
                 if len(out) >= max_devices:
