@@ -4,7 +4,9 @@ One row per (device, property): the desired value from the cloud (with the Devic
 resourceVersion it came with) and the last reported value from the mapper (with its
 timestamp and a per-row version). ``dirty`` marks reports the cloud has not acked yet:
 they survive restarts and offline periods and go up on reconnect, oldest unsent first
-(``dirty_since``: a row superseded while waiting keeps its place in the queue). A row is cleaned only
+(``dirty_since``: a report superseded while waiting keeps its place in the queue; one
+arriving while the previous is in flight starts a new wait, so a busy device cannot hog
+the uploads). A row is cleaned only
 if its version is still the one that was sent, so a report arriving while an upload is
 in flight is never lost. Reports never touch ``desired``: the cloud's desired wins.
 """
@@ -23,7 +25,7 @@ CREATE TABLE IF NOT EXISTS twins (
     desired TEXT, desired_rv TEXT NOT NULL DEFAULT '',
     reported TEXT, reported_ts INTEGER NOT NULL DEFAULT 0, observed_desired TEXT,
     version INTEGER NOT NULL DEFAULT 0, dirty INTEGER NOT NULL DEFAULT 0,
-    dirty_since INTEGER NOT NULL DEFAULT 0,
+    dirty_since INTEGER NOT NULL DEFAULT 0, inflight_version INTEGER,
     PRIMARY KEY (ns, name, prop)
 );
 CREATE TABLE IF NOT EXISTS states (
@@ -52,6 +54,7 @@ class TwinTable:
                     raise sqlite3.OperationalError("twins.db: WAL not available")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            self._db.execute("UPDATE twins SET inflight_version=NULL WHERE inflight_version IS NOT NULL")
 
     def close(self) -> None:
         with self._lock:
@@ -105,7 +108,8 @@ class TwinTable:
                             "dirty_since) VALUES (?,?,?,?,?,NULL,1,1,?) ON CONFLICT(ns, name, prop) DO UPDATE SET "
                             "reported=excluded.reported, reported_ts=excluded.reported_ts, "
                             "observed_desired=twins.desired, version=twins.version+1, "
-                            "dirty_since=CASE WHEN twins.dirty=1 THEN twins.dirty_since ELSE excluded.dirty_since END, "
+                            "dirty_since=CASE WHEN twins.dirty=1 AND twins.version IS NOT twins.inflight_version "
+                            "THEN twins.dirty_since ELSE excluded.dirty_since END, "
                             "dirty=1", (ns, name, prop, value, ts, ts))
                 for ns, name, state, ts in state_reports:
                     db.execute(
@@ -139,6 +143,7 @@ class TwinTable:
                 "SELECT ns, name, state, ts, version FROM states WHERE dirty=1 ORDER BY ts LIMIT ?",
                 (max_devices + len(exclude),)).fetchall()
         out: dict[tuple[str, str], dict[str, Any]] = {}
+        picked: list[tuple[int, str, str, str]] = []
         for ns, name, prop, value, ts, observed, version in twins:
             if (ns, name) in exclude:
                 continue
@@ -152,6 +157,7 @@ class TwinTable:
                 twin["observedDesired"] = observed
             entry["twins"][prop] = twin
             entry["_versions"][prop] = version
+            picked.append((version, ns, name, prop))
         for ns, name, state, ts, version in states:
             if (ns, name) in exclude:
                 continue
@@ -161,6 +167,10 @@ class TwinTable:
                     continue
                 entry = out[(ns, name)] = {"namespace": ns, "name": name, "twins": {}, "_versions": {}}
             entry["state"], entry["stateTimestamp"], entry["_state_version"] = state, ts, version
+        if picked:
+            # Remember what is in flight: a report arriving meanwhile starts a new wait (dirty_since).
+            with self._lock:
+                self._db.executemany("UPDATE twins SET inflight_version=? WHERE ns=? AND name=? AND prop=?", picked)
         return list(out.values())
 
     def mark_sent(self, entries: Iterable[dict[str, Any]]) -> None:
@@ -171,8 +181,10 @@ class TwinTable:
             try:
                 for e in entries:
                     for prop, version in e.get("_versions", {}).items():
+                        key = (e["namespace"], e["name"], prop)
                         db.execute("UPDATE twins SET dirty=0 WHERE ns=? AND name=? AND prop=? AND version=?",
-                                   (e["namespace"], e["name"], prop, version))
+                                   (*key, version))
+                        db.execute("UPDATE twins SET inflight_version=NULL WHERE ns=? AND name=? AND prop=?", key)
                     if "_state_version" in e:
                         db.execute("UPDATE states SET dirty=0 WHERE ns=? AND name=? AND version=?",
                                    (e["namespace"], e["name"], e["_state_version"]))

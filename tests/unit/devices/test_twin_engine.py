@@ -118,3 +118,19 @@ def test_twin_table_is_private_and_durable(tmp_path):
         assert again.dirty_count() == 1  # still to upload after a restart
     finally:
         again.close()
+
+
+def test_upload_order_is_oldest_unsent_first_and_busy_devices_do_not_hog_it():
+    table = TwinTable(":memory:")
+    try:
+        for i, name in enumerate(["a", "b", "c"]):
+            table.apply([("default", name, {"temp": "1"}, NOW + 10 * i)])
+        first = table.pending(1)
+        assert [e["name"] for e in first] == ["a"]
+        table.apply([("default", "a", {"temp": "2"}, NOW + 100)])  # "a" reports again while in flight
+        table.apply([("default", "b", {"temp": "2"}, NOW + 110)])  # "b" is superseded while waiting: keeps its place
+        table.mark_sent(first)
+        assert [e["name"] for e in table.pending(3)] == ["b", "c", "a"]
+        assert [e["name"] for e in table.pending(3, exclude={("default", "b"), ("default", "c")})] == ["a"]
+    finally:
+        table.close()
