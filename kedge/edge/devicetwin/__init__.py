@@ -33,7 +33,7 @@ import time
 from typing import Any
 
 from kedge._internal import fsutil
-from kedge.edge.broker import Broker, BrokerUnavailable
+from kedge.edge.broker import Broker, BrokerUnavailable, find_mosquitto
 from kedge.edge.devicetwin.engine import TwinEngine
 from kedge.edge.devicetwin.table import TwinTable
 from kedge.errors import KedgeError, PeerError
@@ -306,6 +306,10 @@ class DeviceTwinService:
 async def run_devicetwin(core) -> None:
     """edgecore component: device management (broker + twins). Returns only if it is off."""
     root = core.dir.root
+    if find_mosquitto() is None:
+        log.error("device management is off: mosquitto is not installed (apt-get install mosquitto, "
+                  "or set KEDGE_MOSQUITTO to its path)")
+        return
     await ensure_certs(core)
     pki_dir = core.dir.pki
     broker = Broker(root / "mqtt", core.node, cafile=pki_dir / "mqtt-ca.crt",
