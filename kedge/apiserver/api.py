@@ -261,6 +261,17 @@ class API:
                 if self.store.get_raw(key, "", name) is None:
                     obj["metadata"].update({"uid": str(uuid.uuid4()), "creationTimestamp": now})
                     self.store.create(key, "", name, obj)
+        # KubeEdge's device CRDs are part of the cluster from the start (as `kedge manifests` ships them).
+        from kedge.cloud.devicecontroller.crds import CRDS
+
+        crd_key = "apiextensions.k8s.io/customresourcedefinitions"
+        for crd in CRDS:
+            obj = copy.deepcopy(crd)
+            name = obj["metadata"]["name"]
+            if self.store.get_raw(crd_key, "", name) is None:
+                obj["metadata"].update({"uid": str(uuid.uuid4()), "creationTimestamp": now, "generation": 1})
+                self._crd_status(obj, now)
+                self.store.create(crd_key, "", name, obj)
 
     def _load_indexes(self) -> None:
         for raw in self.store.list_raw("/pods")[1]:

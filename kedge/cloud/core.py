@@ -57,6 +57,9 @@ class CloudCore:
             self.endpoints["api"] = url
             api = await asyncio.to_thread(KubeAPI, host=url, ca=d.ca_crt, cert=d.cloudcore_crt, key=d.cloudcore_key)
         self.controller = EdgeController(api, node_grace_s=self.cfg.node_monitor_grace_s)
+        from kedge.cloud import devicecontroller
+
+        devicecontroller.install(self.controller, api, data_dir=d.root)
         self._lifecycle_task = asyncio.create_task(self.controller.node_lifecycle())
 
     async def start(self) -> dict[str, str]:

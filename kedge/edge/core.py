@@ -88,7 +88,9 @@ class EdgeCore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.store.on_change(self._store_changed)
         # Long-running parts started with the node, each ``async fn(core)`` (edged, devicetwin).
-        self.components: list[Callable[["EdgeCore"], Awaitable[None]]] = [EdgeCore._run_pods]
+        from kedge.edge.devicetwin import run_devicetwin
+
+        self.components: list[Callable[["EdgeCore"], Awaitable[None]]] = [EdgeCore._run_pods, run_devicetwin]
         self.pods_root = default_pods_root(self.dir, self.node)
         _ensure_traversable(self.pods_root)
         self.pods: PodManager | None = None

@@ -303,6 +303,23 @@ class DeviceTwinService:
         self.table.close()
 
 
+async def _wait_for_devices(core) -> None:
+    """Return once the edge store holds at least one Device."""
+    arrived = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def changed(key: str, obj: Any) -> None:
+        if obj is not None and key.split("/")[1:2] == ["device"]:
+            loop.call_soon_threadsafe(arrived.set)
+
+    unsubscribe = core.store.on_change(changed)
+    try:
+        if not await asyncio.to_thread(core.store.list, "device"):
+            await arrived.wait()
+    finally:
+        unsubscribe()
+
+
 async def run_devicetwin(core) -> None:
     """edgecore component: device management (broker + twins). Returns only if it is off."""
     root = core.dir.root
@@ -326,6 +343,10 @@ async def run_devicetwin(core) -> None:
     service = None
     try:
         await asyncio.to_thread(fsutil.update_json, core.dir.endpoints, {"mqtt": url})
+        # The broker is up (mappers can find it); the twin service with its MQTT client, worker
+        # thread and table starts only once a device is bound to this node: an edge without
+        # devices stays small.
+        await _wait_for_devices(core)
         service = DeviceTwinService(core, broker)
         await service.run()
     finally:
