@@ -218,7 +218,9 @@ def cluster(tmp_path_factory):
 
 def test_broker_endpoint_is_tls_on_loopback(cluster):
     assert cluster["url"].startswith("mqtts://127.0.0.1:")
-    assert (cluster["edge"].dir / "twins.db").stat().st_mode & 0o777 == 0o600
+    # The twin table is created once the first device is bound to the node.
+    twins = wait_until(lambda: (p := cluster["edge"].dir / "twins.db").exists() and p, 20, what="twins.db")
+    assert twins.stat().st_mode & 0o777 == 0o600
     assert (cluster["edge"].dir / "pki" / "mqtt-broker.key").stat().st_mode & 0o777 == 0o600
     creds = cluster["creds"]
     assert (creds / "device.key").stat().st_mode & 0o777 == 0o600
