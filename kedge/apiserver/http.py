@@ -155,6 +155,8 @@ class ApiServer:
             await _Connection(self, reader, writer).run()
         except (ConnectionError, asyncio.TimeoutError, ssl.SSLError, h11.ProtocolError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            pass  # server stopping: end this connection quietly (asyncio would log the cancellation)
         finally:
             self._conns.discard(task)
             writer.close()

@@ -139,6 +139,8 @@ async def start_cert_server(service: CertService, ssl_ctx, host: str, port: int,
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await serve_connection(reader, writer, service.handle, limits)
+        except asyncio.CancelledError:
+            writer.close()  # server stopping
         except KedgeError:
             log.exception("cert endpoint: unexpected kedge error")
         except Exception:  # noqa: BLE001 - one bad connection must never take the endpoint down

@@ -27,7 +27,7 @@ import yaml
 from kedge._internal import fsutil
 from kedge.edge.metamanager.store import MetaStore
 from kedge.pki import ca as pki
-from support.cluster import REPO, EdgeProcess, kedge, wait_until
+from support.cluster import REPO, EdgeProcess, kedge, remove_pods, wait_until
 
 KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
 CC_USER = "kedge-remote-cloudcore"  # unknown to the embedded bootstrap policy
@@ -162,6 +162,9 @@ def real_cluster(tmp_path_factory):
     finally:
         for p in reversed(procs):
             p.stop()
+        for p in procs:
+            if isinstance(p, EdgeProcess):
+                remove_pods(p.dir, p.dir.name)  # pods outlive edgecore on purpose; not past the test
 
 
 def _join_and_run(env: dict, node: str) -> Path:
