@@ -335,11 +335,19 @@ async def run_devicetwin(core) -> None:
     preferred = None
     if isinstance(previous, str) and previous.rsplit(":", 1)[-1].isdigit():
         preferred = int(previous.rsplit(":", 1)[-1])
+    starting = asyncio.ensure_future(asyncio.to_thread(broker.start, (), preferred_port=preferred))
     try:
-        url = await asyncio.to_thread(broker.start, (), preferred_port=preferred)
+        url = await asyncio.shield(starting)
     except BrokerUnavailable as exc:
         log.error("device management is off: %s", exc)
         return
+    except asyncio.CancelledError:
+        # edgecore is stopping while the broker starts in a worker thread: let the start
+        # finish, then stop it, so no mosquitto outlives its edgecore.
+        with contextlib.suppress(Exception):
+            await starting
+        broker.stop()
+        raise
     service = None
     try:
         await asyncio.to_thread(fsutil.update_json, core.dir.endpoints, {"mqtt": url})
