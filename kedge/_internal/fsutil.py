@@ -26,11 +26,14 @@ def make_private_dir(path: str | os.PathLike[str], *, exist_ok: bool = True) -> 
     return p
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = PUBLIC_FILE) -> None:
+def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = PUBLIC_FILE,
+                 durable: bool = True) -> None:
     """Write ``data`` to ``path`` via a temp file + ``os.replace``.
 
     The temp file is created with ``mode`` (0600 for secrets) so the bytes are never
     readable by others, not even for a moment; readers see the old or the new file.
+    ``durable=False`` skips the fsyncs: the file then survives a process crash (the page
+    cache does) but not a power loss -- for state that a power loss makes moot anyway.
     """
     p = Path(path)
     tmp = p.with_name(f".{p.name}.{secrets.token_hex(6)}.tmp")
@@ -38,8 +41,9 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = PUBLI
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, p)
     except BaseException:
         try:
@@ -47,7 +51,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = PUBLI
         except FileNotFoundError:
             pass
         raise
-    _fsync_dir(p.parent)
+    if durable:
+        _fsync_dir(p.parent)
 
 
 def write_private(path: str | os.PathLike[str], data: bytes) -> None:

@@ -92,18 +92,7 @@ def _replace_private(path: Path, data: bytes) -> None:
     the store whatever the file says. Skipping two fsyncs per change is what keeps
     starting 100 pods well under a second on a busy disk.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, fsutil.PRIVATE_FILE)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    fsutil.atomic_write(path, data, mode=fsutil.PRIVATE_FILE, durable=False)
 
 
 class PodManager:
