@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
-import os
 import signal
 import socket
 import subprocess  # nosec B404 - starts kedge's own processes, argv lists only

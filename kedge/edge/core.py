@@ -160,6 +160,7 @@ class EdgeCore:
             await self.finish_pod_deletion(pod)
         finally:
             self._deleting.discard(uid)
+            self._pod_status.pop((meta.get("namespace", "default"), meta.get("name", "")), None)
 
     async def finish_pod_deletion(self, pod: dict[str, Any]) -> None:
         """The pod is being deleted: stop it locally, then tell the cloud to remove it (grace 0)."""

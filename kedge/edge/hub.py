@@ -21,7 +21,7 @@ from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
 
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.exceptions import InvalidStatus, WebSocketException
 
 from kedge import tls
 from kedge._internal import httpclient
@@ -118,9 +118,9 @@ class EdgeHub:
         resp = httpclient.request_json(self.cfg.certs + "/edge.crt", ctx, method="POST",
                                        body=pki.make_csr(key, self.node),
                                        headers={"Content-Type": "application/pkcs10"})
-        from kedge.edge.join import _check_issued
+        from kedge.edge.join import check_issued
 
-        cert = _check_issued(resp, self.dir.ca_crt.read_bytes(), key, self.node, None)
+        cert = check_issued(resp, self.dir.ca_crt.read_bytes(), key, self.node)
         self.dir.install_identity(pki.key_to_pem(key), pki.cert_to_pem(cert))
 
     async def renew(self) -> None:

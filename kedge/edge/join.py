@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import hmac
 import logging
 from pathlib import Path
@@ -44,8 +43,7 @@ def fetch_pinned_ca(base: str, ca_hash: str) -> bytes:
     return pki.cert_to_pem(ca)
 
 
-def join(*, cloud: str, token: str, node: str, edge_dir: str | Path,
-         now: dt.datetime | None = None) -> EdgeConfig:
+def join(*, cloud: str, token: str, node: str, edge_dir: str | Path) -> EdgeConfig:
     node = pki.validate_node_name(node)
     tok = tokens.parse_token(token)
     base = parse_cloud(cloud)
@@ -66,7 +64,7 @@ def join(*, cloud: str, token: str, node: str, edge_dir: str | Path,
                      "Content-Type": "application/pkcs10"})
     except httpclient.HTTPError as exc:
         raise PeerError(f"the cloud refused to join node {node}: {exc.code}", code=exc.code) from exc
-    cert = _check_issued(resp, ca_pem, key, node, now)
+    cert = check_issued(resp, ca_pem, key, node)
     hub = resp.get("hub")
     if not isinstance(hub, str) or not hub.startswith("wss://"):
         raise PeerError("the cloud did not say where its hub is", code="bad_response")
@@ -80,7 +78,7 @@ def join(*, cloud: str, token: str, node: str, edge_dir: str | Path,
     return cfg
 
 
-def _check_issued(resp, ca_pem: bytes, key, node: str, now: dt.datetime | None) -> x509.Certificate:
+def check_issued(resp, ca_pem: bytes, key, node: str) -> x509.Certificate:
     """Check what the cloud issued: signed by the pinned CA, for our key and our node."""
     if not isinstance(resp, dict) or not isinstance(resp.get("certificate"), str):
         raise PeerError("malformed certificate response", code="bad_response")
