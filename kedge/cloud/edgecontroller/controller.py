@@ -34,6 +34,9 @@ from kedge.protocol import message as m
 log = logging.getLogger(__name__)
 
 PUSH_WINDOW = 32
+# Bounds on what an edge may report as its inventory (all pages of one snapshot together).
+MAX_INVENTORY_PAGES = 1_000
+MAX_INVENTORY_ENTRIES = 200_000
 ACK_TIMEOUT_S = 30.0
 
 
@@ -206,6 +209,8 @@ class EdgeController:
                 log.exception("node lifecycle pass failed")
 
     def session_closed(self, node: str, session) -> None:
+        if self.syncs.get(node) is None or self.syncs[node].session is session:
+            self._pages.pop(node, None)  # a half-sent inventory dies with its tunnel
         sync = self.syncs.get(node)
         if sync is not None and sync.session is session:
             sync.cancel()
@@ -272,7 +277,7 @@ class EdgeController:
         snap, page, pages = content.get("snapshot"), content.get("page"), content.get("pages")
         inv, tomb = content.get("inventory") or {}, content.get("tombstones") or {}
         if not (isinstance(snap, str) and isinstance(page, int) and isinstance(pages, int)
-                and 1 <= page <= pages <= 10_000 and isinstance(inv, dict) and isinstance(tomb, dict)):
+                and 1 <= page <= pages <= MAX_INVENTORY_PAGES and isinstance(inv, dict) and isinstance(tomb, dict)):
             raise PeerError("malformed inventory page", code="invalid_object")
         state = self._pages.get(session.node)
         if state is None or state["snapshot"] != snap:
@@ -281,6 +286,9 @@ class EdgeController:
         state["seen"].add(page)
         state["inventory"].update({str(k): str(v) for k, v in inv.items()})
         state["tombstones"].update({str(k): str(v) for k, v in tomb.items()})
+        if len(state["inventory"]) + len(state["tombstones"]) > MAX_INVENTORY_ENTRIES:
+            del self._pages[session.node]
+            raise PeerError("inventory too large", code="inventory_too_large")
         if len(state["seen"]) == pages:
             del self._pages[session.node]
             self._start_sync(session, state["inventory"], state["tombstones"])
