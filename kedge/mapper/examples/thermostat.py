@@ -16,8 +16,11 @@ import json
 import signal
 import sys
 import threading
+import time
 
 from kedge.mapper import Mapper
+
+STATE_HEARTBEAT_S = 30.0  # how often "online" is re-reported while running
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +58,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     emit("connected")
     mapper.report_state("online")
+    # The edge drops reports for a device it does not know yet (the binding may reach the node
+    # after the mapper connected), so the state is reported again once the twin has arrived and
+    # then as a heartbeat, as KubeEdge mappers do.
+    state_confirmed = False
+    last_state = time.monotonic()
     while not stop.wait(args.interval):
+        now = time.monotonic()
+        if (not state_confirmed and mapper.twin_received.is_set()) or now - last_state >= STATE_HEARTBEAT_S:
+            state_confirmed = state_confirmed or mapper.twin_received.is_set()
+            mapper.report_state("online")
+            last_state = now
         with lock:
             if state["target"] is not None:
                 state["temp"] += (float(state["target"]) - state["temp"]) * 0.5
