@@ -28,7 +28,6 @@ from kedge._internal import httpclient
 from kedge.edge.config import EdgeConfig, EdgeDir
 from kedge.errors import KedgeError, PeerError, StateError
 from kedge.limits import Limits
-from kedge.pki import ca as pki
 from kedge.protocol import message as m
 from kedge.protocol.session import (
     MessageReceived,
@@ -94,9 +93,11 @@ class EdgeHub:
     # -- certificate ------------------------------------------------------------
 
     def _cert_times(self) -> tuple[float, float]:
-        cert = pki.load_cert_file(self.dir.node_crt)
+        # Only the validity is needed here: read without ``cryptography``, which an idle
+        # edge does not load (it is imported for a renewal, see _renew_blocking).
+        validity = tls.load_cert_validity(self.dir.node_crt)
         received = self.dir.node_crt.stat().st_mtime
-        return received, cert.not_valid_after_utc.timestamp()
+        return received, validity.not_valid_after_utc.timestamp()
 
     def check_not_expired(self) -> None:
         _, not_after = self._cert_times()
@@ -113,6 +114,8 @@ class EdgeHub:
         return self._renew_at
 
     def _renew_blocking(self) -> None:
+        from kedge.pki import ca as pki  # the CSR and the check of the issued certificate need cryptography
+
         ctx = tls.client_context(self.dir.ca_crt, self.dir.node_crt, self.dir.node_key)
         key = pki.generate_key()
         resp = httpclient.request_json(self.cfg.certs + "/edge.crt", ctx, method="POST",

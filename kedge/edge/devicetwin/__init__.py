@@ -54,13 +54,13 @@ def _now_ms() -> int:
 
 
 def _certs_usable(pki_dir) -> bool:
-    from kedge.pki import ca as pki
+    from kedge.tls import load_cert_validity  # expiry only: an idle edge does not load cryptography
 
     if not all((pki_dir / f).exists() for f in CERT_FILES):
         return False
     try:
-        cert = pki.load_cert_file(pki_dir / "mqtt-broker.crt")
-        ccert = pki.load_cert_file(pki_dir / "mqtt-client.crt")
+        cert = load_cert_validity(pki_dir / "mqtt-broker.crt")
+        ccert = load_cert_validity(pki_dir / "mqtt-client.crt")
     except KedgeError:
         return False
     limit = dt.datetime.now(dt.timezone.utc) + RENEW_BEFORE
