@@ -6,7 +6,8 @@
 * :mod:`.handler` -- :class:`MetaManager`, the EdgeHub handler for group ``resource`` and
   the description of the resync (inventory) protocol.
 
-Imports stay light (stdlib sqlite3 + cryptography): edgecore must stay small.
+Imports stay light (stdlib sqlite3; ``cryptography`` only once a secret is sealed or opened):
+edgecore must stay small.
 """
 
 from kedge.edge.metamanager.handler import MetaManager

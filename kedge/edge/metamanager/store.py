@@ -20,9 +20,13 @@ Why this shape:
   plaintext never reaches SQLite, so neither ``edge.db`` nor its ``-wal``/``-shm``
   ever holds it. The key is 32 random bytes in ``EDGEDIR/edge.key`` (0600 from
   creation, published with ``link`` so two starters cannot end up with two keys).
-  A sealed check value in the ``meta`` table proves on open that the key file
-  belongs to this database: a wrong key is ``StateError(edge_key_mismatch)``,
-  never garbage. A row of a sealed type stored unsealed, or whose tag fails, is
+  A check value in the ``meta`` table (``key_mac``: HMAC-SHA256 of a fixed
+  label under the key) proves on open that the key file belongs to this
+  database: a wrong key is ``StateError(edge_key_mismatch)``, never garbage.
+  (Stores created before ``key_mac`` hold an AES-GCM sealed ``key_check``; it is
+  verified once and ``key_mac`` added.) The AES-GCM cipher -- and with it
+  ``cryptography`` -- is loaded only when a sealed row is first written or read,
+  so an edge without secrets does not carry it. A row of a sealed type stored unsealed, or whose tag fails, is
   ``StateError(edge_store_corrupt)``.
 * **Files private from creation**: the directory is made 0700, ``edge.db`` is
   created 0600 before SQLite opens it (SQLite gives ``-wal``/``-shm`` the same
@@ -41,6 +45,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -51,9 +57,6 @@ import threading
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kedge._internal import fsutil
 from kedge.edge.metamanager.decide import (
@@ -87,6 +90,7 @@ SCHEMA_VERSION = 1
 _AAD_PREFIX = b"kedge-edge-v1\x00"
 _KEY_CHECK_AAD = b"kedge-edge-key-check-v1"
 _KEY_CHECK_PLAIN = b"kedge edge.key belongs to this edge.db"
+_KEY_MAC_LABEL = b"kedge-edge-key-check-v2\x00kedge edge.key belongs to this edge.db"
 
 ChangeCallback = Callable[[str, "dict[str, Any] | None"], None]
 
@@ -131,6 +135,18 @@ class ApplyResult:
 
 def _corrupt(detail: str) -> StateError:
     return StateError(detail, code="edge_store_corrupt")
+
+
+def _key_mismatch() -> StateError:
+    return StateError(
+        "edge.key does not belong to this edge.db (wrong or replaced key file); restore the "
+        "node's key, or move edge.db aside so the node re-syncs from the cloud",
+        code="edge_key_mismatch",
+    )
+
+
+def _key_mac(key: bytes) -> bytes:
+    return hmac.new(key, _KEY_MAC_LABEL, hashlib.sha256).digest()
 
 
 def load_or_create_key(key_path: str | os.PathLike[str]) -> bytes:
@@ -243,7 +259,8 @@ class MetaStore:
             raise StateError("the edge store key must be 32 bytes", code="edge_key_invalid")
         if prune_every < 1:
             raise ValueError("prune_every must be positive")
-        self._aead = AESGCM(key)
+        self._key = key
+        self._aead_obj: Any = None  # AESGCM, created on first use (see _aead)
         self._prune_policy = prune_policy
         self._prune_every = prune_every
         self._tombstones_written = 0
@@ -273,30 +290,35 @@ class MetaStore:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             rows = dict(self._db.execute("SELECT name, value FROM meta").fetchall())
-            if "key_check" not in rows:
-                nonce = secrets.token_bytes(NONCE_BYTES)
-                check = nonce + self._aead.encrypt(nonce, _KEY_CHECK_PLAIN, _KEY_CHECK_AAD)
-                self._db.execute("INSERT INTO meta(name, value) VALUES ('key_check', ?)", (check,))
+            mac = _key_mac(self._key)
+            if "key_mac" not in rows and "key_check" not in rows:  # a new store
+                self._db.execute("INSERT INTO meta(name, value) VALUES ('key_mac', ?)", (mac,))
                 self._db.execute("INSERT OR REPLACE INTO meta(name, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
             else:
                 if rows.get("schema") != SCHEMA_VERSION:
                     raise StateError("edge.db has an unknown schema version", code="edge_store_version")
-                check = rows["key_check"]
-                try:
-                    if not isinstance(check, bytes) or self._aead.decrypt(
-                        check[:NONCE_BYTES], check[NONCE_BYTES:], _KEY_CHECK_AAD
-                    ) != _KEY_CHECK_PLAIN:
-                        raise InvalidTag()
-                except InvalidTag as exc:
-                    raise StateError(
-                        "edge.key does not belong to this edge.db (wrong or replaced key file); restore the "
-                        "node's key, or move edge.db aside so the node re-syncs from the cloud",
-                        code="edge_key_mismatch",
-                    ) from exc
+                if "key_mac" in rows:
+                    stored = rows["key_mac"]
+                    if not isinstance(stored, bytes) or not hmac.compare_digest(stored, mac):
+                        raise _key_mismatch()
+                else:  # written before key_mac existed: verify the sealed check once, then add key_mac
+                    self._verify_legacy_key_check(rows["key_check"])
+                    self._db.execute("INSERT INTO meta(name, value) VALUES ('key_mac', ?)", (mac,))
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+
+    def _verify_legacy_key_check(self, check: Any) -> None:
+        from cryptography.exceptions import InvalidTag
+
+        try:
+            if not isinstance(check, bytes) or self._aead.decrypt(
+                check[:NONCE_BYTES], check[NONCE_BYTES:], _KEY_CHECK_AAD
+            ) != _KEY_CHECK_PLAIN:
+                raise InvalidTag()
+        except InvalidTag as exc:
+            raise _key_mismatch() from exc
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -339,6 +361,15 @@ class MetaStore:
 
     # -- sealing -----------------------------------------------------------------
 
+    @property
+    def _aead(self) -> Any:
+        """The AES-256-GCM cipher under the store key; ``cryptography`` is imported on first use."""
+        if self._aead_obj is None:  # two threads racing here build equal ciphers: harmless
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            self._aead_obj = AESGCM(self._key)
+        return self._aead_obj
+
     @staticmethod
     def _aad(key: str, rv: int) -> bytes:
         return _AAD_PREFIX + key.encode("ascii") + b"\x00" + str(rv).encode("ascii")
@@ -353,6 +384,8 @@ class MetaStore:
         if type_ in SEALED_TYPES and not sealed:
             raise _corrupt(f"row {key} of a sealed type is stored in plaintext")
         if sealed:
+            from cryptography.exceptions import InvalidTag
+
             try:
                 data = self._aead.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], self._aad(key, rv))
             except InvalidTag as exc:

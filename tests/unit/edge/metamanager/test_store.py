@@ -241,6 +241,69 @@ def test_wrong_key_is_a_clear_error_never_garbage(edge_dir: Path):
     assert info.value.code == "edge_key_mismatch"
 
 
+def test_store_written_before_key_mac_is_verified_once_then_carries_key_mac(edge_dir: Path):
+    """A store from before ``key_mac`` holds only the AES-GCM sealed ``key_check``."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from kedge.edge.metamanager import store as store_mod
+
+    with MetaStore(edge_dir / "edge.db", edge_dir / "edge.key") as s:
+        s.apply("default/secret/s", "insert", "1", secret("s"), now=NOW)
+    key = (edge_dir / "edge.key").read_bytes()
+    nonce = os.urandom(store_mod.NONCE_BYTES)
+    legacy = nonce + AESGCM(key).encrypt(nonce, store_mod._KEY_CHECK_PLAIN, store_mod._KEY_CHECK_AAD)
+    db = sqlite3.connect(edge_dir / "edge.db")
+    with db:
+        db.execute("DELETE FROM meta WHERE name = 'key_mac'")
+        db.execute("INSERT INTO meta(name, value) VALUES ('key_check', ?)", (legacy,))
+    db.close()
+    with pytest.raises(StateError) as info:  # a wrong key fails the legacy check too
+        MetaStore(edge_dir / "edge.db", edge_dir / "other.key")
+    assert info.value.code == "edge_key_mismatch"
+    with MetaStore(edge_dir / "edge.db", edge_dir / "edge.key") as s:
+        assert s.get("default/secret/s")["stringData"] == {"token": SECRET_VALUE}
+    db = sqlite3.connect(edge_dir / "edge.db")
+    names = {n for (n,) in db.execute("SELECT name FROM meta")}
+    db.close()
+    assert {"key_mac", "key_check"} <= names
+    with pytest.raises(StateError) as info:
+        MetaStore(edge_dir / "edge.db", edge_dir / "other.key")
+    assert info.value.code == "edge_key_mismatch"
+
+
+def test_altered_key_mac_is_a_key_mismatch(edge_dir: Path):
+    MetaStore(edge_dir / "edge.db", edge_dir / "edge.key").close()
+    db = sqlite3.connect(edge_dir / "edge.db")
+    with db:
+        db.execute("UPDATE meta SET value = ? WHERE name = 'key_mac'", (b"\x00" * 32,))
+    db.close()
+    with pytest.raises(StateError) as info:
+        MetaStore(edge_dir / "edge.db", edge_dir / "edge.key")
+    assert info.value.code == "edge_key_mismatch"
+
+
+def test_store_without_secrets_does_not_load_cryptography(tmp_path: Path):
+    """AES-GCM (and so cryptography's native module) is loaded when a sealed row is first used."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from kedge.edge.metamanager.store import MetaStore\n"
+        f"d = {str(tmp_path)!r}\n"
+        "for _ in range(2):\n"  # create, then reopen (the key check)
+        "    s = MetaStore(d + '/edge.db', d + '/edge.key')\n"
+        "    s.apply('default/configmap/c', 'insert', '1', {'metadata': {'name': 'c', 'namespace': 'default'}}, now=1.0)\n"
+        "    s.list('configmap'); s.close()\n"
+        "print('cryptography' in sys.modules)\n"
+        "s = MetaStore(d + '/edge.db', d + '/edge.key')\n"
+        "s.apply('default/secret/x', 'insert', '2', {'metadata': {'name': 'x', 'namespace': 'default'}}, now=1.0)\n"
+        "print('cryptography' in sys.modules, s.get('default/secret/x')['metadata']['name'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == ["False", "True", "x"]
+
+
 def test_key_file_readable_by_others_is_refused(edge_dir: Path, store: MetaStore):
     os.chmod(edge_dir / "edge.key", 0o644)
     with pytest.raises(StateError) as info:
