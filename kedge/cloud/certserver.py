@@ -24,7 +24,7 @@ from kedge._internal.auditlog import AuditLog
 from kedge._internal.http11 import Request, Response, serve_connection
 from kedge._internal.ratelimit import KeyedLimiter
 from kedge.cloud.state import CloudState
-from kedge.errors import KedgeError, PeerError
+from kedge.errors import ConfigError, KedgeError, PeerError
 from kedge.limits import Limits
 from kedge.pki import ca as pki
 from kedge.pki import tokens
@@ -121,8 +121,14 @@ class CertService:
         if tok.ca_hash != self.ca_hash:
             raise PeerError("token belongs to another cluster", code="token_wrong_cluster")
         self._precheck_csr(req.body)
+        expect = req.headers.get(tokens.NODE_HEADER)
+        if expect is not None:
+            try:
+                expect = pki.validate_node_name(expect)
+            except ConfigError as exc:
+                raise PeerError("bad node name", code="bad_node_name") from exc
         node = await asyncio.to_thread(self.state.consume_token, token_id=tok.token_id, secret=tok.secret,
-                                       now=self._now())
+                                       now=self._now(), expect_node=expect)
         return node, await self._issue(node, req.body)
 
     async def _renew(self, req: Request) -> tuple[str, x509.Certificate]:

@@ -212,8 +212,13 @@ class CloudState:
 
         self._write(tx)
 
-    def consume_token(self, *, token_id: str, secret: str, now: _dt.datetime) -> str:
+    def consume_token(self, *, token_id: str, secret: str, now: _dt.datetime, expect_node: str | None = None) -> str:
         """Use a token once; return the node it was issued for.
+
+        ``expect_node`` is the node the joining edge says it is: a token for another node
+        is refused with ``token_node_mismatch`` *without* being used up (checked after the
+        secret, so only the token's holder learns it), instead of issuing a certificate the
+        edge would then refuse.
 
         Order of checks, all inside one write-locked transaction:
         unknown id -> ``token_unknown``; wrong secret -> ``token_bad_secret`` (the token
@@ -241,6 +246,8 @@ class CloudState:
                 raise AuthenticationError("token already used", code="token_used")
             if expires_at <= t:
                 raise AuthenticationError("token expired", code="token_expired")
+            if expect_node is not None and expect_node != node:
+                raise AuthenticationError("token is for another node", code="token_node_mismatch")
             cur = db.execute(
                 "UPDATE tokens SET used_at = ? WHERE id = ? AND used_at IS NULL AND revoked_at IS NULL"
                 " AND expires_at > ?",

@@ -61,7 +61,7 @@ def join(*, cloud: str, token: str, node: str, edge_dir: str | Path) -> EdgeConf
         resp = httpclient.request_json(
             base + "/edge.crt", ctx, method="POST", body=csr,
             headers={"Authorization": f"Bearer {tokens.format_token(tok)}",
-                     "Content-Type": "application/pkcs10"})
+                     "Content-Type": "application/pkcs10", tokens.NODE_HEADER: node})
     except httpclient.HTTPError as exc:
         raise PeerError(f"the cloud refused to join node {node}: {exc.code}", code=exc.code) from exc
     cert = check_issued(resp, ca_pem, key, node)

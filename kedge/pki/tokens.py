@@ -47,6 +47,9 @@ SECRET_CHARS = 43  # ceil(32 * 8 / 6), no padding
 TOKEN_ID_CHARS = 6
 CA_HASH_CHARS = 64
 TOKEN_LENGTH = CA_HASH_CHARS + 1 + TOKEN_ID_CHARS + 1 + SECRET_CHARS
+# The joining edge names the node it expects to become, so a token for another node is
+# refused before it is used up (lower-case: the HTTP layer lower-cases header names).
+NODE_HEADER = "x-kedge-node"
 
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 _CA_HASH = re.compile(r"[0-9a-f]{64}", re.ASCII)

@@ -34,6 +34,10 @@ def test_token_for_another_node_is_refused(cloud: Cloud, tmp_path: Path):
     r = cloud.join("node-b", tmp_path / "b", token)
     assert r.returncode != 0 and "token_node_mismatch" in r.stderr
     assert not (tmp_path / "b" / "pki" / "node.crt").exists()
+    # Refused before it was used up: node-a can still join with it, exactly once.
+    assert cloud.join("node-a", tmp_path / "a", token).returncode == 0
+    again = cloud.join("node-a", tmp_path / "a2", token)
+    assert again.returncode != 0 and "token_used" in again.stderr
 
 
 @pytest.mark.threat("K-TOKEN-REPLAY")

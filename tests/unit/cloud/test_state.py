@@ -504,3 +504,14 @@ def test_prune_drops_old_tokens_and_certs_but_never_node_revocations(state: Clou
     assert state.revoked_serials() == []
     # The node stays revoked, so the pruned certificate is still refused.
     assert state.is_cert_revoked(node="edge-a", serial=5)
+
+
+def test_token_for_another_node_is_refused_without_being_used_up(state: CloudState) -> None:
+    tok = _add(state, "edge-a")
+    assert _code(state.consume_token, token_id=tok.token_id, secret=tok.secret, now=NOW,
+                 expect_node="edge-b") == "token_node_mismatch"
+    # Only the holder of the secret learns the token is for another node.
+    wrong = tok.secret[:-1] + ("A" if tok.secret[-1] != "A" else "B")
+    assert _code(state.consume_token, token_id=tok.token_id, secret=wrong, now=NOW,
+                 expect_node="edge-b") == "token_bad_secret"
+    assert state.consume_token(token_id=tok.token_id, secret=tok.secret, now=NOW, expect_node="edge-a") == "edge-a"
