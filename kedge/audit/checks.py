@@ -531,7 +531,10 @@ def state_db_mode(f: Facts) -> Outcome:
 
 
 def _probes(f: Facts, roles: tuple[str, ...] | None = None) -> list[ProbeFacts]:
-    return [p for p in f.probes if roles is None or p.role in roles]
+    """Probes of these roles; by default every cloud listener (the edge's MQTT broker has its own check)."""
+    if roles is None:
+        return [p for p in f.probes if p.role != "mqtt"]
+    return [p for p in f.probes if p.role in roles]
 
 
 def _probe_loc(f: Facts) -> list[str]:
@@ -976,6 +979,36 @@ def mqtt_tls(f: Facts) -> Outcome:
     if bad:
         return _o(Status.FAIL, exp, ", ".join(bad), [e.mqtt.conf_path])
     return _o(Status.PASS, exp, "all network listeners TLS with client certificates")
+
+
+@check("KEDGE-EDGE-010")
+def mqtt_live(f: Facts) -> Outcome:
+    exp = ("the MQTT broker in EDGEDIR/endpoints.json, probed live, accepts only TLS 1.3 and answers no "
+           "clear-text CONNECT and no client without a certificate")
+    probes = _probes(f, ("mqtt",))
+    if not probes:
+        if f.edge is None:
+            return _no_edge(exp)
+        return _skip(exp, "component not present: no running MQTT broker named in EDGEDIR/endpoints.json")
+    loc = [f.edge.root + "/endpoints.json"] if f.edge is not None else []
+    results = []
+    for p in probes:
+        if p.error:
+            results.append(_probe_error(p))
+            continue
+        bad = [old for old in ("TLSv1", "TLSv1.1", "TLSv1.2") if p.version(old) == "accepted"]
+        if p.version("TLSv1.3") != "accepted":
+            bad.append("no TLS 1.3 handshake")
+        if p.plaintext == "accepted":
+            bad.append("answered a clear-text CONNECT")
+        if p.no_client_cert == "accepted":
+            bad.append("answered a client without a certificate")
+        if bad:
+            results.append((Status.FAIL, f"{p.url}: " + ", ".join(bad)))
+        else:
+            results.append((Status.PASS, f"{p.url}: TLS 1.3 only, clear text and certificate-less clients refused"))
+    status = _worst(s for s, _ in results)
+    return _o(status, exp, "; ".join(m for _, m in results), loc if status is not Status.PASS else [])
 
 
 @check("KEDGE-EDGE-009")

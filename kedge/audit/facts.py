@@ -179,7 +179,7 @@ class ProbeFacts:
     """
 
     url: str
-    role: str  # "hub" | "certs" | "api" | "unknown"
+    role: str  # "hub" | "certs" | "api" | "mqtt" | "unknown"
     error: str | None = None  # the probe could not run (connection refused, timeout)
     not_running: bool = False  # error is "refused on loopback" for an endpoint from endpoints.json
     versions: tuple[tuple[str, str], ...] = ()
@@ -192,6 +192,7 @@ class ProbeFacts:
     anonymous_detail: str = "n/a"
     oversized: str = "n/a"  # "413" | "closed" | "accepted:<code>" | "refused-early:<code>" | "n/a"
     unauthenticated_csr: int | None = None  # status for POST /edge.crt without token or cert
+    plaintext: str = "n/a"  # mqtt: "accepted" if a clear-text CONNECT got a CONNACK, else "refused"
 
     def version(self, name: str) -> str:
         return dict(self.versions).get(name, "n/a")

@@ -26,7 +26,15 @@ MAX_RESPONSE_BYTES = 16 * 1024
 OVERSIZED_BODY_BYTES = 1024 * 1024
 _CHUNK = 64 * 1024
 _VERSIONS = (("TLSv1", "TLSv1"), ("TLSv1.1", "TLSv1_1"), ("TLSv1.2", "TLSv1_2"), ("TLSv1.3", "TLSv1_3"))
-ROLES = ("hub", "certs", "api", "unknown")
+ROLES = ("hub", "certs", "api", "mqtt", "unknown")
+_SCHEMES = {"https": 443, "wss": 443, "mqtts": 8883, "mqtt": 1883}
+
+# MQTT 3.1.1 CONNECT (clean session, keepalive 60 s, client id "kedge-audit", no credentials)
+# and the first byte of the CONNACK a broker answers with. Nothing else is ever sent.
+_MQTT_CLIENT_ID = b"kedge-audit"
+_MQTT_CONNECT = (bytes([0x10, 12 + len(_MQTT_CLIENT_ID)]) + b"\x00\x04MQTT\x04\x02\x00\x3c"
+                 + len(_MQTT_CLIENT_ID).to_bytes(2, "big") + _MQTT_CLIENT_ID)
+_MQTT_CONNACK = 0x20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,19 +47,19 @@ class Target:
 
     @classmethod
     def parse(cls, text: str, role: str | None = None) -> "Target":
-        """``URL`` or ``ROLE=URL``; schemes https/wss; the role defaults from the scheme."""
+        """``URL`` or ``ROLE=URL``; schemes https/wss/mqtts/mqtt; the role defaults from the scheme."""
         if "=" in text.split("://", 1)[0]:
             role, text = text.split("=", 1)
         u = urlsplit(text)
-        if u.scheme not in ("https", "wss") or not u.hostname:
-            raise ConfigError(f"endpoint must be https://HOST:PORT or wss://HOST:PORT, not {text!r}",
+        if u.scheme not in _SCHEMES or not u.hostname:
+            raise ConfigError(f"endpoint must be https://, wss://, mqtts:// or mqtt://HOST:PORT, not {text!r}",
                               code="bad_endpoint")
         try:
-            port = u.port or 443
+            port = u.port or _SCHEMES[u.scheme]
         except ValueError as exc:
             raise ConfigError(f"bad port in {text!r}", code="bad_endpoint") from exc
         if role is None:
-            role = "hub" if u.scheme == "wss" else "unknown"
+            role = {"wss": "hub", "mqtts": "mqtt", "mqtt": "mqtt"}.get(u.scheme, "unknown")
         if role not in ROLES:
             raise ConfigError(f"endpoint role must be one of {ROLES}, not {role!r}", code="bad_endpoint")
         return cls(url=text, role=role, host=u.hostname, port=port)
@@ -174,6 +182,45 @@ def _client_cert_required(t: Target, timeout: float) -> str:
         s.close()
 
 
+def _mqtt_connack(sock: socket.socket) -> str:
+    """Send the CONNECT; "accepted" if a CONNACK comes back (the broker spoke MQTT to us)."""
+    try:
+        sock.sendall(_MQTT_CONNECT)
+        first = sock.recv(1)
+    except socket.timeout:
+        return "refused"  # silent: no MQTT session was offered
+    except OSError:  # includes ssl.SSLError: a TLS alert (certificate required) or a reset
+        return "refused"
+    return "accepted" if first[:1] == bytes([_MQTT_CONNACK]) else "refused"
+
+
+def _mqtt_without_client_cert(t: Target, timeout: float) -> str:
+    """TLS without a client certificate, then an MQTT CONNECT: must not get a CONNACK."""
+    try:
+        s = _connect(t, _probe_tls.unsafe_probe_context_anonymous(), timeout)
+    except _ProbeFailed:
+        raise
+    except OSError:  # includes ssl.SSLError: refused during the handshake
+        return "refused"
+    try:
+        return _mqtt_connack(s)
+    finally:
+        s.close()
+
+
+def _mqtt_plaintext(t: Target, timeout: float) -> str:
+    """An MQTT CONNECT in clear text: a TLS-only broker must not answer it."""
+    try:
+        raw = socket.create_connection((t.host, t.port), timeout=timeout)
+    except OSError as exc:
+        raise _ProbeFailed(f"{type(exc).__name__}: {exc.strerror or exc}",
+                           refused=isinstance(exc, ConnectionRefusedError)) from exc
+    try:
+        return _mqtt_connack(raw)
+    finally:
+        raw.close()
+
+
 def _anonymous_request(t: Target, timeout: float) -> tuple[int | None, str]:
     try:
         s = _connect(t, _probe_tls.unsafe_probe_context_anonymous(), timeout)
@@ -282,7 +329,12 @@ def probe(t: Target, *, ca: x509.Certificate | None, timeout: float = 3.0) -> Pr
                 else:
                     non_ecdhe = state
         peer_der = _fetch_peer_cert(t, timeout)
-        no_cert = _client_cert_required(t, timeout) if t.role == "hub" else "n/a"
+        plaintext = "n/a"
+        if t.role == "mqtt":
+            no_cert = _mqtt_without_client_cert(t, timeout)
+            plaintext = _mqtt_plaintext(t, timeout)
+        else:
+            no_cert = _client_cert_required(t, timeout) if t.role == "hub" else "n/a"
         anon_status, anon_detail = _anonymous_request(t, timeout) if t.role == "api" else (None, "n/a")
         oversized = _oversized_post(t, timeout) if t.role == "certs" else "n/a"
         unauth_csr = _unauthenticated_csr(t, timeout) if t.role == "certs" else None
@@ -293,5 +345,5 @@ def probe(t: Target, *, ca: x509.Certificate | None, timeout: float = 3.0) -> Pr
         url=t.url, role=t.role, host=t.host, versions=tuple(versions), tls12_cbc=cbc, tls12_non_ecdhe=non_ecdhe,
         no_client_cert=no_cert, peer_cert=_peer_info(peer_der, ca),
         anonymous_status=anon_status, anonymous_detail=anon_detail, oversized=oversized,
-        unauthenticated_csr=unauth_csr,
+        unauthenticated_csr=unauth_csr, plaintext=plaintext,
     )

@@ -53,10 +53,24 @@ def default_targets(data_dir: str | Path | None) -> list[probe.Target]:
     return out
 
 
-def resolve_targets(endpoints: Sequence[str], data_dir: str | Path | None) -> list[probe.Target]:
+def edge_targets(edge_data_dir: str | Path | None) -> list[probe.Target]:
+    """The MQTT broker ``EDGEDIR/endpoints.json`` names (edgecore writes it once mosquitto runs)."""
+    if edge_data_dir is None or not (Path(edge_data_dir) / "endpoints.json").exists():
+        return []
+    data, err = gather.read_json_config(Path(edge_data_dir) / "endpoints.json")
+    if err:
+        raise ConfigError(f"{edge_data_dir}/endpoints.json: {err}", code="bad_endpoints")
+    url = (data or {}).get("mqtt")
+    if isinstance(url, str) and url:
+        return [dataclasses.replace(probe.Target.parse(url, role="mqtt"), explicit=False)]
+    return []
+
+
+def resolve_targets(endpoints: Sequence[str], data_dir: str | Path | None,
+                    edge_data_dir: str | Path | None = None) -> list[probe.Target]:
     known = {t.url: t.role for t in default_targets(data_dir)} if data_dir is not None else {}
     if not endpoints:
-        return default_targets(data_dir)
+        return default_targets(data_dir) + edge_targets(edge_data_dir)
     out = []
     for text in endpoints:
         t = probe.Target.parse(text)
@@ -86,7 +100,7 @@ def run_audit(
         if d is not None and not (Path(d) / "config.json").exists() and not (Path(d) / "pki").is_dir():
             raise ConfigError(f"{flag} {d} is not a kedge data directory (no config.json, no pki/)",
                               code="not_initialised")
-    targets = resolve_targets(endpoints, data_dir)
+    targets = resolve_targets(endpoints, data_dir, edge_data_dir)
     now = now or dt.datetime.now(dt.timezone.utc)
     cloud = gather.gather_cloud(data_dir) if data_dir is not None else None
     edge = gather.gather_edge(edge_data_dir) if edge_data_dir is not None else None

@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import importlib.resources
 import json
+import os
 import shutil
 import socket
 import sqlite3
@@ -391,3 +392,102 @@ def test_stale_endpoints_after_cloudcore_stops_skip_but_explicit_endpoints_error
     assert by_id(report)["KEDGE-CLUSTER-001"]["status"] == "SKIP" and code == 0
     code, report = audit("--data-dir", str(cloud.dir), "--endpoint", hub)
     assert by_id(report)["KEDGE-CLUSTER-001"]["status"] == "ERROR" and code == 3
+
+
+# --------------------------------------------------------------------------- the edge's MQTT broker, live
+
+
+@contextlib.contextmanager
+def _mosquitto(conf: Path, port: int) -> Iterator[None]:
+    """A mosquitto with a hand-written config (planted faults), stopped on exit."""
+    import subprocess
+    import time
+
+    from kedge.edge.broker import find_mosquitto
+
+    binary = find_mosquitto()
+    assert binary, "mosquitto is required (tests/install-system-deps.sh installs it)"
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, "mosquitto exited"
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("mosquitto did not listen")
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def broker_edge(cluster, tmp_path):
+    """A copy of the joined edge's data dir with broker credentials from the device CA."""
+    import pwd
+
+    from kedge._internal import fsutil
+    from kedge.cloud.devicecontroller import pki as device_pki
+
+    cloud, edge_dir = cluster
+    e = tmp_path / "edge"
+    shutil.copytree(edge_dir, e)
+    bundle = device_pki.issue_broker_bundle(cloud.dir, "edge-1", now=dt.datetime.now(dt.timezone.utc))
+    files = {}
+    for key, name in (("ca", "mqtt-ca.crt"), ("serverCert", "mqtt-broker.crt"), ("serverKey", "mqtt-broker.key")):
+        files[key] = e / "pki" / name
+        fsutil.write_private(files[key], bundle[key].encode())
+    return e, files, pwd.getpwuid(os.getuid()).pw_name
+
+
+def _planted(e: Path, text: str) -> tuple[Path, int]:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    conf = e / "planted-mosquitto.conf"
+    conf.write_text(text.format(port=port))
+    return conf, port
+
+
+@pytest.mark.threat("KE-T3")
+def test_live_broker_as_edgecore_runs_it_passes_edge_010(broker_edge):
+    from kedge.edge.broker import Broker
+
+    e, files, _ = broker_edge
+    broker = Broker(e / "mqtt", "edge-1", cafile=files["ca"], certfile=files["serverCert"],
+                    keyfile=files["serverKey"])
+    broker.start()
+    try:
+        (e / "endpoints.json").write_text(json.dumps({"mqtt": broker.url}))
+        code, report = audit("--edge-data-dir", str(e))
+    finally:
+        broker.stop()
+    r = by_id(report)["KEDGE-EDGE-010"]
+    assert r["status"] == "PASS", r
+    assert "KEDGE-EDGE-010" not in fails(report) and code == 0
+
+
+@pytest.mark.threat("KE-T3")
+@pytest.mark.parametrize("fault", ["plaintext", "no-client-cert", "tls12"])
+def test_live_broker_with_a_planted_fault_fails_edge_010(broker_edge, fault):
+    e, files, user = broker_edge
+    tls_lines = f"cafile {files['ca']}\ncertfile {files['serverCert']}\nkeyfile {files['serverKey']}\n"
+    body = {
+        "plaintext": "",
+        "no-client-cert": tls_lines + "tls_version tlsv1.3\n",
+        "tls12": tls_lines + "require_certificate true\ntls_version tlsv1.2\n",
+    }[fault]
+    conf, port = _planted(e, f"user {user}\npersistence false\nallow_anonymous true\n"
+                             f"listener {{port}} 127.0.0.1\n{body}")
+    scheme = "mqtt" if fault == "plaintext" else "mqtts"
+    (e / "endpoints.json").write_text(json.dumps({"mqtt": f"{scheme}://127.0.0.1:{port}"}))
+    with _mosquitto(conf, port):
+        code, report = audit("--edge-data-dir", str(e))
+    r = by_id(report)["KEDGE-EDGE-010"]
+    assert r["status"] == "FAIL" and code == 1, r
+    expected = {"plaintext": "clear-text CONNECT", "no-client-cert": "without a certificate",
+                "tls12": "TLSv1.2"}[fault]
+    assert expected in r["actual"], r

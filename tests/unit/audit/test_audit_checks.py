@@ -127,7 +127,7 @@ def test_absent_components_skip_with_reason_not_pass():
     report = evaluate(af.facts(probes=(), edge=af.edge(mqtt=None, edge_db=af.FileStat("/e/edge.db", False))), CAT)
     by_id = {r.check.id: r for r in report.results}
     for cid in ("KEDGE-CLUSTER-001", "KEDGE-CLUSTER-005", "KEDGE-CLUSTER-007", "KEDGE-EDGE-004",
-                "KEDGE-EDGE-005", "KEDGE-EDGE-007", "KEDGE-EDGE-008", "KEDGE-EDGE-009"):
+                "KEDGE-EDGE-005", "KEDGE-EDGE-007", "KEDGE-EDGE-008", "KEDGE-EDGE-009", "KEDGE-EDGE-010"):
         assert by_id[cid].status is Status.SKIP, cid
         assert "component not present" in by_id[cid].outcome.actual, cid
 
@@ -222,3 +222,34 @@ def test_stopped_service_named_by_endpoints_json_is_skip_not_error():
     r = {x.check.id: x for x in report.results}
     assert r["KEDGE-CLUSTER-001"].status is Status.SKIP and "not listening" in r["KEDGE-CLUSTER-001"].outcome.actual
     assert report.exit_code(Severity.LOW) == 0
+
+
+# --------------------------------------------------------------------------- the MQTT broker, live
+
+
+def _mqtt_probe(**kw):
+    p = dataclasses.replace(af.hub_probe(), url="mqtts://127.0.0.1:8883", role="mqtt", plaintext="refused",
+                            peer_cert=None)
+    return dataclasses.replace(p, **kw)
+
+
+@pytest.mark.parametrize("kw, expect", [
+    ({}, None),
+    ({"plaintext": "accepted"}, "clear-text CONNECT"),
+    ({"no_client_cert": "accepted"}, "without a certificate"),
+    ({"versions": (("TLSv1", "refused"), ("TLSv1.1", "refused"), ("TLSv1.2", "accepted"),
+                   ("TLSv1.3", "accepted"))}, "TLSv1.2"),
+    ({"versions": (("TLSv1", "refused"), ("TLSv1.1", "refused"), ("TLSv1.2", "refused"),
+                   ("TLSv1.3", "refused"))}, "no TLS 1.3"),
+])
+def test_live_mqtt_broker_check(kw, expect):
+    probes = (af.hub_probe(), af.certs_probe(), af.api_probe(), _mqtt_probe(**kw))
+    report = evaluate(af.facts(probes=probes), CAT)
+    r = {x.check.id: x for x in report.results}
+    if expect is None:
+        assert r["KEDGE-EDGE-010"].status is Status.PASS
+    else:
+        assert r["KEDGE-EDGE-010"].status is Status.FAIL and expect in r["KEDGE-EDGE-010"].outcome.actual
+    # The broker is the edge's: the cloud listener checks never judge it.
+    assert r["KEDGE-CLUSTER-002"].status is statuses(af.facts())["KEDGE-CLUSTER-002"]
+    assert "mqtts://" not in r["KEDGE-CLUSTER-002"].outcome.actual
