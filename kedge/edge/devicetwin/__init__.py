@@ -69,11 +69,11 @@ def _certs_usable(pki_dir) -> bool:
 
 async def ensure_certs(core) -> None:
     """Fetch the MQTT certificates from the cloud unless usable ones are on disk."""
-    from kedge.pki import ca as pki
-
     pki_dir = core.dir.pki
     if await asyncio.to_thread(_certs_usable, pki_dir):
         return
+    from kedge.pki import ca as pki  # only to check a fetched bundle: cryptography stays out of an idle edge
+
     delay = 0.5
     while True:
         await core.hub.connected.wait()
