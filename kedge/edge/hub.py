@@ -6,7 +6,9 @@
   (measured from when this node received it), over mutual TLS with the current
   certificate, then reconnects with the new identity. A node that was offline past
   that point renews as soon as the cloud is reachable; an expired certificate cannot
-  be renewed and the node must re-join with a new token.
+  be renewed and the node must re-join with a new token. The renewal itself runs in a
+  short-lived child process (:mod:`kedge.edge.renewal`) so that ``cryptography`` never
+  becomes resident in edgecore.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import datetime as dt
 import logging
 import os
 import random
+import subprocess  # nosec B404 - runs this interpreter on kedge.edge.renewal with the data dir, no shell
+import sys
 import time
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
@@ -24,9 +28,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
 from kedge import tls
-from kedge._internal import httpclient
+from kedge.edge import renewal
 from kedge.edge.config import EdgeConfig, EdgeDir
-from kedge.errors import KedgeError, PeerError, StateError
+from kedge.errors import KedgeError, LocalError, PeerError, StateError
 from kedge.limits import Limits
 from kedge.protocol import message as m
 from kedge.protocol.session import (
@@ -44,6 +48,7 @@ Handler = Callable[[m.Message], Awaitable[Any]]
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 30.0
 RENEW_FRACTION = (0.7, 0.9)
+RENEWAL_TIMEOUT_S = 60.0  # the child's own HTTPS calls time out after 10 s each
 
 
 def backoff_delay(attempt: int, rng: random.Random, *, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_CAP_S) -> float:
@@ -89,12 +94,13 @@ class EdgeHub:
         self.connects = 0
         self.last_close: tuple[int | None, str] | None = None
         self._renew_at: float | None = None
+        self._renewal: asyncio.Future[None] | None = None
 
     # -- certificate ------------------------------------------------------------
 
     def _cert_times(self) -> tuple[float, float]:
-        # Only the validity is needed here: read without ``cryptography``, which an idle
-        # edge does not load (it is imported for a renewal, see _renew_blocking).
+        # Only the validity is needed here: read without ``cryptography``, which edgecore
+        # does not load (renewal runs in a child process, see _renew_in_child).
         validity = tls.load_cert_validity(self.dir.node_crt)
         received = self.dir.node_crt.stat().st_mtime
         return received, validity.not_valid_after_utc.timestamp()
@@ -113,22 +119,40 @@ class EdgeHub:
             self._renew_at = renewal_time(received, not_after, self.rng)
         return self._renew_at
 
-    def _renew_blocking(self) -> None:
-        from kedge.pki import ca as pki  # the CSR and the check of the issued certificate need cryptography
+    async def _renew_in_child(self) -> None:
+        """Run ``python -m kedge.edge.renewal EDGEDIR``; raise the error it reports.
 
-        ctx = tls.client_context(self.dir.ca_crt, self.dir.node_crt, self.dir.node_key)
-        key = pki.generate_key()
-        resp = httpclient.request_json(self.cfg.certs + "/edge.crt", ctx, method="POST",
-                                       body=pki.make_csr(key, self.node),
-                                       headers={"Content-Type": "application/pkcs10"})
-        from kedge.edge.join import check_issued
-
-        cert = check_issued(resp, self.dir.ca_crt.read_bytes(), key, self.node)
-        self.dir.install_identity(pki.key_to_pem(key), pki.cert_to_pem(cert))
+        A cancelled caller does not stop the child (see :meth:`renew`): killing it could
+        interrupt the identity swap. Only a child that outlives RENEWAL_TIMEOUT_S is
+        killed, and then an interrupted swap is finished or dropped (``recover_identity``).
+        """
+        if not sys.executable:
+            raise LocalError("no Python interpreter to run the renewal with", code="renewal_failed")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "kedge.edge.renewal", str(self.dir.root),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        try:
+            async with asyncio.timeout(RENEWAL_TIMEOUT_S):
+                out, _ = await proc.communicate()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            self.dir.recover_identity()
+            raise LocalError("certificate renewal did not finish in time", code="renewal_timeout") from None
+        try:
+            renewal.raise_result(out, proc.returncode)
+        except KedgeError:
+            self.dir.recover_identity()  # the child failed: leave no half-installed pair behind
+            raise
 
     async def renew(self) -> None:
         self.check_not_expired()
-        await asyncio.to_thread(self._renew_blocking)
+        # One renewal at a time; shielded so that a caller cancelled mid-renewal (the tunnel
+        # closed) leaves the child to finish and the next caller waits for that one.
+        if self._renewal is None or self._renewal.done():
+            self._renewal = asyncio.ensure_future(self._renew_in_child())
+            self._renewal.add_done_callback(lambda f: f.cancelled() or f.exception())
+        await asyncio.shield(self._renewal)
         self._renew_at = None
         self.rotations += 1
         log.info("node certificate renewed (rotation %d)", self.rotations)

@@ -3,8 +3,9 @@
 Each check runs in a fresh interpreter and fails if someone re-adds an eager import. What an
 idle edge must not carry, and why:
 
-- ``cryptography`` (~8 MiB of native code resident): only for join, certificate renewal, the
-  one-time MQTT bundle check and sealed (secret) rows -- each imports it when it happens;
+- ``cryptography`` (~8 MiB of native code resident): join and certificate renewal run in
+  their own processes (``kedge join``, ``python -m kedge.edge.renewal``); the one-time MQTT
+  bundle check and sealed (secret) rows import it when they happen;
 - ``kedge.pki`` (imports cryptography), ``kedge.edge.join`` (join/renewal only);
 - ``paho`` (the devicetwin MQTT client starts only once a device is bound to the node);
 - ``yaml``, ``kubernetes``, ``kedge.cloud``, ``kedge.apiserver``: cloud-side or CLI-only.
