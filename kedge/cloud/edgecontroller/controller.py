@@ -5,10 +5,17 @@ Per connected node:
    after connecting -- see :mod:`kedge.edge.metamanager.handler` for the message shape;
 2. the controller lists the node's pods and fetches what they reference *as the node*,
    and sends exactly the difference (:func:`.plan.resync`), each as an acked message;
-3. then it follows changes: a pod watch (as the node) plus a periodic re-read of the
-   referenced configmaps/secrets trigger a rebuild of the desired state, and
-   :func:`.plan.changes` says what to send. A message counts as delivered only when the
-   edge acked it after its durable write; an unacked one is resent on the next pass.
+3. then it follows changes informer-style: a pod watch (as the node, from the list's
+   resourceVersion; a 410 Gone re-lists) feeds every event into the node's
+   :class:`.cache.NodeCache`, which says which keys it touched; new references are read
+   as the node, and just those keys go out at once (:func:`.plan.delta`), a pod only
+   after the configmaps/secrets it needs were acked. A message counts as delivered only
+   when the edge acked it after its durable write; one the edge refused is retried by
+   the periodic pass;
+4. the periodic pass (every ``resync_interval_s``, off the event path) is the safety
+   net: it re-lists the pods, re-reads every referenced configmap/secret (that is how
+   their updates are noticed) and compares everything the node should hold with what
+   it acked.
 
 Because the edge states what it holds on every connect, any cloudcore replica can serve
 any node, and a cloudcore restart resends only what the edge lacks.
@@ -20,13 +27,16 @@ Upstream (edge -> cloud): pod status (``<ns>/podstatus/<name>``), node status
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
 import logging
+import random
 import threading
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterable
 
 from kedge.cloud.edgecontroller import plan
+from kedge.cloud.edgecontroller.cache import GONE, NodeCache, Ref
 from kedge.cloud.edgecontroller.kubeapi import ApiGone, KubeAPI
 from kedge.errors import KedgeError, PeerError
 from kedge.protocol import message as m
@@ -38,6 +48,9 @@ PUSH_WINDOW = 32
 MAX_INVENTORY_PAGES = 1_000
 MAX_INVENTORY_ENTRIES = 200_000
 ACK_TIMEOUT_S = 30.0
+WATCH_TIMEOUT_S = 60
+# Threads reading newly referenced configmaps/secrets as the nodes (shared by all nodes).
+REF_READERS = 4
 
 
 def _now_iso() -> str:
@@ -49,109 +62,265 @@ class NodeSync:
         self.ctrl = ctrl
         self.session = session
         self.node = session.node
+        self.cache = NodeCache()
         self.held: dict[str, dict[str, Any]] = {}  # what the edge acked, by key
-        self.ref_cache: dict[tuple[str, str, str], dict[str, Any] | None] = {}
-        self.dirty = asyncio.Event()
+        self.provided: dict[str, dict[str, Any]] = {}  # what the desired_providers add, by key
+        self.dirty = asyncio.Event()  # set by other controllers: the providers' answer changed
         self.stop = threading.Event()
         self.task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: set[str] = set()  # keys whose delta is still to be worked out and sent
+        self._inflight: set[str] = set()
+        self._kick = asyncio.Event()
+        self._fatal: BaseException | None = None
+        self._fetching: set[Ref] = set()
+        self._read_at: dict[Ref, float] = {}  # monotonic time each ref was last read as the node
+        self._fetch_backoff = 0.2
+        self._tasks: set[asyncio.Task] = set()
+        self._window = asyncio.Semaphore(PUSH_WINDOW)
+
+    # -- the cache, fed on the event loop ----------------------------------------------------
+
+    def _touch(self, keys: Iterable[str]) -> None:
+        keys = set(keys)
+        if keys:
+            self._pending |= keys
+            self._kick.set()
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        self._touch(self.cache.apply(event))
+        self._fetch_missing()
+
+    def _on_list(self, pods: list[dict[str, Any]], rv: str) -> None:
+        self._touch(self.cache.replace(pods, rv))
+        self._fetch_missing()
+
+    def _fetch_missing(self) -> None:
+        missing = self.cache.missing_refs() - self._fetching
+        if missing:
+            self._spawn(self._fetch(missing))
+
+    async def _fetch(self, refs: set[Ref]) -> None:
+        """Read ``refs`` as the node, in parallel on the controller's readers, into the cache."""
+        loop = asyncio.get_running_loop()
+        self._fetching |= refs
+        ordered = sorted(refs)
+        try:
+            results = await asyncio.gather(
+                *(loop.run_in_executor(self.ctrl.readers, self.ctrl.api.get, self.node, *ref) for ref in ordered),
+                return_exceptions=True)
+        finally:
+            self._fetching -= refs
+        failed = 0
+        now = time.monotonic()
+        for ref, result in zip(ordered, results, strict=True):
+            if isinstance(result, BaseException):
+                failed += 1
+                continue
+            self._read_at[ref] = now
+            self._touch(self.cache.set_ref(ref, result))
+        self._kick.set()  # pods waiting for these references may go now
+        if failed:
+            log.warning("node %s: %d referenced objects could not be read; retrying", self.node, failed)
+            await asyncio.sleep(self._fetch_backoff)
+            self._fetch_backoff = min(self._fetch_backoff * 2, 5.0)
+            self._fetch_missing()
+        else:
+            self._fetch_backoff = 0.2
+
+    def _want(self, key: str) -> dict[str, Any] | None:
+        obj = self.cache.get(key)
+        return obj if obj is not None else self.provided.get(key)
+
+    # -- pushing -------------------------------------------------------------------------------
+
+    async def _deliver(self, p: plan.Push) -> None:
+        msg = m.Message.new(
+            source="edgecontroller", destination="metamanager", group="resource", operation=p.operation,
+            resource=p.key, content=p.obj, now_ms=int(time.time() * 1000), resourceversion=p.rv,
+            msg_id=self.session.session.new_msg_id())
+        reply = await self.session.request(msg, timeout=ACK_TIMEOUT_S)
+        if reply.route.operation == m.ERROR:
+            log.warning("node %s refused %s %s: %s", self.node, p.operation, p.key, reply.content)
+            return
+        if p.operation == "delete":
+            self.held.pop(p.key, None)
+        elif p.obj is not None:
+            self.held[p.key] = p.obj
 
     async def _push_all(self, pushes: list[plan.Push]) -> None:
-        sem = asyncio.Semaphore(PUSH_WINDOW)
-
+        """Send ``pushes`` (at most PUSH_WINDOW unacked): configmaps/secrets first, then the pods using them."""
         async def one(p: plan.Push) -> None:
-            async with sem:
-                msg = m.Message.new(
-                    source="edgecontroller", destination="metamanager", group="resource", operation=p.operation,
-                    resource=p.key, content=p.obj, now_ms=int(time.time() * 1000), resourceversion=p.rv,
-                    msg_id=self.session.session.new_msg_id())
-                reply = await self.session.request(msg, timeout=ACK_TIMEOUT_S)
-                if reply.route.operation == m.ERROR:
-                    log.warning("node %s refused %s %s: %s", self.node, p.operation, p.key, reply.content)
-                    return
-                if p.operation == "delete":
-                    self.held.pop(p.key, None)
-                elif p.obj is not None:
-                    self.held[p.key] = p.obj
+            async with self._window:
+                await self._deliver(p)
 
-        await asyncio.gather(*(one(p) for p in pushes))
+        def is_pod(p: plan.Push) -> bool:
+            return p.key.split("/", 2)[1:2] == [plan.POD]
 
-    async def _desired(self, *, refresh: bool) -> dict[str, dict[str, Any]]:
-        """The node's desired state: its pods (one list) and what they reference.
+        await asyncio.gather(*(one(p) for p in pushes if not is_pod(p)))
+        await asyncio.gather(*(one(p) for p in pushes if is_pod(p)))
 
-        Referenced configmaps/secrets are read one by one as the node (the Node authorizer
-        allows exactly those), so they are cached between passes: a pod event fetches only
-        references not seen before; a periodic ``refresh`` pass re-reads all of them (that is
-        how configmap/secret updates are noticed).
-        """
-        api, node, cache = self.ctrl.api, self.node, self.ref_cache
+    def _ready(self, key: str) -> bool:
+        """A pod goes out only once the configmaps/secrets it references were read and acked."""
+        for ref in self.cache.refs_of(key):
+            if ref in self._fetching or not self.cache.fetched(ref):
+                return False
+            ref_key = plan.key(*ref)
+            if ref_key in self._pending or ref_key in self._inflight:
+                return False
+        return True
 
-        def build() -> tuple[dict[str, dict[str, Any]], str]:
-            pods, rv = api.list_pods(node)
-            needed: set[tuple[str, str, str]] = set()
-            for pod in pods:
-                pod.setdefault("kind", "Pod")
-                pod.setdefault("apiVersion", "v1")
-                needed |= plan.referenced(pod)
-            for ref in needed:
-                if refresh or ref not in cache:
-                    cache[ref] = api.get(node, *ref)
-            for ref in set(cache) - needed:
-                del cache[ref]
-            return plan.desired_state(pods, cache), rv
+    async def _send(self, p: plan.Push) -> None:
+        try:
+            async with self._window:
+                await self._deliver(p)
+        except (ConnectionError, TimeoutError) as exc:
+            self._fatal = exc  # the tunnel is gone: the next connect starts a new sync
+        except KedgeError as exc:
+            log.warning("node %s: sending %s %s failed: %s", self.node, p.operation, p.key, exc.code)
+        finally:
+            self._inflight.discard(p.key)
+            self._kick.set()
 
-        desired, self.list_rv = await asyncio.to_thread(build)
-        for provider in self.ctrl.desired_providers:
-            # Other controllers (e.g. devices) add what this node should hold: key -> object.
-            desired.update(await asyncio.to_thread(provider, node))
-        return desired
+    async def _pusher(self) -> None:
+        """Send the delta of every pending key as soon as it is known; one message per key in flight."""
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            if self._fatal is not None:
+                raise self._fatal
+            # Pods last: a pod whose references are sent in this round waits for their acks.
+            for key in sorted(self._pending - self._inflight, key=lambda k: (k.split("/", 2)[1:2] == [plan.POD], k)):
+                if not self._ready(key):
+                    continue
+                self._pending.discard(key)
+                push = plan.delta(key, self._want(key), self.held.get(key), self.cache.deleted_rv(key))
+                if push is None:
+                    continue
+                self._inflight.add(key)
+                self._spawn(self._send(push))
 
-    def _watch_thread(self, loop: asyncio.AbstractEventLoop) -> None:
+    # -- watching ------------------------------------------------------------------------------
+
+    def _post(self, fn, *args) -> None:
+        assert self._loop is not None  # nosec B101 - set before the watch thread starts
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is closed: cloudcore is stopping
+            self.stop.set()
+
+    def _watch_thread(self, rv: str) -> None:
+        """List-then-watch, as the node: events go to the cache; a 410 Gone re-lists; errors back off."""
         backoff = 0.5
+        relist = False
         while not self.stop.is_set():
-            rv = getattr(self, "list_rv", "")
             try:
-                for event in self.ctrl.api.watch_pods(self.node, rv, timeout_s=60, stop=self.stop):
+                if relist:
+                    pods, rv = self.ctrl.api.list_pods(self.node)
+                    self._post(self._on_list, pods, rv)
+                    relist = False
+                for event in self.ctrl.api.watch_pods(self.node, rv, timeout_s=WATCH_TIMEOUT_S, stop=self.stop):
                     obj_rv = ((event.get("object") or {}).get("metadata") or {}).get("resourceVersion")
                     if obj_rv:
-                        self.list_rv = obj_rv
-                    if event.get("type") != "BOOKMARK":
-                        loop.call_soon_threadsafe(self.dirty.set)
+                        rv = obj_rv
+                    self._post(self._on_event, event)
                 backoff = 0.5
             except ApiGone:
-                loop.call_soon_threadsafe(self.dirty.set)  # re-list, then watch from the new rv
-                self.list_rv = ""
-                self.stop.wait(0.2)
+                self._post(self._on_event, {"type": "ERROR", "object": {"code": GONE}})
+                relist = True
             except Exception as exc:  # noqa: BLE001 - keep watching through API server restarts
                 log.info("pod watch for %s: %s; retrying", self.node, getattr(exc, "code", type(exc).__name__))
-                self.stop.wait(backoff)
+                self.stop.wait(backoff * random.uniform(0.5, 1.0))  # nosec B311 - jitter, not a secret
                 backoff = min(backoff * 2, 10.0)
 
-    async def run(self, inventory: dict[str, str], tombstones: dict[str, str]) -> None:
-        # What the edge holds, as far as changes() needs to know (its own Node is not ours to delete).
-        self.held = {k: {"metadata": {"resourceVersion": v}} for k, v in inventory.items()
-                     if k.split("/")[1:2] != [plan.NODE]}
-        first = True
-        refresh = True
-        loop = asyncio.get_running_loop()
+    # -- the periodic safety net ------------------------------------------------------------------
+
+    async def _refresh_provided(self) -> None:
+        provided: dict[str, dict[str, Any]] = {}
+        for provider in self.ctrl.desired_providers:
+            # Other controllers (e.g. devices) add what this node should hold: key -> object.
+            provided.update(await asyncio.to_thread(provider, self.node))
+        before, self.provided = self.provided, provided
+        self._touch(set(before) | set(provided))  # unchanged ones come out of plan.delta as nothing
+
+    async def _full_pass(self) -> None:
+        api, node = self.ctrl.api, self.node
+        pods, rv = await asyncio.to_thread(api.list_pods, node)
+        self._on_list(pods, rv)
+        # Re-read the referenced configmaps/secrets (how their updates are noticed), except
+        # those read less than half an interval ago (e.g. for a pod that just arrived).
+        referenced = self.cache.referenced()
+        self._read_at = {ref: at for ref, at in self._read_at.items() if ref in referenced}
+        fresh_after = time.monotonic() - self.ctrl.resync_interval_s / 2
+        refs = sorted(ref for ref in referenced if self._read_at.get(ref, -1.0) < fresh_after)
+
+        def read_all() -> list[tuple[Ref, dict[str, Any] | None, float]]:
+            return [(ref, api.get(node, *ref), time.monotonic()) for ref in refs]
+
+        for ref, obj, at in await asyncio.to_thread(read_all):
+            self._read_at[ref] = at
+            self._touch(self.cache.set_ref(ref, obj))
+        await self._refresh_provided()
+        # Everything is compared again: what the edge refused is retried, anything missed is caught.
+        self._touch(set(self.cache.desired()) | set(self.provided) | set(self.held))
+
+    async def _periodic(self) -> None:
+        interval = self.ctrl.resync_interval_s
+        due = time.monotonic() + interval
         attempt = 0
+        while True:
+            woke = False
+            try:
+                async with asyncio.timeout(max(0.0, due - time.monotonic())):
+                    await self.dirty.wait()
+                woke = True
+            except TimeoutError:
+                pass
+            try:
+                if woke:
+                    self.dirty.clear()
+                    await self._refresh_provided()
+                    continue
+                await self._full_pass()
+                attempt = 0
+                due = time.monotonic() + interval
+            except Exception as exc:  # noqa: BLE001 - API hiccups must not end the node's sync
+                attempt += 1
+                log.warning("sync pass for node %s failed (%s); retrying",
+                            self.node, getattr(exc, "code", type(exc).__name__))
+                due = time.monotonic() + min(0.2 * 2 ** attempt, interval)
+
+    # -- the node's sync -----------------------------------------------------------------------------
+
+    async def _initial(self, inventory: dict[str, str], tombstones: dict[str, str]) -> None:
+        attempt = 0
+        watching = False
         while True:
             try:
                 t0 = time.monotonic()
-                desired = await self._desired(refresh=refresh)
-                t1 = time.monotonic()
-                if first:
-                    pushes = plan.resync(desired, inventory, tombstones)
-                    await self._push_all(pushes)
-                    log.info("node %s resynced: %d objects desired (%.2fs to read), %d sent (%.2fs)", self.node,
-                             len(desired), t1 - t0, len(pushes), time.monotonic() - t1)
-                    first = False
-                    threading.Thread(target=self._watch_thread, args=(loop,), daemon=True,
+                pods, rv = await asyncio.to_thread(self.ctrl.api.list_pods, self.node)
+                self.cache.replace(pods, rv)
+                if not watching:  # events from the list on are applied while the resync is sent
+                    threading.Thread(target=self._watch_thread, args=(self.cache.rv,), daemon=True,
                                      name=f"watch-{self.node}").start()
-                else:
-                    pushes = plan.changes(self.held, desired)
-                    if pushes:
-                        await self._push_all(pushes)
-                attempt = 0
+                    watching = True
+                await self._fetch(self.cache.missing_refs())
+                if self.cache.missing_refs():
+                    raise KedgeError("referenced objects could not be read", code="api_error")
+                await self._refresh_provided()
+                desired = self.cache.desired()
+                desired.update(self.provided)
+                t1 = time.monotonic()
+                pushes = plan.resync(desired, inventory, tombstones)
+                await self._push_all(pushes)
+                log.info("node %s resynced: %d objects desired (%.2fs to read), %d sent (%.2fs)", self.node,
+                         len(desired), t1 - t0, len(pushes), time.monotonic() - t1)
+                return
             except (ConnectionError, TimeoutError):
                 raise  # the tunnel is gone: the next connect starts a new sync
             except Exception as exc:  # noqa: BLE001 - API hiccups must not end the node's sync
@@ -159,15 +328,21 @@ class NodeSync:
                 log.warning("sync pass for node %s failed (%s); retrying",
                             self.node, getattr(exc, "code", type(exc).__name__))
                 await asyncio.sleep(min(0.2 * 2 ** attempt, 5.0))
-                continue
-            refresh = False
-            try:
-                async with asyncio.timeout(self.ctrl.resync_interval_s):
-                    await self.dirty.wait()
-                await asyncio.sleep(0.02)  # coalesce bursts of events
-            except TimeoutError:
-                refresh = True  # periodic pass: re-read referenced configmaps and secrets
-            self.dirty.clear()
+
+    async def run(self, inventory: dict[str, str], tombstones: dict[str, str]) -> None:
+        self._loop = asyncio.get_running_loop()
+        # What the edge holds, as far as the deltas need to know (its own Node is not ours to delete).
+        self.held = {k: {"metadata": {"resourceVersion": v}} for k, v in inventory.items()
+                     if k.split("/")[1:2] != [plan.NODE]}
+        await self._initial(inventory, tombstones)
+        periodic = asyncio.create_task(self._periodic())
+        self._kick.set()  # what changed while the resync was sent
+        try:
+            await self._pusher()
+        finally:
+            periodic.cancel()
+            for task in list(self._tasks):
+                task.cancel()
 
     def cancel(self) -> None:
         self.stop.set()
@@ -184,6 +359,8 @@ class EdgeController:
         self.resync_interval_s = resync_interval_s
         self.syncs: dict[str, NodeSync] = {}
         self._pages: dict[str, dict[str, Any]] = {}
+        self.readers = concurrent.futures.ThreadPoolExecutor(max_workers=REF_READERS,
+                                                             thread_name_prefix="edgecontroller-read")
         # Extension points for other cloud controllers (devicecontroller):
         #   desired_providers: blocking callables node -> {key: object} merged into the node's desired state;
         #   upstream_routes: resource type -> async handler(node, msg) -> response content.

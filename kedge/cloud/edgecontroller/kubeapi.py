@@ -102,10 +102,18 @@ class KubeAPI:
         return self._call(fn, name, namespace, _headers=node_headers(node))
 
     def watch_pods(self, node: str, rv: str, *, timeout_s: int, stop: threading.Event) -> Iterator[dict[str, Any]]:
-        resp = self.core.list_pod_for_all_namespaces(
-            field_selector=f"spec.nodeName={node}", watch=True, resource_version=rv, timeout_seconds=timeout_s,
-            allow_watch_bookmarks=True, _preload_content=False, _headers=node_headers(node),
-            _request_timeout=timeout_s + 10)
+        """The node's pod events from ``rv`` on; ApiGone when ``rv`` is too old (410), as an answer or an event."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            resp = self.core.list_pod_for_all_namespaces(
+                field_selector=f"spec.nodeName={node}", watch=True, resource_version=rv, timeout_seconds=timeout_s,
+                allow_watch_bookmarks=True, _preload_content=False, _headers=node_headers(node),
+                _request_timeout=timeout_s + 10)
+        except ApiException as exc:
+            if exc.status == 410:
+                raise ApiGone("resourceVersion too old") from exc
+            raise
         buf = b""
         try:
             for chunk in resp.stream(None, decode_content=False):

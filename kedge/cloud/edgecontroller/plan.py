@@ -144,6 +144,30 @@ def changes(before: Mapping[str, Mapping[str, Any]], after: Mapping[str, Mapping
     return pushes
 
 
+def delta(key: str, want: Mapping[str, Any] | None, held: Mapping[str, Any] | None,
+          deleted_rv: str | None = None) -> Push | None:
+    """What to send for one key, given what the node should hold (``want``) and what it acked (``held``).
+
+    The per-key form of :func:`changes`, for a desired state kept current event by event.
+    A deletion goes out at the rv the object was deleted at when that is known and newer
+    (the edge then keeps a tombstone no older version can pass), else at the rv the edge
+    holds (delete-what-you-hold, as in :func:`resync`).
+    """
+    if want is not None:
+        rv = object_rv(want)
+        if held is None:
+            return Push("insert", key, rv, dict(want))
+        if _rv_int(rv) > _rv_int(object_rv(held)):
+            return Push("update", key, rv, dict(want))
+        return None
+    if held is None:
+        return None
+    rv = object_rv(held)
+    if deleted_rv is not None and _rv_int(deleted_rv) > _rv_int(rv):
+        rv = deleted_rv
+    return Push("delete", key, rv, None)
+
+
 def lost_nodes(nodes: Iterable[Mapping[str, Any]], *, now: float, grace_s: float) -> list[str]:
     """kedge edge nodes that claim Ready=True but whose heartbeat is older than ``grace_s``.
 
