@@ -350,6 +350,64 @@ class NodeSync:
             self.task.cancel()
 
 
+class StatusWriter:
+    """Pod status reports of all nodes, written upstream as the node, off the tunnels' read loops.
+
+    CloudHub handles one node's messages in order and waits for each; a status PATCH
+    held there would hold up the acks of everything sent to that node meanwhile. So a
+    report is queued and answered at once: per pod only the newest report is kept (an
+    older one still waiting is dropped -- it says less than the newer), at most one
+    write per pod is in flight (so they land in order) and at most ``writers`` per node.
+    A node with ``max_pending`` reports waiting has its next ones written before the
+    answer, as before (backpressure). A failed write is logged and dropped, as the edge
+    did with a refused one; the edge re-reports every pod's status after each connect.
+    """
+
+    def __init__(self, api: KubeAPI, *, writers: int = 4, max_pending: int = 10_000) -> None:
+        self.api = api
+        self.writers = writers
+        self.max_pending = max_pending
+        self._pending: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
+        self._busy: dict[str, set[tuple[str, str]]] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    async def report(self, node: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+        pending, pod = self._pending.setdefault(node, {}), (namespace, name)
+        if len(pending) >= self.max_pending and pod not in pending and pod not in self._busy.get(node, ()):
+            await asyncio.to_thread(self.api.patch_pod_status, node, namespace, name, status)
+            return
+        pending[pod] = status
+        self._start(node)
+
+    def _start(self, node: str) -> None:
+        pending, busy = self._pending.get(node, {}), self._busy.setdefault(node, set())
+        for pod in list(pending):
+            if len(busy) >= self.writers:
+                break
+            if pod in busy:
+                continue
+            busy.add(pod)
+            task = asyncio.ensure_future(self._write(node, pod, pending.pop(pod)))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if not pending:
+            self._pending.pop(node, None)
+        if not busy:
+            self._busy.pop(node, None)
+
+    async def _write(self, node: str, pod: tuple[str, str], status: dict[str, Any]) -> None:
+        try:
+            await asyncio.to_thread(self.api.patch_pod_status, node, pod[0], pod[1], status)
+        except KedgeError as exc:
+            log.info("status of pod %s/%s from node %s not written: %s", pod[0], pod[1], node, exc.code)
+        except Exception as exc:  # noqa: BLE001 - one failed write must not stop the others
+            log.warning("status of pod %s/%s from node %s not written: %s", pod[0], pod[1], node,
+                        type(exc).__name__)
+        finally:
+            self._busy.get(node, set()).discard(pod)
+            self._start(node)
+
+
 class EdgeController:
     """Plugged into CloudHub as its router."""
 
@@ -361,6 +419,7 @@ class EdgeController:
         self._pages: dict[str, dict[str, Any]] = {}
         self.readers = concurrent.futures.ThreadPoolExecutor(max_workers=REF_READERS,
                                                              thread_name_prefix="edgecontroller-read")
+        self.statuses = StatusWriter(api)
         # Extension points for other cloud controllers (devicecontroller):
         #   desired_providers: blocking callables node -> {key: object} merged into the node's desired state;
         #   upstream_routes: resource type -> async handler(node, msg) -> response content.
@@ -431,7 +490,7 @@ class EdgeController:
         if op in (m.UPDATE, m.PATCH) and kind == "podstatus":
             if not isinstance(msg.content, dict):
                 raise PeerError("status must be an object", code="invalid_object")
-            await asyncio.to_thread(self.api.patch_pod_status, node, ns, name, msg.content)
+            await self.statuses.report(node, ns, name, msg.content)
             return {"ok": True}
         if op == m.DELETE and kind == "pod":
             uid = (msg.content or {}).get("uid") if isinstance(msg.content, dict) else None
