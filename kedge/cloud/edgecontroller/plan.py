@@ -144,11 +144,28 @@ def changes(before: Mapping[str, Mapping[str, Any]], after: Mapping[str, Mapping
     return pushes
 
 
+# What a status write changes besides ``status`` (a real API server records its manager and time).
+_STATUS_NOISE = ("resourceVersion", "managedFields")
+
+
+def _for_node(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """A pod as far as its node acts on it: everything but the status the node reports itself."""
+    out = {k: v for k, v in pod.items() if k != "status"}
+    meta = out.get("metadata")
+    if isinstance(meta, dict):
+        out["metadata"] = {k: v for k, v in meta.items() if k not in _STATUS_NOISE}
+    return out
+
+
 def delta(key: str, want: Mapping[str, Any] | None, held: Mapping[str, Any] | None,
           deleted_rv: str | None = None) -> Push | None:
     """What to send for one key, given what the node should hold (``want``) and what it acked (``held``).
 
     The per-key form of :func:`changes`, for a desired state kept current event by event.
+    A pod update that changes nothing but its status (the node's own report coming back,
+    with the resourceVersion that write produced) is not sent: the edge acts on the spec
+    and metadata only, and each echo would cost it a durable write and a pod sync. (After
+    a reconnect the edge reports the older rv and :func:`resync` sends the newest.)
     A deletion goes out at the rv the object was deleted at when that is known and newer
     (the edge then keeps a tombstone no older version can pass), else at the rv the edge
     holds (delete-what-you-hold, as in :func:`resync`).
@@ -158,6 +175,8 @@ def delta(key: str, want: Mapping[str, Any] | None, held: Mapping[str, Any] | No
         if held is None:
             return Push("insert", key, rv, dict(want))
         if _rv_int(rv) > _rv_int(object_rv(held)):
+            if key.split("/", 2)[1:2] == [POD] and "spec" in held and _for_node(want) == _for_node(held):
+                return None  # only the status the node itself reported changed: nothing for it to do
             return Push("update", key, rv, dict(want))
         return None
     if held is None:
