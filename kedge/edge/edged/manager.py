@@ -15,6 +15,7 @@ nor loses pods; after a reboot the same records say what to start again.
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import inspect
 import json
@@ -95,6 +96,13 @@ def _replace_private(path: Path, data: bytes) -> None:
     fsutil.atomic_write(path, data, mode=fsutil.PRIVATE_FILE, durable=False)
 
 
+def _uid(obj: Any) -> str | None:
+    """metadata.uid of a pod object, or None."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    uid = meta.get("uid") if isinstance(meta, dict) else None
+    return uid if isinstance(uid, str) and uid else None
+
+
 class PodManager:
     def __init__(self, root: Path | str, *, runtime: Runtime, lookup: Lookup,
                  on_status: StatusCallback, clock: Callable[[], float] = time.time,
@@ -130,6 +138,7 @@ class PodManager:
         self._shutdown_wait_s = shutdown_wait_s
         self._euid, self._egid = os.geteuid(), os.getegid()
         self._desired: dict[str, PodDef] | None = None
+        self._parsed: dict[str, tuple[dict[str, Any], PodDef]] = {}  # uid -> (object as parsed, result)
         self._pods: dict[str, _Pod] = {}
         self._wake = asyncio.Event()
         self._closed = False
@@ -205,9 +214,21 @@ class PodManager:
     async def sync(self, desired: list[dict[str, Any]]) -> None:
         """Make the node run exactly ``desired`` (every Pod object bound to it)."""
         parsed: list[PodDef] = []
+        seen: dict[str, tuple[dict[str, Any], PodDef]] = {}
         for obj in desired:
+            # Parse each version of a pod once, not every pod again on every store change
+            # (O(pods) per new pod otherwise): an object equal to the one parsed last time
+            # gets the same PodDef (comparing is far cheaper than validating).
+            uid = _uid(obj)
+            known = self._parsed.get(uid) if uid is not None else None
+            if known is not None and known[0] == obj:
+                parsed.append(known[1])
+                seen[uid] = known
+                continue
             try:
                 parsed.append(parse_pod(obj))
+                if uid is not None:
+                    seen[uid] = (copy.deepcopy(obj), parsed[-1])  # a copy: the caller's may change
             except PodSpecError as exc:
                 meta = obj.get("metadata") if isinstance(obj, dict) else None
                 uid = meta.get("uid") if isinstance(meta, dict) else None
@@ -216,6 +237,7 @@ class PodManager:
                             "; keeping the previous spec" if kept else "")
                 if kept is not None:
                     parsed.append(kept)
+        self._parsed = seen
         # Over the pod limit, pods already here win: a resync never evicts a running pod.
         parsed.sort(key=lambda p: p.uid not in self._pods)
         wanted: dict[str, PodDef] = {}
