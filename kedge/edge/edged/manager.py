@@ -141,6 +141,7 @@ class PodManager:
         self._parsed: dict[str, tuple[dict[str, Any], PodDef]] = {}  # uid -> (object as parsed, result)
         self._pods: dict[str, _Pod] = {}
         self._wake = asyncio.Event()
+        self._exit_fds: dict[tuple[int, int], int] = {}  # (pid, start ticks) -> pidfd, see _notice_exit
         self._closed = False
         make_dir(self.root, TRAVERSE_DIR)
         self._root_reachable = all(os.stat(p).st_mode & 0o001 for p in [self.root, *self.root.parents])
@@ -180,6 +181,7 @@ class PodManager:
                 handle = self._runtime.adopt(pod.uid, name, handle_rec) if handle_rec else None
                 if handle is not None:
                     pod.handles[name] = handle
+                    self._notice_exit(handle)
                     # Probes start afresh; readiness is re-proven before it is claimed.
                     state = dataclasses.replace(state, unhealthy=False)
                     log.info("re-adopted %s/%s container %s (pid %d)", pod.namespace, pod.name, name,
@@ -292,6 +294,8 @@ class PodManager:
         if stop_pods:
             await asyncio.gather(*(self._stop_all(p, "Shutdown") for p in self._pods.values()),
                                  return_exceptions=True)
+        for key in list(self._exit_fds):
+            self._forget_exit(key)
         for pod in list(self._pods.values()):
             if pod.dir.path.exists():
                 self._save(pod)
@@ -328,6 +332,43 @@ class PodManager:
         return dict(pod.handles) if pod else {}
 
     # --- the loop -------------------------------------------------------------------------
+
+    def _notice_exit(self, handle: ContainerHandle) -> None:
+        """Wake the loop as soon as ``handle``'s process ends, so its exit is recorded and
+        reported then and not at the next tick (up to ``tick_s`` later).
+
+        A pidfd becomes readable when the process ends, for adopted processes as for our
+        own children. Without pidfds (old kernel) or outside a running loop the tick
+        notices the exit, as before. The wake-up only makes :meth:`_tick` poll now.
+        """
+        key = (handle.pid, handle.proc_start)
+        if key in self._exit_fds:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+            fd = os.pidfd_open(handle.pid)
+        except (AttributeError, OSError, RuntimeError):
+            return
+        self._exit_fds[key] = fd
+
+        def ended() -> None:
+            self._forget_exit(key)
+            self._wake.set()
+
+        try:
+            loop.add_reader(fd, ended)
+        except (NotImplementedError, OSError):
+            self._forget_exit(key)
+
+    def _forget_exit(self, key: tuple[int, int]) -> None:
+        fd = self._exit_fds.pop(key, None)
+        if fd is None:
+            return
+        try:
+            asyncio.get_running_loop().remove_reader(fd)
+        except (RuntimeError, NotImplementedError, OSError, ValueError):
+            pass
+        os.close(fd)
 
     def _tick(self) -> None:
         now = self._clock()
@@ -481,6 +522,7 @@ class PodManager:
                 message=str(exc))
             return
         pod.handles[name] = handle
+        self._notice_exit(handle)
         pod.launch[name] = launch
         pod.containers[name] = dataclasses.replace(base, running=True, started_at=handle.started_at,
                                                    ready=spec.readiness is None)
