@@ -13,15 +13,16 @@ Per connected node:
    when the edge acked it after its durable write; one the edge refused is retried by
    the periodic pass;
 4. the periodic pass (every ``resync_interval_s``, off the event path) is the safety
-   net: it re-lists the pods, re-reads every referenced configmap/secret (that is how
-   their updates are noticed) and compares everything the node should hold with what
-   it acked.
+   net: it re-lists the pods, re-reads the referenced configmaps/secrets not read in
+   the last half interval (that is how their updates are noticed) and compares
+   everything the node should hold with what it acked.
 
 Because the edge states what it holds on every connect, any cloudcore replica can serve
 any node, and a cloudcore restart resends only what the edge lacks.
 
-Upstream (edge -> cloud): pod status (``<ns>/podstatus/<name>``), node status
-(``default/nodestatus/<node>``) and secret/configmap queries are executed as the node.
+Upstream (edge -> cloud): pod status (``<ns>/podstatus/<name>``, queued and written by
+:class:`StatusWriter`), node status (``default/nodestatus/<node>``) and secret/configmap
+queries are executed as the node.
 """
 
 from __future__ import annotations
