@@ -71,6 +71,7 @@ class NodeSync:
         self.task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: set[str] = set()  # keys whose delta is still to be worked out and sent
+        self._sweep: set[str] = set()  # pending keys the periodic pass touched (status echoes go out)
         self._inflight: set[str] = set()
         self._kick = asyncio.Event()
         self._fatal: BaseException | None = None
@@ -200,7 +201,10 @@ class NodeSync:
                 if not self._ready(key):
                     continue
                 self._pending.discard(key)
-                push = plan.delta(key, self._want(key), self.held.get(key), self.cache.deleted_rv(key))
+                sweep = key in self._sweep
+                self._sweep.discard(key)
+                push = plan.delta(key, self._want(key), self.held.get(key), self.cache.deleted_rv(key),
+                                  defer_status=not sweep)
                 if push is None:
                     continue
                 self._inflight.add(key)
@@ -267,8 +271,11 @@ class NodeSync:
             self._read_at[ref] = at
             self._touch(self.cache.set_ref(ref, obj))
         await self._refresh_provided()
-        # Everything is compared again: what the edge refused is retried, anything missed is caught.
-        self._touch(set(self.cache.desired()) | set(self.provided) | set(self.held))
+        # Everything is compared again: what the edge refused is retried, anything missed is
+        # caught, and pods whose status changed get their newest version (see plan.delta).
+        every = set(self.cache.desired()) | set(self.provided) | set(self.held)
+        self._sweep |= every
+        self._touch(every)
 
     async def _periodic(self) -> None:
         interval = self.ctrl.resync_interval_s

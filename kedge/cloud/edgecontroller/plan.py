@@ -158,14 +158,15 @@ def _for_node(pod: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def delta(key: str, want: Mapping[str, Any] | None, held: Mapping[str, Any] | None,
-          deleted_rv: str | None = None) -> Push | None:
+          deleted_rv: str | None = None, *, defer_status: bool = False) -> Push | None:
     """What to send for one key, given what the node should hold (``want``) and what it acked (``held``).
 
     The per-key form of :func:`changes`, for a desired state kept current event by event.
-    A pod update that changes nothing but its status (the node's own report coming back,
-    with the resourceVersion that write produced) is not sent: the edge acts on the spec
-    and metadata only, and each echo would cost it a durable write and a pod sync. (After
-    a reconnect the edge reports the older rv and :func:`resync` sends the newest.)
+    With ``defer_status``, a pod update that changes nothing but its status (the node's
+    own report coming back, with the resourceVersion that write produced) is not sent:
+    the edge acts on the spec and metadata only, and each echo costs it a durable write
+    and a pod sync, so the event path leaves it to the periodic pass (after which the
+    edge holds the newest rv again and a reconnect has nothing to resend).
     A deletion goes out at the rv the object was deleted at when that is known and newer
     (the edge then keeps a tombstone no older version can pass), else at the rv the edge
     holds (delete-what-you-hold, as in :func:`resync`).
@@ -175,8 +176,9 @@ def delta(key: str, want: Mapping[str, Any] | None, held: Mapping[str, Any] | No
         if held is None:
             return Push("insert", key, rv, dict(want))
         if _rv_int(rv) > _rv_int(object_rv(held)):
-            if key.split("/", 2)[1:2] == [POD] and "spec" in held and _for_node(want) == _for_node(held):
-                return None  # only the status the node itself reported changed: nothing for it to do
+            if (defer_status and key.split("/", 2)[1:2] == [POD] and "spec" in held
+                    and _for_node(want) == _for_node(held)):
+                return None  # only the status the node itself reported changed: nothing for it to act on
             return Push("update", key, rv, dict(want))
         return None
     if held is None:

@@ -255,15 +255,18 @@ def test_delta_deletes_a_deleted_pod_at_its_deletion_rv():
     assert plan.delta(k, None, {"metadata": {"resourceVersion": "5"}}) == plan.Push("delete", k, "5", None)
 
 
-def test_delta_does_not_echo_a_status_only_pod_update():
+def test_delta_can_defer_a_status_only_pod_update():
     k = "default/pod/a"
     held = pod("a", 5)
     echoed = pod("a", 6, managedFields=[{"manager": "kedge", "subresource": "status"}])
     echoed["status"] = {"phase": "Running"}
-    assert plan.delta(k, echoed, held) is None
+    assert plan.delta(k, echoed, held, defer_status=True) is None
+    assert plan.delta(k, echoed, held) == plan.Push("update", k, "6", echoed)  # the periodic pass sends it
     deleting = dict(echoed, metadata=dict(echoed["metadata"], deletionTimestamp="2026-01-01T00:00:00Z"))
-    assert plan.delta(k, deleting, held) == plan.Push("update", k, "6", deleting)
+    assert plan.delta(k, deleting, held, defer_status=True) == plan.Push("update", k, "6", deleting)
     relabelled = pod("a", 7, labels={"tier": "x"})
-    assert plan.delta(k, relabelled, held).operation == "update"
+    assert plan.delta(k, relabelled, held, defer_status=True).operation == "update"
     # After a reconnect the cloud knows only the rv the edge holds: the newest goes out.
-    assert plan.delta(k, echoed, {"metadata": {"resourceVersion": "5"}}).operation == "update"
+    assert plan.delta(k, echoed, {"metadata": {"resourceVersion": "5"}}, defer_status=True).operation == "update"
+    # Not a pod: always sent.
+    assert plan.delta("default/configmap/x", cm("x", 4), cm("x", 3), defer_status=True).operation == "update"
