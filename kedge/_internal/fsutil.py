@@ -105,6 +105,11 @@ def update_json(path: str | os.PathLike[str], updates: dict[str, Any]) -> dict[s
         os.close(fd)
 
 
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make renames inside ``path`` durable (best effort: some filesystems refuse)."""
+    _fsync_dir(Path(path))
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)

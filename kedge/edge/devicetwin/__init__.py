@@ -67,13 +67,42 @@ def _certs_usable(pki_dir) -> bool:
     return min(cert.not_valid_after_utc, ccert.not_valid_after_utc) > limit
 
 
+_BUNDLE_FILES = (("ca", "mqtt-ca.crt"), ("serverCert", "mqtt-broker.crt"), ("serverKey", "mqtt-broker.key"),
+                 ("clientCert", "mqtt-client.crt"), ("clientKey", "mqtt-client.key"))
+
+
+def _install_bundle(pki_dir, pems: dict[str, str]) -> None:
+    """Stage the fetched files (0600), have OpenSSL load them as the broker's and the client's
+    TLS identity -- which parses every PEM and checks each key matches its certificate --,
+    then move them into place. A bad bundle is refused (``bad_bundle``) and changes nothing.
+    (OpenSSL rather than ``cryptography`` keeps an edge's first start as small as its idle.)"""
+    import ssl
+
+    from kedge import tls
+
+    staged = {key: pki_dir / f"{name}.next" for key, name in _BUNDLE_FILES}
+    try:
+        for key, path in staged.items():
+            fsutil.write_private(path, pems[key].encode())
+        try:
+            tls.server_context(staged["serverCert"], staged["serverKey"], staged["ca"])
+            tls.client_context(staged["ca"], staged["clientCert"], staged["clientKey"])
+        except (ssl.SSLError, ValueError, OSError) as exc:
+            raise PeerError("certificate bundle does not load", code="bad_bundle") from exc
+        for key, name in _BUNDLE_FILES:
+            staged[key].replace(pki_dir / name)
+        fsutil.fsync_dir(pki_dir)
+    finally:
+        for path in staged.values():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
 async def ensure_certs(core) -> None:
     """Fetch the MQTT certificates from the cloud unless usable ones are on disk."""
     pki_dir = core.dir.pki
     if await asyncio.to_thread(_certs_usable, pki_dir):
         return
-    from kedge.pki import ca as pki  # only to check a fetched bundle: cryptography stays out of an idle edge
-
     delay = 0.5
     while True:
         await core.hub.connected.wait()
@@ -86,16 +115,7 @@ async def ensure_certs(core) -> None:
             pems = {k: c.get(k) for k in ("ca", "serverCert", "serverKey", "clientCert", "clientKey")}
             if not all(isinstance(v, str) and len(v) < 16384 for v in pems.values()):
                 raise PeerError("malformed certificate bundle", code="bad_bundle")
-            pki.load_cert_pem(pems["ca"].encode())
-            pki.load_cert_pem(pems["serverCert"].encode())
-            pki.load_cert_pem(pems["clientCert"].encode())
-            pki.load_key_pem(pems["serverKey"].encode())
-            pki.load_key_pem(pems["clientKey"].encode())
-            fsutil.write_private(pki_dir / "mqtt-broker.key", pems["serverKey"].encode())
-            fsutil.write_private(pki_dir / "mqtt-client.key", pems["clientKey"].encode())
-            fsutil.atomic_write(pki_dir / "mqtt-ca.crt", pems["ca"].encode())
-            fsutil.atomic_write(pki_dir / "mqtt-broker.crt", pems["serverCert"].encode())
-            fsutil.atomic_write(pki_dir / "mqtt-client.crt", pems["clientCert"].encode())
+            await asyncio.to_thread(_install_bundle, pki_dir, pems)
             log.info("MQTT broker certificates issued by the cloud's device CA")
             return
         except (KedgeError, TimeoutError, ConnectionError) as exc:
