@@ -23,7 +23,7 @@ from kedge.edge.edged.runtime import ProcessRuntime
 from kedge.edge.hub import EdgeHub
 from kedge.edge.metamanager.handler import MetaManager
 from kedge.edge.metamanager.store import MetaStore
-from kedge.errors import KedgeError
+from kedge.errors import KedgeError, PeerError
 from kedge.protocol import message as m
 
 log = logging.getLogger(__name__)
@@ -176,6 +176,14 @@ class EdgeCore:
             log.info("pod %s/%s deletion pending: %s", ns, name, getattr(exc, "code", type(exc).__name__))
 
     async def _handle(self, msg: m.Message) -> Any:
+        if msg.route.group == "edged":  # kubectl logs (kedge.edge.podlogs); the rest is metamanager's
+            from kedge.edge import podlogs
+
+            query = podlogs.parse_query(msg)
+            pods = self.pods
+            if pods is None:
+                raise PeerError("pods are not running yet", code="not_found")
+            return await asyncio.to_thread(podlogs.answer, query, pods.log_path)
         return await self.meta.handle(msg)
 
     async def report_status(self) -> None:

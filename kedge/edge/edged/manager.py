@@ -300,6 +300,15 @@ class PodManager:
             if pod.dir.path.exists():
                 self._save(pod)
 
+    def log_path(self, namespace: str, name: str, container: str, previous: bool = False) -> Path | None:
+        """The log file of a container this node runs (``previous``: the rotated one), or ``None``.
+        Names are only matched against running pods, never joined into a path."""
+        for pod in list(self._pods.values()):
+            if (pod.namespace, pod.name) == (namespace, name) and container in pod.containers:
+                path = pod.dir.log_path(container)
+                return path.with_name(f"{path.name}.1") if previous else path
+        return None
+
     def read_log(self, namespace: str, name: str, container: str, *, limit_bytes: int = 1024 * 1024,
                  previous: bool = False) -> bytes | None:
         """The last ``limit_bytes`` of a container's log (``kubectl logs``), or ``None``.
