@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from kedge import __version__
 from kedge.apiserver import openapi
 from kedge.apiserver.protobuf import ProtobufError, decode_review
-from kedge.apiserver.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
+from kedge.apiserver.patch import PatchError, json_copy, json_patch, merge_patch, strategic_merge_patch
 from kedge.apiserver.request import BadRequest, RequestInfo, parse_request
 from kedge.apiserver import satoken
 from kedge.apiserver.resources import CRDError, Registry, ResourceType, from_crd
@@ -45,7 +45,9 @@ from kedge.authz.rbac import (
     AUTHENTICATED, RBAC_GROUP, Attributes, Decision, Policy, Rule, applicable_rules, binding_allowed,
     escalate_allowed,
 )
-from kedge.store.sqlite import AlreadyExists, Conflict, Expired, NotFound, Store, StoreError, WatchEvent, parse_rv
+from kedge.store.sqlite import (
+    AlreadyExists, Conflict, Expired, NotFound, Store, StoreError, WatchEvent, parse_rv,
+)
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +111,9 @@ class Watch:
         self.notify: Callable[[], None] = lambda: None
         self.audit: dict[str, Any] = {}
         self.table = False  # kubectl get -w asks for server-side printed rows
+        # The watch already has (listed or replayed) every change up to here; live events at or
+        # below it are not sent again.
+        self.start_rv = 0
         # A watch whose only filter is "<indexed field>=<value>" (a node watching its pods) can be
         # skipped without decoding events that belong to other values.
         self.index_value: str | None = None
@@ -144,7 +149,7 @@ class Watch:
 
     def bookmark_line(self) -> bytes:
         obj = {"kind": self.rt.kind, "apiVersion": self.rt.api_version,
-               "metadata": {"resourceVersion": str(self.api.store.current_rv)}}
+               "metadata": {"resourceVersion": str(max(self.api.store.current_rv, self.start_rv))}}
         return _line("BOOKMARK", json.dumps(obj, separators=(",", ":")))
 
     def close(self) -> None:
@@ -339,6 +344,44 @@ class API:
     # -- entry point -------------------------------------------------------------
 
     def handle(self, req: Request) -> Response | Watch:
+        """Serve one request; its writes are durable when this returns (blocks on the disk)."""
+        with self.store.deferred() as writes:
+            result = self._handle(req)
+        if writes:
+            result = self._settle(result, self.store.wait(writes))
+        return result
+
+    async def handle_async(self, req: Request) -> Response | Watch:
+        """Serve one request; while its writes reach the disk (with others', in one commit) the loop runs on."""
+        with self.store.deferred() as writes:
+            result = self._handle(req)
+        if writes:
+            result = self._settle(result, await self.store.wait_async(writes))
+        return result
+
+    def _settle(self, result: Response | Watch, failure: BaseException | None) -> Response | Watch:
+        """The answer once the request's writes are published: as decided, or the write's failure."""
+        if failure is None or isinstance(result, Watch):
+            return result
+        ref = result.audit.get("objectRef") or {}
+        resource, name, group = str(ref.get("resource", "")), str(ref.get("name", "")), str(ref.get("apiGroup", ""))
+        if isinstance(failure, Conflict):
+            err = conflict(resource, name, group)
+        elif isinstance(failure, AlreadyExists):
+            err = already_exists(resource, name, group)
+        elif isinstance(failure, NotFound):
+            err = not_found(resource, name, group)
+        elif isinstance(failure, StoreError):
+            err = ApiError(400, "the object cannot be stored")
+        else:
+            log.error("write failed for %s %s: %s", result.audit.get("verb"), str(result.audit.get("requestURI"))[:200],
+                      getattr(failure, "code", type(failure).__name__))
+            err = ApiError(500, "an internal error occurred")
+        out = Response(err.status, _dumps(err.body()))
+        out.audit = dict(result.audit, responseStatus={"code": err.status})
+        return out
+
+    def _handle(self, req: Request) -> Response | Watch:
         audit: dict[str, Any] = {"requestURI": req.target[:2048], "verb": req.method.lower(),
                                  "user": {"username": req.user.name, "groups": list(req.user.groups)}}
         try:
@@ -537,7 +580,7 @@ class API:
     # -- read ----------------------------------------------------------------
 
     def _get(self, req: Request, info: RequestInfo, rt: ResourceType) -> Response:
-        raw = self.store.get_raw(rt.storage_key, info.namespace, info.name)
+        raw = self.store.get_raw(rt.storage_key, info.namespace, info.name, committed=True)
         if raw is None:
             raise not_found(rt.resource, info.name, rt.group)
         if _wants_table(req):
@@ -570,7 +613,8 @@ class API:
             after = _decode_continue(token)
         list_rv, raws = self.store.list_raw(rt.storage_key, namespace, index=index, after=after,
                                             limit=(limit + 1) if limit else None)
-        filtering = not labels.empty or bool(fields) or rt.crd
+        filtering = not labels.empty or bool(fields) or (rt.crd and not all(_served_as(r, rt.api_version)
+                                                                          for r in raws))
         more = None
         if limit and len(raws) > limit:
             raws = raws[:limit]
@@ -649,7 +693,7 @@ class API:
         except StoreError as exc:
             raise ApiError(400, "invalid resourceVersion") from exc
         if rv is None or rv == 0:
-            _, raws = self.store.list_raw(rt.storage_key, namespace)
+            w.start_rv, raws = self.store.list_raw(rt.storage_key, namespace)
             for raw in raws:
                 self._offer(w, WatchEvent(0, "ADDED", rt.storage_key, "", "", raw), initial=True)
         else:
@@ -662,13 +706,15 @@ class API:
                 w.push(_line("ERROR", json.dumps(status_body(410, "Expired", msg))))
                 w.closed = True
                 return w
+            # A resourceVersion from the future (none was handed out) means "from now on".
+            w.start_rv = rv if rv <= self.store.latest_rv else self.store.current_rv
         self._watchers.add(w)
         return w
 
     def _dispatch(self, ev: WatchEvent) -> None:
         cache: dict[str, Any] = {}
         for w in list(self._watchers):
-            if w.rt.storage_key != ev.resource:
+            if w.rt.storage_key != ev.resource or ev.rv <= w.start_rv:
                 continue
             if w.namespace is not None and ev.namespace != w.namespace:
                 continue
@@ -971,7 +1017,7 @@ class API:
                           body: dict[str, Any]) -> dict[str, Any]:
         old_meta = _meta(old)
         if sub == "status":
-            new = copy.deepcopy(old)
+            new = json_copy(old)
             if "status" in body:
                 new["status"] = body["status"]
             else:
@@ -984,10 +1030,10 @@ class API:
                         _meta(new)[k] = bm[k]
             return new
         if sub == "ephemeralcontainers":
-            new = copy.deepcopy(old)
+            new = json_copy(old)
             new.setdefault("spec", {})["ephemeralContainers"] = (body.get("spec") or {}).get("ephemeralContainers", [])
             return new
-        new = copy.deepcopy(body)
+        new = json_copy(body)
         meta = _meta(new)
         for k in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace",
                   "generation"):
@@ -1091,7 +1137,7 @@ class API:
                 if not graceful or grace != 0:
                     return self._ok(200, old, rt)
             else:
-                new = copy.deepcopy(old)
+                new = json_copy(old)
                 _meta(new)["deletionTimestamp"] = rfc3339(self.clock())
                 if graceful:
                     _meta(new)["deletionGracePeriodSeconds"] = grace if grace is not None else int(
@@ -1120,8 +1166,7 @@ class API:
             for t in self.registry.all():
                 if not t.namespaced or t.virtual:
                     continue
-                for raw in self.store.list_raw(t.storage_key, name)[1]:
-                    obj_name = json.loads(raw)["metadata"]["name"]
+                for obj_name in self.store.names(t.storage_key, name):
                     if self.store.get_raw(t.storage_key, name, obj_name) is not None:
                         self.store.delete(t.storage_key, name, obj_name)
         elif rt.storage_key == "apiextensions.k8s.io/customresourcedefinitions":
@@ -1137,7 +1182,10 @@ class API:
         _, raws = self.store.list_raw(rt.storage_key, namespace)
         deleted = []
         for raw in raws:
-            obj = json.loads(raw)
+            listed = _meta(json.loads(raw))
+            obj = self.store.get(rt.storage_key, listed.get("namespace", ""), listed["name"])  # newest state
+            if obj is None:
+                continue
             if not (labels.matches(_meta(obj).get("labels")) and fields_match(obj, fields)):
                 continue
             m = _meta(obj)
@@ -1451,8 +1499,18 @@ def _decode_continue(token: str) -> tuple[str, str]:
         raise ApiError(400, "invalid continue token") from exc
 
 
+def _served_as(data: str, api_version: str) -> bool:
+    """Whether stored JSON already starts with this ``apiVersion`` (its first top-level key, as
+    objects are stored when created through this version): then it is served as it is."""
+    return data.startswith('{"apiVersion":' + json.dumps(api_version, ensure_ascii=False) + ",")
+
+
 def _rewrite_api_version(data: str, api_version: str) -> str:
+    if _served_as(data, api_version):
+        return data
     obj = json.loads(data)
+    if obj.get("apiVersion") == api_version:
+        return data  # stored as served (the usual case): no need to encode it again
     obj["apiVersion"] = api_version
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 

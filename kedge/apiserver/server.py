@@ -62,6 +62,7 @@ async def start_apiserver(data_dir: str | Path, *, port: int | None = None,
     store = Store(d.root / API_DB, window=watch_window)
     try:
         api = API(store, node_authorization=True, sa_key=load_or_create_sa_key(d.pki / SA_KEY))
+        store.attach(asyncio.get_running_loop())  # writes are published on this loop as they commit
         server = ApiServer(api, ctx, host=cfg.bind_address, port=cfg.api_port if port is None else port,
                            limits=limits, revocations=RevocationList(d.crl, d.ca_crt),
                            audit_path=d.root / API_AUDIT_LOG)
