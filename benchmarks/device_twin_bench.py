@@ -7,7 +7,8 @@ its send time in ms. A report has reached Device status when a watch on Devices 
 admin) shows that value -- or a newer report of the same device, since status keeps
 the newest and intermediate values may be coalesced -- in ``status.twins``; latency is
 that moment minus the send time. Prints p50/p99/max latency, reports that never reached
-status, and edgecore CPU (% of one core, from /proc) per run, then the median of runs.
+status, edgecore and cloudcore CPU (% of one core, from /proc) and the 1-minute load average
+(the machine may be shared) per run, then the median of runs.
 
     .venv/bin/python benchmarks/device_twin_bench.py [--devices 1000] [--seconds 20] [--runs 3]
 """
@@ -159,9 +160,9 @@ def run_once(n: int, seconds: float, root: Path) -> dict:
             go.put(start_at)
         while time.time() < start_at:
             time.sleep(0.01)
-        cpu0, t0 = cpu_seconds(edge.proc.pid), time.monotonic()
+        cpu0, ccpu0, t0 = cpu_seconds(edge.proc.pid), cpu_seconds(cloud.proc.pid), time.monotonic()
         time.sleep(seconds)
-        cpu1, t1 = cpu_seconds(edge.proc.pid), time.monotonic()
+        cpu1, ccpu1, t1 = cpu_seconds(edge.proc.pid), cpu_seconds(cloud.proc.pid), time.monotonic()
         sent = [x for _ in procs for x in done.get(timeout=120)]
         for p in procs:
             p.join(60)
@@ -183,7 +184,9 @@ def run_once(n: int, seconds: float, root: Path) -> dict:
         return {"devices": n, "connected": connected, "sent": len(sent), "not_reached": lost,
                 "status_writes_seen": distinct,
                 "p50_ms": round(q[49]), "p99_ms": round(q[98]), "max_ms": round(lat[-1]) if lat else None,
-                "edgecore_cpu_pct": round(100 * (cpu1 - cpu0) / (t1 - t0), 1)}
+                "edgecore_cpu_pct": round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
+                "cloudcore_cpu_pct": round(100 * (ccpu1 - ccpu0) / (t1 - t0), 1),
+                "load_avg_1m": round(os.getloadavg()[0], 1)}
     finally:
         if edge is not None:
             edge.stop()
@@ -203,7 +206,7 @@ def main() -> None:
         print(json.dumps({"run": r + 1, **res}), flush=True)
         results.append(res)
     med = {k: statistics.median(x[k] for x in results) for k in ("p50_ms", "p99_ms", "max_ms", "edgecore_cpu_pct",
-                                                                  "not_reached")}
+                                                                  "cloudcore_cpu_pct", "not_reached")}
     print(json.dumps({"median_of_runs": len(results), "devices": args.devices, "seconds": args.seconds, **med}))
 
 

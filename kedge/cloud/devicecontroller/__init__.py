@@ -23,10 +23,9 @@ traffic does not echo back down the tunnel.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import datetime as dt
-import hashlib
-import json
 import logging
 import threading
 import time
@@ -41,7 +40,10 @@ log = logging.getLogger(__name__)
 GROUP, VERSION = "devices.kubeedge.io", "v1beta1"
 API_VERSION = f"{GROUP}/{VERSION}"
 MAX_REPORTS_PER_BATCH = 1000
-WRITE_CONCURRENCY = 16
+# Status writes in flight at once (each a PATCH on its own kept-alive connection). The API
+# server commits concurrent writes together, so a few suffice; more threads only fight over
+# the GIL with the API server and CloudHub when they share cloudcore's process.
+WRITE_CONCURRENCY = 8
 POLL_INTERVAL_S = 1.0
 MISS_TTL_S = 2.0
 
@@ -50,10 +52,11 @@ def _now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _spec_fingerprint(obj: dict[str, Any]) -> str:
+def _spec_fingerprint(obj: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """What the edge cares about (spec, labels, annotations), compared with ``==``: status
+    writes change a Device's resourceVersion every second, this stays equal."""
     meta = obj.get("metadata") or {}
-    basis = {"spec": obj.get("spec"), "labels": meta.get("labels"), "annotations": meta.get("annotations")}
-    return hashlib.sha256(json.dumps(basis, sort_keys=True, default=str).encode()).hexdigest()
+    return (obj.get("spec"), meta.get("labels"), meta.get("annotations"))
 
 
 class DeviceController:
@@ -62,15 +65,16 @@ class DeviceController:
 
         self.api = api
         self.custom = client.CustomObjectsApi(api.api)
+        self.status_custom = client.CustomObjectsApi(_client_with_pool(api.api, WRITE_CONCURRENCY))
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self._lock = threading.Lock()
         self.devices: dict[tuple[str, str], dict[str, Any]] = {}
         self.models: dict[tuple[str, str], dict[str, Any]] = {}
-        self._spec_rv: dict[tuple[str, str, str], tuple[str, str]] = {}  # key -> (fingerprint, rv)
+        self._parsed_models: dict[tuple[str, str], tuple[str, tm.DeviceModel]] = {}  # by rv
+        self._spec_rv: dict[tuple[str, str, str], tuple[Any, str]] = {}  # key -> (fingerprint, rv)
         self._written: dict[tuple[str, str], dict[str, Any]] = {}  # status we wrote last, by device
         self._loaded_at = 0.0
         self._misses: dict[tuple[str, str], float] = {}
-        self._write_sem: asyncio.Semaphore | None = None
         # Status writes get their own threads: the loop's default pool is small and shared.
         self._pool = concurrent.futures.ThreadPoolExecutor(WRITE_CONCURRENCY, thread_name_prefix="devstatus")
         self.rejects: dict[str, int] = {}
@@ -193,14 +197,14 @@ class DeviceController:
             tm.check_namespace(ns)
             tm.check_name(name)
             obj, model_obj = self._device_for(node, ns, name)
-            model = tm.DeviceModel.from_object(model_obj) if model_obj is not None else None
+            model = self._parse_model(model_obj) if model_obj is not None else None
             report = tm.check_status_report(raw, model)
             with self._lock:
                 current = self._written.get((ns, name)) or obj.get("status") or {}
             status = tm.merge_status(current, report, _now_iso())
             if status is not None:
-                self.api._call(self.custom.patch_namespaced_custom_object_status, GROUP, VERSION, ns, "devices",
-                               name, {"status": status}, _content_type="application/merge-patch+json")
+                self.api._call(self.status_custom.patch_namespaced_custom_object_status, GROUP, VERSION, ns,
+                               "devices", name, {"status": status}, _content_type="application/merge-patch+json")
                 merged = dict(current)
                 merged.update(status)
                 with self._lock:
@@ -217,20 +221,52 @@ class DeviceController:
             return {"namespace": ns, "name": name, "ok": False, "code": exc.code,
                     "retry": not isinstance(exc, PeerError)}
 
+    def _parse_model(self, obj: dict[str, Any]) -> tm.DeviceModel:
+        """The checked DeviceModel, parsed once per resourceVersion."""
+        meta = obj.get("metadata") or {}
+        key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+        rv = str(meta.get("resourceVersion", ""))
+        with self._lock:
+            hit = self._parsed_models.get(key)
+        if hit is not None and hit[0] == rv and rv:
+            return hit[1]
+        model = tm.DeviceModel.from_object(obj)
+        with self._lock:
+            if len(self._parsed_models) > 10_000:
+                self._parsed_models.clear()
+            self._parsed_models[key] = (rv, model)
+        return model
+
+    def _apply_queue(self, node: str, work: collections.deque) -> list[tuple[int, dict[str, Any]]]:
+        """One lane: take the next device's reports until none are left (deque.popleft is atomic)."""
+        out = []
+        while True:
+            try:
+                group = work.popleft()
+            except IndexError:
+                return out
+            out.extend((i, self._apply_one(node, raw)) for i, raw in group)
+
     async def route_status(self, node: str, msg) -> dict[str, Any]:
         content = msg.content
         reports = content.get("devices") if isinstance(content, dict) else None
         if not isinstance(reports, list) or len(reports) > MAX_REPORTS_PER_BATCH:
             raise PeerError("devicestatus carries a bounded 'devices' list", code="invalid_object")
-        if self._write_sem is None:
-            self._write_sem = asyncio.Semaphore(WRITE_CONCURRENCY)
-        sem = self._write_sem
-
-        async def one(raw: Any) -> dict[str, Any]:
-            async with sem:
-                return await asyncio.get_running_loop().run_in_executor(self._pool, self._apply_one, node, raw)
-
-        return {"results": await asyncio.gather(*(one(r) for r in reports))}
+        # Up to WRITE_CONCURRENCY lanes share one queue of devices (so no lane idles while another
+        # still has a backlog); a device's reports stay together, applied in order by one lane.
+        groups: dict[tuple[str, str], list[tuple[int, Any]]] = {}
+        for i, raw in enumerate(reports):
+            ident = (str(raw.get("namespace", "")), str(raw.get("name", ""))) if isinstance(raw, dict) else ("", "")
+            groups.setdefault(ident, []).append((i, raw))
+        work = collections.deque(groups.values())
+        loop = asyncio.get_running_loop()
+        done = await asyncio.gather(*(loop.run_in_executor(self._pool, self._apply_queue, node, work)
+                                      for _ in range(min(WRITE_CONCURRENCY, len(groups)))))
+        results: list[dict[str, Any]] = [{}] * len(reports)
+        for lane_results in done:
+            for i, r in lane_results:
+                results[i] = r
+        return {"results": results}
 
     async def route_certs(self, node: str, msg) -> dict[str, Any]:
         from kedge.cloud.devicecontroller import pki
@@ -257,6 +293,18 @@ class DeviceController:
                 sync = controller.syncs.get(node)
                 if sync is not None:
                     loop.call_soon_threadsafe(sync.dirty.set)
+
+
+def _client_with_pool(api_client, size: int):
+    """An ApiClient like ``api_client`` (same host, CA, credentials) with a connection pool of
+    ``size``: with fewer pooled connections than writers, every extra write pays a TLS handshake."""
+    import copy
+
+    from kubernetes import client
+
+    cfg = copy.deepcopy(api_client.configuration)
+    cfg.connection_pool_maxsize = max(size, getattr(cfg, "connection_pool_maxsize", 0) or 0)
+    return client.ApiClient(cfg)
 
 
 def _guess_data_dir(api) -> Path | None:
