@@ -279,3 +279,26 @@ spec:
     last = cs.get("lastState", {}).get("terminated") or cs.get("state", {}).get("terminated") or {}
     assert last.get("exitCode") == 3
     kubectl(cloud, "delete", "pod", "crasher", "--wait=false")
+
+
+def test_configmap_and_secret_released_then_needed_again_reach_the_new_pod(cluster):
+    """A configmap/secret no pod needs is removed from the edge (released at its version); a new pod
+    that needs the unchanged objects again must get them -- the same version is let back in."""
+    cloud, root, _ = cluster
+    view = EdgeView(root / "edge-a")
+    kubectl(cloud, "apply", "-f", "-", input=manifest("edge-a", "again"))
+    keys = ("default/configmap/cfg-again", "default/secret/sec-again")
+    wait_until(lambda: all(k in view.inventory() for k in keys), timeout=20, what="referenced objects on the edge")
+    kubectl(cloud, "delete", "pod", "web-again", "--wait=true", "--timeout=60s")
+    wait_until(lambda: not any(k in view.inventory() for k in keys), timeout=30, what="released from the edge")
+    pod = manifest("edge-a", "again").split("---")[-1].replace("web-again", "web-again2")
+    kubectl(cloud, "apply", "-f", "-", input=pod)
+
+    def running():
+        st = _pod_json(cloud, "web-again2").get("status") or {}
+        cs = st.get("containerStatuses") or []
+        return st.get("phase") == "Running" and cs and "running" in cs[0].get("state", {})
+
+    wait_until(running, timeout=30, what="the new pod Running with the configmap and secret it references")
+    assert all(k in view.inventory() for k in keys)
+    kubectl(cloud, "delete", "pod", "web-again2", "--wait=true", "--timeout=60s")

@@ -122,6 +122,9 @@ def resync(desired: Mapping[str, Mapping[str, Any]], inventory: Mapping[str, str
             pushes.append(Push("insert", k, rv, dict(obj)))
         elif _rv_int(rv) > max(_rv_int(have), _rv_int(gone)):
             pushes.append(Push("update" if have is not None else "insert", k, rv, dict(obj)))
+        elif have is None and gone == rv and k.split("/", 2)[1:2] in ([CONFIGMAP], [SECRET]):
+            # Released earlier at this very version and needed again: the edge lets it back in.
+            pushes.append(Push("insert", k, rv, dict(obj)))
     for k in sorted(set(inventory) - set(desired)):
         if k.split("/", 2)[1:2] == [NODE]:
             continue  # the node's own object is managed by the node, never deleted by resync

@@ -16,15 +16,21 @@ live or tombstone, rv > in   any                  STALE
 live, rv == in               insert/update/patch  DUPLICATE
 live, rv == in               delete               APPLY (see below)
 tombstone, rv == in          delete               DUPLICATE
-tombstone, rv == in          insert/update/patch  STALE (no resurrection)
+tombstone, rv == in          insert/update/patch  STALE (no resurrection) --
+                                                  APPLY if ``revivable``
 ===========================  ===================  =========================
 
 Why a delete at the *same* rv as the live object applies: after a reconnect the
 cloud only knows that a key the edge reported is no longer wanted; it has no
 deletion rv to send, so it deletes "the version you told me you hold". If a newer
 version reached the edge in between, that delete is stale and ignored -- exactly
-the newest-wins outcome. A tombstone never lets an insert of the same or an
-older rv bring the object back.
+the newest-wins outcome. A tombstone never lets an insert of an older rv bring the
+object back, nor one of the same rv -- except a *revivable* one: the tombstone of
+such a release of a configmap or secret (the store decides which) lets the very same
+version in again when a pod needs it once more. The cloud has no newer rv to send for
+an unchanged object, so without this the edge would refuse it for good. The price: a
+late resend of that same version could bring it back after a real deletion the
+cloud expressed as a release; the cloud's next pass releases it again.
 
 resourceVersions are compared as integers. Kubernetes calls them opaque, but
 kedge's embedded API server (and etcd's revision behind a real one) hands out
@@ -105,7 +111,7 @@ def format_rv(value: int) -> str:
     return str(value)
 
 
-def decide(stored: tuple[str, bool] | None, operation: str, rv: str) -> Decision:
+def decide(stored: tuple[str, bool] | None, operation: str, rv: str, *, revivable: bool = False) -> Decision:
     """Decide one change. ``stored`` is ``None`` or ``(rv, deleted)`` of what the edge holds.
 
     Raises :class:`UnsupportedOperation` for anything but insert/update/patch/delete
@@ -128,7 +134,9 @@ def decide(stored: tuple[str, bool] | None, operation: str, rv: str) -> Decision
         return Decision.STALE
     is_delete = operation == "delete"
     if deleted:
-        return Decision.DUPLICATE if is_delete else Decision.STALE
+        if is_delete:
+            return Decision.DUPLICATE
+        return Decision.APPLY if revivable else Decision.STALE
     return Decision.APPLY if is_delete else Decision.DUPLICATE
 
 

@@ -87,6 +87,12 @@ KEY_BYTES = 32
 NONCE_BYTES = 12
 SEALED_TYPES: frozenset[str] = frozenset({"secret", "serviceaccounttoken"})
 SCHEMA_VERSION = 1
+# objects.deleted: 0 live, 1 tombstone, 2 tombstone of a *release* (deleted at the rv the edge
+# held live: the cloud no longer needs it here, it was not necessarily deleted).
+LIVE, TOMBSTONE, RELEASED = 0, 1, 2
+# Types whose released version may come back at the same rv (a configmap or secret a pod
+# references again). Never pods: a late resend must not restart a pod's processes.
+REVIVABLE_TYPES: frozenset[str] = frozenset({"configmap", "secret"})
 _AAD_PREFIX = b"kedge-edge-v1\x00"
 _KEY_CHECK_AAD = b"kedge-edge-key-check-v1"
 _KEY_CHECK_PLAIN = b"kedge edge.key belongs to this edge.db"
@@ -457,12 +463,17 @@ class MetaStore:
             with self._writing() as db:
                 row = db.execute("SELECT rv, deleted FROM objects WHERE key=?", (key,)).fetchone()
                 stored = None if row is None else (format_rv(row[0]), bool(row[1]))
-                decision = decide(stored, operation, rv)
+                decision = decide(stored, operation, rv,
+                                  revivable=row is not None and row[1] == RELEASED and res.type in REVIVABLE_TYPES)
                 if decision is Decision.APPLY:
+                    # A delete at the rv the edge holds live is a *release* (the node no longer needs
+                    # it; see decide.py): its tombstone lets that same version back in later.
+                    flag = (RELEASED if row is not None and not row[1] and row[0] == rv_int else TOMBSTONE) \
+                        if deleting else LIVE
                     db.execute(
                         "INSERT OR REPLACE INTO objects(key, type, namespace, name, rv, deleted, updated_at, "
                         "sealed, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (key, res.type, res.namespace, res.name, rv_int, int(deleting), float(now),
+                        (key, res.type, res.namespace, res.name, rv_int, flag, float(now),
                          int(sealed and not deleting), blob),
                     )
             if decision is Decision.APPLY:
@@ -525,9 +536,9 @@ class MetaStore:
         with self._lock:
             self._check_open()
             with self._writing() as db:
-                rows = db.execute("SELECT key, rv, updated_at FROM objects WHERE deleted=1").fetchall()
+                rows = db.execute("SELECT key, rv, updated_at FROM objects WHERE deleted!=0").fetchall()
                 drop = tombstones_to_prune(rows, now=now, policy=self._prune_policy)
-                db.executemany("DELETE FROM objects WHERE key=? AND deleted=1", [(k,) for k in drop])
+                db.executemany("DELETE FROM objects WHERE key=? AND deleted!=0", [(k,) for k in drop])
             return len(drop)
 
     # -- reads -------------------------------------------------------------------
@@ -583,6 +594,6 @@ class MetaStore:
         """``(live objects, tombstones)``."""
         with self._reading() as db:
             row = db.execute(
-                "SELECT coalesce(sum(deleted=0), 0), coalesce(sum(deleted=1), 0) FROM objects"
+                "SELECT coalesce(sum(deleted=0), 0), coalesce(sum(deleted!=0), 0) FROM objects"
             ).fetchone()
         return int(row[0]), int(row[1])

@@ -50,6 +50,17 @@ def test_decide_table(stored, op, rv, expected):
     assert decide(stored, op, rv) is expected
 
 
+@pytest.mark.parametrize(("stored", "op", "rv", "expected"), [
+    (("5", True), "insert", "5", A),   # a released configmap/secret needed again, same version
+    (("5", True), "update", "5", A),
+    (("5", True), "insert", "4", S),   # never an older one
+    (("5", True), "delete", "5", D),
+    (("5", False), "insert", "5", D),  # revivable only matters for tombstones
+])
+def test_revivable_tombstone_lets_the_same_version_back_and_nothing_older(stored, op, rv, expected):
+    assert decide(stored, op, rv, revivable=True) is expected
+
+
 BAD_RVS = ["", "0", "007", "-1", "+5", " 5", "5 ", "1e3", "5.0", "abc", "9223372036854775808",
            "99999999999999999999", "٣", None, 5, 5.0, b"5"]
 

@@ -98,6 +98,45 @@ def test_stale_insert_after_delete_does_not_resurrect(store: MetaStore):
     assert store.get("default/pod/a")["metadata"]["resourceVersion"] == "8"
 
 
+@pytest.mark.parametrize("kind", ["configmap", "secret"])
+def test_released_configmap_or_secret_comes_back_at_the_same_version(store: MetaStore, kind):
+    key = f"default/{kind}/x"
+    o = secret("x") if kind == "secret" else obj("x", data={"k": "v"})
+    store.apply(key, "insert", "5", o, now=NOW)
+    # No pod needs it any more: the cloud releases the version the edge holds.
+    assert store.apply(key, "delete", "5", None, now=NOW).decision is Decision.APPLY
+    assert store.get(key) is None and store.snapshot()[1] == {key: "5"}
+    assert store.counts() == (0, 1)
+    # A new pod needs the unchanged object again: the same version is let back in ...
+    assert store.apply(key, "insert", "5", o, now=NOW).decision is Decision.APPLY
+    assert store.get(key)["metadata"]["resourceVersion"] == "5"
+    # ... never an older one.
+    store.apply(key, "delete", "5", None, now=NOW)
+    assert store.apply(key, "insert", "4", o, now=NOW).decision is Decision.STALE
+
+
+def test_a_real_deletion_or_a_released_pod_is_never_revived_at_the_same_version(store: MetaStore):
+    store.apply("default/configmap/x", "insert", "5", obj("x"), now=NOW)
+    store.apply("default/configmap/x", "delete", "6", None, now=NOW)  # deleted in the cloud (newer rv)
+    assert store.apply("default/configmap/x", "insert", "6", obj("x"), now=NOW).decision is Decision.STALE
+    store.apply("default/pod/p", "insert", "5", obj("p"), now=NOW)
+    store.apply("default/pod/p", "delete", "5", None, now=NOW)  # released pod: its processes stopped
+    assert store.apply("default/pod/p", "insert", "5", obj("p"), now=NOW).decision is Decision.STALE
+    assert store.get("default/pod/p") is None
+
+
+def test_released_tombstones_are_pruned_like_others(edge_dir: Path):
+    from kedge.edge.metamanager.decide import PrunePolicy
+
+    s = MetaStore(edge_dir / "edge.db", edge_dir / "edge.key", prune_policy=PrunePolicy(max_count=1, max_age_s=1))
+    try:
+        s.apply("default/configmap/x", "insert", "5", obj("x"), now=NOW)
+        s.apply("default/configmap/x", "delete", "5", None, now=NOW)
+        assert s.prune_tombstones(now=NOW + 10) == 1 and s.counts() == (0, 0)
+    finally:
+        s.close()
+
+
 def test_delete_before_insert_leaves_a_tombstone(store: MetaStore):
     assert store.apply("default/pod/a", "delete", "9", None, now=NOW).decision is Decision.APPLY
     assert store.apply("default/pod/a", "insert", "4", obj("a"), now=NOW).decision is Decision.STALE
