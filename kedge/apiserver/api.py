@@ -32,7 +32,7 @@ from kedge.apiserver import openapi
 from kedge.apiserver.protobuf import ProtobufError, decode_review
 from kedge.apiserver.patch import PatchError, json_copy, json_patch, merge_patch, strategic_merge_patch
 from kedge.apiserver.request import BadRequest, RequestInfo, parse_request
-from kedge.apiserver import satoken
+from kedge.apiserver import podlog, satoken
 from kedge.apiserver.resources import CRDError, Registry, ResourceType, from_crd
 from kedge.apiserver.status import ApiError, already_exists, conflict, invalid, not_found, status_body
 from kedge.authz.bootstrap import authorize_chain, bootstrap_cluster_role_bindings, bootstrap_cluster_roles
@@ -229,6 +229,24 @@ def _without(obj: dict[str, Any], *keys: str) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k not in keys}
 
 
+@dataclasses.dataclass
+class LogFetch:
+    """``pods/NAME/log``, checked and authorized; the node is asked in :meth:`API.handle_async`."""
+
+    request: podlog.LogRequest
+    storage_key: str
+    audit: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class LogStream:
+    """``kubectl logs -f``: what the log held, then what is appended (the HTTP shell streams it)."""
+
+    initial: bytes
+    chunks: Any  # AsyncIterator[bytes]
+    audit: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
 class API:
     """The API server's request handler (synchronous; runs on the event-loop thread)."""
 
@@ -244,6 +262,8 @@ class API:
         self.graph = NodeGraph()
         self._policy: Policy | None = None
         self._watchers: set[Watch] = set()
+        # node name -> its tunnel session (cloudcore sets it; a lone `kedge apiserver` has no tunnels).
+        self.node_session: Callable[[str], Any] = lambda node: None
         self._bootstrap()
         self._load_indexes()
         store.subscribe(self._on_event)
@@ -349,6 +369,11 @@ class API:
             result = self._handle(req)
         if writes:
             result = self._settle(result, self.store.wait(writes))
+        if isinstance(result, LogFetch):  # needs the node's answer: only the async server can wait for it
+            err = ApiError(503, "pod logs are served by the running API server only")
+            out = Response(err.status, _dumps(err.body()))
+            out.audit = dict(result.audit, responseStatus={"code": err.status})
+            return out
         return result
 
     async def handle_async(self, req: Request) -> Response | Watch:
@@ -357,7 +382,28 @@ class API:
             result = self._handle(req)
         if writes:
             result = self._settle(result, await self.store.wait_async(writes))
+        if isinstance(result, LogFetch):
+            return await self._serve_log(result)
         return result
+
+    async def _serve_log(self, fetch: LogFetch) -> Response | LogStream:
+        lr = fetch.request
+        try:
+            data, end = await podlog.read(self.node_session, lr)
+        except ApiError as exc:
+            out = Response(exc.status, _dumps(exc.body()))
+            out.audit = dict(fetch.audit, responseStatus={"code": exc.status})
+            return out
+        audit = dict(fetch.audit, responseStatus={"code": 200})
+        if not lr.follow:
+            out = Response(200, data, content_type="text/plain")
+            out.audit = audit
+            return out
+
+        def pod_exists() -> bool:
+            return self.store.get_raw(fetch.storage_key, lr.namespace, lr.pod, committed=True) is not None
+
+        return LogStream(initial=data, chunks=podlog.follow(self.node_session, lr, end, pod_exists), audit=audit)
 
     def _settle(self, result: Response | Watch, failure: BaseException | None) -> Response | Watch:
         """The answer once the request's writes are published: as decided, or the write's failure."""
@@ -404,7 +450,7 @@ class API:
             log.warning("malformed object in %s %s: %s", req.method, req.target[:200], type(exc).__name__,
                         exc_info=log.isEnabledFor(logging.DEBUG))
             result = Response(400, _dumps(status_body(400, "BadRequest", "the object is malformed")))
-        if isinstance(result, Watch):
+        if isinstance(result, (Watch, LogFetch)):
             result.audit = audit
         else:
             audit.setdefault("responseStatus", {"code": result.status})
@@ -473,6 +519,8 @@ class API:
             return self._review(req, info, rt, user)
         verb = info.verb
         if verb == "get":
+            if info.subresource == "log" and rt.storage_key == "/pods":
+                return self._log(info, rt)
             if info.subresource not in ("", "status", "ephemeralcontainers"):
                 raise ApiError(405, "method not allowed")
             return self._get(req, info, rt)
@@ -578,6 +626,12 @@ class API:
         return obj
 
     # -- read ----------------------------------------------------------------
+
+    def _log(self, info: RequestInfo, rt: ResourceType) -> LogFetch:
+        raw = self.store.get_raw(rt.storage_key, info.namespace, info.name, committed=True)
+        if raw is None:
+            raise not_found(rt.resource, info.name, rt.group)
+        return LogFetch(podlog.parse(info.query, json.loads(raw)), rt.storage_key)
 
     def _get(self, req: Request, info: RequestInfo, rt: ResourceType) -> Response:
         raw = self.store.get_raw(rt.storage_key, info.namespace, info.name, committed=True)
@@ -1390,7 +1444,7 @@ class API:
 
 _SUBRESOURCE_VERBS = {"status": ("get", "update", "patch"), "scale": ("get", "update", "patch"),
                       "ephemeralcontainers": ("get", "update", "patch"), "eviction": ("create",),
-                      "token": ("create",), "finalize": ("update",)}
+                      "token": ("create",), "finalize": ("update",), "log": ("get",)}
 
 
 def _verb_allowed(rt: ResourceType, verb: str, sub: str) -> bool:

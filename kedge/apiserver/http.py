@@ -22,7 +22,7 @@ from typing import Any
 import h11
 from cryptography import x509
 
-from kedge.apiserver.api import API, Request, Response, User, Watch, _dumps
+from kedge.apiserver.api import API, LogStream, Request, Response, User, Watch, _dumps
 from kedge.apiserver.status import status_body
 from kedge.authz.rbac import AUTHENTICATED
 from kedge.limits import DEFAULT, Limits
@@ -333,6 +333,9 @@ class _Connection:
                 self.server.audit(dict(audit_base, **resp.audit, responseStatus={"code": 200},
                                        stageTimestamp=_now_iso()))
                 await self._stream(resp)
+            elif isinstance(resp, LogStream):
+                self.server.audit(dict(audit_base, **resp.audit, stageTimestamp=_now_iso()))
+                await self._stream_log(resp)
             else:
                 self.server.audit(dict(audit_base, **resp.audit, stageTimestamp=_now_iso()))
                 hdrs = [("content-type", resp.content_type), ("content-length", str(len(resp.body))),
@@ -370,6 +373,39 @@ class _Connection:
                     ("connection", "close")]), h11.Data(data=body), h11.EndOfMessage())
         except (h11.LocalProtocolError, ConnectionError, asyncio.TimeoutError):
             pass
+
+    async def _stream_log(self, stream: LogStream) -> None:
+        """``kubectl logs -f``: chunked text until the follow ends or the client goes away."""
+        eof = asyncio.ensure_future(self.reader.read(1))
+        chunks = stream.chunks.__aiter__()
+        try:
+            await self._send(h11.Response(status_code=200, headers=[
+                ("content-type", "text/plain"), ("transfer-encoding", "chunked"),
+                ("cache-control", "no-cache, private"), ("x-content-type-options", "nosniff")]))
+            if stream.initial:
+                await self._send(h11.Data(data=stream.initial))
+            while True:
+                nxt = asyncio.ensure_future(chunks.__anext__())
+                done, _ = await asyncio.wait({nxt, eof}, return_when=asyncio.FIRST_COMPLETED)
+                if nxt not in done:
+                    nxt.cancel()
+                    await asyncio.wait({nxt})  # let the follow finish before it is closed
+                    return  # the client went away
+                try:
+                    data = nxt.result()
+                except StopAsyncIteration:
+                    break
+                await self._send(h11.Data(data=data))
+            await self._send(h11.EndOfMessage())
+        finally:
+            await chunks.aclose()
+            if not eof.done():
+                eof.cancel()
+                try:
+                    await eof
+                except (asyncio.CancelledError, ConnectionError, ssl.SSLError):
+                    pass
+        raise ConnectionResetError("log stream finished")  # the pending read may have consumed bytes
 
     async def _stream(self, watch: Watch) -> None:
         loop = asyncio.get_running_loop()

@@ -96,7 +96,7 @@ BUILTIN: tuple[ResourceType, ...] = (
     _rt("", "v1", "namespaces", "Namespace", False, subresources=("status", "finalize"), short_names=("ns",),
         name_rule="label", verbs=("create", "delete", "get", "list", "patch", "update", "watch")),
     _rt("", "v1", "nodes", "Node", False, subresources=("status",), short_names=("no",)),
-    _rt("", "v1", "pods", "Pod", True, subresources=("status", "ephemeralcontainers", "eviction"),
+    _rt("", "v1", "pods", "Pod", True, subresources=("status", "ephemeralcontainers", "eviction", "log"),
         short_names=("po",), categories=("all",), field_index="spec.nodeName",
         selectable_fields=("spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
                            "spec.serviceAccountName", "spec.hostNetwork", "status.phase", "status.podIP",

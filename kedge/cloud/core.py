@@ -74,6 +74,9 @@ class CloudCore:
         self.hub = CloudHub(ssl_ctx=hub_ctx, limits=self.limits, state=self.state, audit=self.audit,
                             router=self.controller.route, on_change=self._connected_dirty.set,
                             on_session_closed=self.controller.session_closed)
+        if self.api_server is not None:
+            hub = self.hub
+            self.api_server.api.node_session = lambda node: hub.sessions.get(node)  # kubectl logs
         hub_port = await self.hub.start(cfg.bind_address, cfg.hub_port)
         hub_url = f"wss://{self.advertise}:{hub_port}"
         service = CertService(

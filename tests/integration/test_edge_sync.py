@@ -302,3 +302,76 @@ def test_configmap_and_secret_released_then_needed_again_reach_the_new_pod(clust
     wait_until(running, timeout=30, what="the new pod Running with the configmap and secret it references")
     assert all(k in view.inventory() for k in keys)
     kubectl(cloud, "delete", "pod", "web-again2", "--wait=true", "--timeout=60s")
+
+
+def test_kubectl_logs_reaches_the_container_on_the_edge_over_the_tunnel(cluster):
+    cloud, root, _ = cluster
+    kubectl(cloud, "apply", "-f", "-", input="""
+apiVersion: v1
+kind: Pod
+metadata: {name: talker, namespace: default}
+spec:
+  nodeName: edge-a
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: example/talker
+    command: ["sh", "-c", "echo first; echo second; i=0; while [ $i -lt 600 ]; do i=$((i+1)); echo tick $i; sleep 0.2; done"]
+""")
+    wait_until(lambda: "second" in _logs(cloud, "talker"), timeout=30, what="the container's output via kubectl logs")
+    out = _logs(cloud, "talker")
+    assert out.startswith("first\nsecond\n")
+    assert _logs(cloud, "talker", "--tail=1").count("\n") == 1
+    assert len(_logs(cloud, "talker", "--limit-bytes=5").encode()) == 5
+    # -f streams what is written after it started (bounded: kubectl is stopped after a few lines).
+    env = dict(os.environ, KUBECONFIG=str(cloud.dir / "admin.kubeconfig"))
+    proc = subprocess.Popen(["kubectl", "logs", "-f", "--tail=0", "talker"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        lines = [proc.stdout.readline() for _ in range(3)]
+    finally:
+        proc.kill()
+        proc.wait(10)
+    ticks = [int(x.split()[1]) for x in lines]
+    assert all(x.startswith("tick ") for x in lines) and ticks == sorted(ticks) and len(set(ticks)) == 3
+    # Refused, with kube-apiserver's words, not guessed at.
+    for args, words in ((("-c", "nope"), "container nope is not valid"),
+                        (("--timestamps",), "timestamps is not supported")):
+        r = subprocess.run(["kubectl", "logs", "talker", *args], capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode != 0 and words in r.stderr, r.stderr
+    # Reading logs is its own permission (pods/log): a node's certificate does not carry it.
+    import urllib.error
+    import urllib.request
+
+    from kedge import tls
+
+    edge = root / "edge-a" / "pki"
+    ctx = tls.client_context(cloud.dir / "pki" / "ca.crt", edge / "node.crt", edge / "node.key")
+    url = cloud.endpoints()["api"] + "/api/v1/namespaces/default/pods/talker/log"
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        urllib.request.urlopen(url, context=ctx, timeout=30)
+    assert denied.value.code == 403
+    kubectl(cloud, "delete", "pod", "talker", "--wait=false")
+
+
+def test_kubectl_logs_for_a_pod_whose_node_is_offline_is_a_clear_503(cluster):
+    cloud, _, _ = cluster
+    kubectl(cloud, "apply", "-f", "-", input="""
+apiVersion: v1
+kind: Pod
+metadata: {name: nowhere, namespace: default}
+spec:
+  nodeName: no-such-edge
+  containers: [{name: c, image: x, command: ["true"]}]
+""")
+    env = dict(os.environ, KUBECONFIG=str(cloud.dir / "admin.kubeconfig"))
+    r = subprocess.run(["kubectl", "logs", "nowhere"], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode != 0 and 'node "no-such-edge" is not connected' in r.stderr, r.stderr
+    kubectl(cloud, "delete", "pod", "nowhere", "--grace-period=0", "--force")
+    assert "nowhere" not in kubectl(cloud, "get", "pods", "-o", "name")
+
+
+def _logs(cloud: Cloud, pod: str, *args: str) -> str:
+    env = dict(os.environ, KUBECONFIG=str(cloud.dir / "admin.kubeconfig"))
+    r = subprocess.run(["kubectl", "logs", pod, *args], capture_output=True, text=True, env=env, timeout=60)
+    return r.stdout if r.returncode == 0 else ""
