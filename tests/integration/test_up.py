@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from support.cluster import REPO
+from support.cluster import REPO, remove_pods, wait_until
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str) -> str:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - loopback test server
+            return r.read().decode()
+    except OSError:
+        return ""
 
 
 def test_up_starts_cloud_and_two_connected_edges(tmp_path: Path):
@@ -34,9 +53,30 @@ def test_up_starts_cloud_and_two_connected_edges(tmp_path: Path):
         assert nodes == ["edge-1", "edge-2"]
         for edge in ("edge-1", "edge-2"):
             assert (root / edge / "pki" / "node.key").stat().st_mode & 0o777 == 0o600
+
+        # The shipped example: an HTTP server pod on edge-1 answering on loopback (on a free port here).
+        port = _free_port()
+        example = (REPO / "examples" / "hello.yaml").read_text().replace("8080", str(port))
+        env = {"KUBECONFIG": str(root / "cloud" / "admin.kubeconfig"), "PATH": os.environ["PATH"]}
+        r = subprocess.run(["kubectl", "apply", "-f", "-"], input=example, capture_output=True, text=True,
+                           env=env, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert wait_until(lambda: _get(f"http://127.0.0.1:{port}/"), 45, what="hello answering") \
+            == "hello from kedge on edge-1\n"
+
+        def ready() -> bool:
+            r = subprocess.run(["kubectl", "get", "pod", "hello", "-o", "json"], capture_output=True, text=True,
+                               env=env, timeout=60)
+            conds = json.loads(r.stdout or "{}").get("status", {}).get("conditions") or []
+            return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
+
+        wait_until(ready, 30, what="hello Ready in kubectl (readiness probe)")
+        logs = subprocess.run(["kubectl", "logs", "hello"], capture_output=True, text=True, env=env, timeout=60)
+        assert '"GET / HTTP/1.1" 200' in logs.stdout, logs
     finally:
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(30)
+        remove_pods(root / "edge-1", "edge-1")
     assert rc == 0
     # Nothing is left running from this cluster.
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
