@@ -57,7 +57,7 @@ def test_up_starts_cloud_and_two_connected_edges(tmp_path: Path):
         # The shipped example: an HTTP server pod on edge-1 answering on loopback (on a free port here).
         port = _free_port()
         example = (REPO / "examples" / "hello.yaml").read_text().replace("8080", str(port))
-        env = {"KUBECONFIG": str(root / "cloud" / "admin.kubeconfig"), "PATH": os.environ["PATH"]}
+        env = dict(os.environ, KUBECONFIG=str(root / "cloud" / "admin.kubeconfig"))
         r = subprocess.run(["kubectl", "apply", "-f", "-"], input=example, capture_output=True, text=True,
                            env=env, timeout=60)
         assert r.returncode == 0, r.stderr
