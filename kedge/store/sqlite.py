@@ -16,9 +16,10 @@ Why this shape:
   allocated and the object stamped, all before anything touches the disk -- so a stale
   resourceVersion is a :class:`Conflict` at once and writes keep their order. One writer
   thread then takes every write waiting at that moment and applies them in one
-  transaction (each in its own savepoint, checked again against the row it was decided
-  on) with one ``COMMIT`` in WAL mode with ``synchronous=FULL``; a write that fails there
-  fails alone. Only after that commit is a write *published* on the owner's thread:
+  transaction with one ``COMMIT`` in WAL mode with ``synchronous=FULL``: a few multi-row
+  statements after checking that each object is still at the rv it was decided on, or,
+  if not (an earlier write failed) or a statement fails, write by write, each in its own
+  savepoint, so a write that fails there fails alone (and so do writes decided on it). Only after that commit is a write *published* on the owner's thread:
   listeners (watch fan-out) see events in resourceVersion order and the caller is
   acknowledged. So an acknowledged write survives ``kill -9`` (and power loss on a disk
   that honours fsync), and no SQLite work blocks the event loop's writers.
