@@ -160,7 +160,8 @@ def _ns(obj: Mapping[str, Any]) -> str:
 
 def _rules_of(obj: Mapping[str, Any]) -> tuple[Rule, ...]:
     out = []
-    for r in obj.get("rules") or ():
+    rules = obj.get("rules")
+    for r in rules if isinstance(rules, (list, tuple)) else ():
         try:
             out.append(Rule.from_dict(r))
         except (ValueError, AttributeError):
@@ -313,34 +314,46 @@ def subject_applies(subject: Mapping[str, Any], user: str, groups: tuple[str, ..
     return False
 
 
+def _subjects_of(binding: Mapping[str, Any]) -> tuple[Any, ...] | list[Any]:
+    """A stored binding's subjects; anything but a list names nobody (fail closed, never crash)."""
+    subjects = binding.get("subjects")
+    return subjects if isinstance(subjects, (list, tuple)) else ()
+
+
+def _ref_of(binding: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A stored binding's roleRef; anything but an object refers to nothing."""
+    ref = binding.get("roleRef")
+    return ref if isinstance(ref, Mapping) else {}
+
+
 def applicable_rules(policy: Policy, user: str, groups: tuple[str, ...], namespace: str) -> list[Rule]:
     """Every rule the user holds cluster-wide plus, if given, in ``namespace``."""
     rules: list[Rule] = []
     for b in policy.cluster_role_bindings:
-        if any(subject_applies(s, user, groups, "") for s in b.get("subjects") or ()):
-            ref = b.get("roleRef") or {}
+        if any(subject_applies(s, user, groups, "") for s in _subjects_of(b)):
+            ref = _ref_of(b)
             if ref.get("kind") == "ClusterRole":
                 rules.extend(policy.role_ref_rules(ref, ""))
     if namespace:
         for b in policy.role_bindings.get(namespace, ()):
-            if any(subject_applies(s, user, groups, namespace) for s in b.get("subjects") or ()):
-                rules.extend(policy.role_ref_rules(b.get("roleRef") or {}, namespace))
+            if any(subject_applies(s, user, groups, namespace) for s in _subjects_of(b)):
+                rules.extend(policy.role_ref_rules(_ref_of(b), namespace))
     return rules
 
 
 def authorize(attrs: Attributes, policy: Policy) -> Decision:
     """RBAC authorizer: ALLOW or NO_OPINION (never an explicit deny)."""
     for b in policy.cluster_role_bindings:
-        if not any(subject_applies(s, attrs.user, attrs.groups, "") for s in b.get("subjects") or ()):
+        if not any(subject_applies(s, attrs.user, attrs.groups, "") for s in _subjects_of(b)):
             continue
-        ref = b.get("roleRef") or {}
+        ref = _ref_of(b)
         if ref.get("kind") == "ClusterRole" and rules_allow(attrs, policy.role_ref_rules(ref, "")):
             return Decision(Verdict.ALLOW, f"allowed by ClusterRoleBinding {_name(b)!r}")
     if attrs.resource_request and attrs.namespace:
         for b in policy.role_bindings.get(attrs.namespace, ()):
-            if not any(subject_applies(s, attrs.user, attrs.groups, attrs.namespace) for s in b.get("subjects") or ()):
+            if not any(subject_applies(s, attrs.user, attrs.groups, attrs.namespace) for s in _subjects_of(b)):
                 continue
-            if rules_allow(attrs, policy.role_ref_rules(b.get("roleRef") or {}, attrs.namespace)):
+            if rules_allow(attrs, policy.role_ref_rules(_ref_of(b), attrs.namespace)):
                 return Decision(Verdict.ALLOW, f"allowed by RoleBinding {_name(b)!r} in {attrs.namespace!r}")
     return NO_OPINION
 
