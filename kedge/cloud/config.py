@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from kedge._internal import fsutil
 from kedge.errors import ConfigError, StateError
+from kedge.limits import DEFAULT as DEFAULT_LIMITS
 from kedge.limits import Limits
 
 NODE_AUTHZ_MODES = ("enforce",)
@@ -37,14 +39,20 @@ class CloudConfig:
         for port in (self.api_port, self.hub_port, self.cert_port):
             if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
                 raise ConfigError(f"invalid port {port!r}")
-        if not isinstance(self.allow_tls12, bool):
-            raise ConfigError("allow_tls12 must be true or false")
-        if not isinstance(self.node_cert_validity_s, int) or self.node_cert_validity_s < 1:
-            raise ConfigError("node_cert_validity_s must be a positive integer")
-        if not isinstance(self.token_default_ttl_s, int) or self.token_default_ttl_s < 1:
-            raise ConfigError("token_default_ttl_s must be a positive integer")
-        if not isinstance(self.node_monitor_grace_s, int) or self.node_monitor_grace_s < 1:
-            raise ConfigError("node_monitor_grace_s must be a positive integer")
+        if not all(isinstance(a, str) for a in self.advertise_addresses):
+            raise ConfigError("advertise_addresses must be a list of strings")
+        for name in ("bind_address", "audit_log", "node_authorization"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be a string")
+        for name in ("allow_tls12", "evict_pods_on_node_lost"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false")
+        for name in ("node_cert_validity_s", "token_default_ttl_s", "node_monitor_grace_s"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer")
+        if not isinstance(self.limits, dict):
+            raise ConfigError("limits must be an object")
         if self.evict_pods_on_node_lost:
             raise ConfigError("evict_pods_on_node_lost is not implemented: kedge keeps pods of lost nodes "
                               "(edge autonomy)", code="not_implemented")
@@ -60,6 +68,12 @@ class CloudConfig:
         unknown = set(self.limits) - known
         if unknown:
             raise ConfigError(f"unknown limits in config: {sorted(unknown)}")
+        for name, value in self.limits.items():
+            # Limits accepts any positive number; a config may not say NaN, Infinity or 1.5 items.
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"invalid limits: {name} must be finite")
+            if isinstance(value, float) and isinstance(getattr(DEFAULT_LIMITS, name), int):
+                raise ConfigError(f"invalid limits: {name} must be an integer")
         try:
             return Limits(**self.limits)
         except (TypeError, ValueError) as exc:
@@ -75,6 +89,8 @@ class CloudConfig:
             raise ConfigError(f"unknown keys in config.json: {sorted(unknown)}")
         values = dict(data)
         if "advertise_addresses" in values:
+            if not isinstance(values["advertise_addresses"], list):
+                raise ConfigError("advertise_addresses must be a list of strings")
             values["advertise_addresses"] = tuple(values["advertise_addresses"])
         return cls(**values)
 
@@ -109,7 +125,11 @@ class CloudDir:
         if not self.ca_crt.exists() or not self.config.exists():
             raise StateError(f"{self.root} is not an initialised kedge data dir (run `kedge init`)",
                              code="not_initialised")
-        return CloudConfig.from_dict(fsutil.read_json(self.config))
+        try:
+            data = fsutil.read_json(self.config)
+        except RecursionError as exc:  # json's C decoder: nesting deeper than the recursion limit
+            raise StateError(f"{self.config} is not valid JSON", code="corrupt_state") from exc
+        return CloudConfig.from_dict(data)
 
     def save_config(self, cfg: CloudConfig) -> None:
         fsutil.atomic_write(self.config, (json.dumps(cfg.to_dict(), indent=2) + "\n").encode(),

@@ -31,12 +31,33 @@ class EdgeConfig:
             cfg = cls(**data)
         except TypeError as exc:
             raise ConfigError(f"invalid edge config: {exc}") from exc
+        if not all(isinstance(v, str) for v in (cfg.node_name, cfg.certs, cfg.hub)) or not cfg.node_name:
+            raise ConfigError("edge config: node_name, certs and hub must be non-empty strings")
         if not cfg.certs.startswith("https://") or not cfg.hub.startswith("wss://"):
             raise ConfigError("edge config: certs must be https:// and hub wss://")
+        k = cfg.keepalive_interval_s
+        if not isinstance(k, (int, float)) or isinstance(k, bool) or not 0 < k < float("inf"):
+            raise ConfigError("edge config: keepalive_interval_s must be a positive number")
+        _check_limits(cfg.limits)
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _check_limits(raw: Any) -> None:
+    """The ``limits`` object must build the Limits edge.hub makes of it (``Limits(**limits)``)."""
+    from kedge.limits import DEFAULT, Limits
+
+    if not isinstance(raw, dict):
+        raise ConfigError("edge config: limits must be an object")
+    for name, value in raw.items():
+        if isinstance(value, float) and (not 0 < value < float("inf") or isinstance(getattr(DEFAULT, name, 0), int)):
+            raise ConfigError(f"edge config: limit {name} must be a positive finite number (an integer for counts)")
+    try:
+        Limits(**raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"edge config: invalid limits: {exc}") from exc
 
 
 class EdgeDir:
@@ -55,7 +76,11 @@ class EdgeDir:
     def load_config(self) -> EdgeConfig:
         if not self.config.exists() or not self.node_crt.exists():
             raise StateError(f"{self.root} holds no joined node (run `kedge join`)", code="not_joined")
-        return EdgeConfig.from_dict(fsutil.read_json(self.config))
+        try:
+            data = fsutil.read_json(self.config)
+        except RecursionError as exc:  # json's C decoder: nesting deeper than the recursion limit
+            raise StateError(f"{self.config} is not valid JSON", code="corrupt_state") from exc
+        return EdgeConfig.from_dict(data)
 
     def save_config(self, cfg: EdgeConfig) -> None:
         fsutil.atomic_write(self.config, (json.dumps(cfg.to_dict(), indent=2) + "\n").encode())
