@@ -194,7 +194,8 @@ def parse_statement(data: bytes) -> dict[str, Any]:
         raise VerificationError("statement has no subjects", code="malformed_statement")
     names: set[str] = set()
     for entry in subjects:
-        if not isinstance(entry, dict) or not isinstance(entry.get("digest"), dict):
+        if not isinstance(entry, dict) or not isinstance(entry.get("digest"), dict) or \
+                not isinstance(entry.get("name"), str):  # an unhashable name would crash the set below
             raise VerificationError("malformed subject", code="malformed_statement")
         if entry.get("name") in names:
             raise VerificationError("two subjects share a name", code="malformed_statement")
