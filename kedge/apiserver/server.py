@@ -33,6 +33,7 @@ DEFAULT_WATCH_WINDOW = 10_000  # events kept for watches from an old resourceVer
 
 
 SA_KEY = "sa.key"
+ENCRYPTION_CONFIG = "encryption.json"  # Secrets at rest in api.db (kedge.store.sealing)
 
 
 def load_or_create_sa_key(path: Path) -> ec.EllipticCurvePrivateKey:
@@ -59,7 +60,9 @@ async def start_apiserver(data_dir: str | Path, *, port: int | None = None,
     cfg = d.load_config()
     limits = cfg.build_limits()
     ctx = tls.server_context(d.hub_crt, d.hub_key, d.ca_crt, client_cert="optional", allow_tls12=cfg.allow_tls12)
-    store = Store(d.root / API_DB, window=watch_window)
+    from kedge.store.sealing import Sealer
+
+    store = Store(d.root / API_DB, window=watch_window, sealer=Sealer.load_or_create(d.pki / ENCRYPTION_CONFIG))
     try:
         api = API(store, node_authorization=True, sa_key=load_or_create_sa_key(d.pki / SA_KEY))
         store.attach(asyncio.get_running_loop())  # writes are published on this loop as they commit

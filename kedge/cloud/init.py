@@ -87,6 +87,10 @@ def init_cloud(
     from kedge.cloud.state import CloudState
 
     CloudState(d.state_db).close()
+    from kedge.apiserver.server import ENCRYPTION_CONFIG
+    from kedge.store.sealing import Sealer
+
+    Sealer.load_or_create(d.pki / ENCRYPTION_CONFIG)  # the key that seals Secrets in api.db (0600)
     crl = pki.build_crl(ca_key, ca_cert, [], now=now)
     fsutil.atomic_write(d.crl, crl.public_bytes(serialization.Encoding.PEM))
     write_kubeconfig(d, f"https://{_url_host(adv[0])}:{api_port}")

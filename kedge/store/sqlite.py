@@ -219,13 +219,17 @@ class Store:
     """Objects, a global resourceVersion and a bounded event log in one SQLite file."""
 
     def __init__(self, path: str | os.PathLike[str], *, window: int = 10_000,
-                 synchronous: str = "FULL") -> None:
+                 synchronous: str = "FULL", sealer: Any = None) -> None:
         if window < 1:
             raise ValueError("window must be positive")
         if synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError("synchronous must be FULL, NORMAL or EXTRA")
         self.path = Path(path)
         self.window = window
+        # Encryption at rest (kedge.store.sealing.Sealer): rows of sealer.resources are sealed on
+        # their way to the file and opened on their way back; memory holds plaintext.
+        self._sealer = sealer
+        self._sealed: frozenset[str] = frozenset(sealer.resources) if sealer is not None else frozenset()
         self._listeners: list[Callable[[WatchEvent], None]] = []
         # One writer process: hold an exclusive lock for our lifetime.
         lock = self.path.with_name(f".{self.path.name}.lock")
@@ -244,6 +248,8 @@ class Store:
             self._wdb.execute("PRAGMA journal_mode=WAL")
             self._wdb.execute(f"PRAGMA synchronous={synchronous}")
             self._wdb.execute("PRAGMA foreign_keys=ON")
+            if sealer is not None:
+                self._wdb.execute("PRAGMA secure_delete=ON")  # no old (plaintext) content left in freed pages
             self._wdb.executescript(_SCHEMA)
             row = self._wdb.execute(
                 "SELECT max(m) FROM (SELECT max(rv) AS m FROM events UNION ALL "
@@ -259,6 +265,10 @@ class Store:
                 self._wdb.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('rv', ?)", (self._rv,))
                 self._wdb.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('compacted', ?)",
                                   (self._compacted,))
+                resealed = self._reseal(self._wdb)
+            if resealed:
+                # The plaintext it replaced must not linger in the WAL (secure_delete wipes freed pages).
+                self._wdb.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             # Reads happen on the owner's thread, on their own connection (WAL: never blocked by the writer).
             self._rdb = sqlite3.connect(str(self.path), isolation_level=None)
             self._rdb.execute(f"PRAGMA busy_timeout={READ_BUSY_TIMEOUT_MS}")
@@ -268,6 +278,11 @@ class Store:
                 self._wdb.close()
             os.close(self._lock_fd)
             raise StateError(f"{self.path} is not a usable store", code="corrupt_state") from exc
+        except StateError:  # e.g. sealed rows that do not open with the configured key
+            with contextlib.suppress(Exception):
+                self._wdb.close()
+            os.close(self._lock_fd)
+            raise
         self._published_rv = self._rv
         # Writer-side state (touched by the writer thread only, after start).
         self._w_rv = self._rv
@@ -291,6 +306,39 @@ class Store:
         self.transactions = 0  # committed write transactions (each holds one or more writes)
         self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
         self._writer.start()
+
+    def _reseal(self, db: sqlite3.Connection) -> int:
+        """Seal what is not sealed under the current key: rows written before encryption was
+        switched on, and rows of a rotated-out key. Part of the opening transaction; returns how many."""
+        if self._sealer is None:
+            return 0
+        done, checked = 0, False
+        for resource in sorted(self._sealed):
+            for table, cols in (("objects", "resource, namespace, name"), ("events", "rv, resource, namespace, name")):
+                rows = db.execute(f"SELECT {cols}, data FROM {table} WHERE resource=?",  # nosec B608 - fixed names
+                                  (resource,)).fetchall()
+                for row in rows:
+                    key, data = tuple(row[-4:-1]), row[-1]
+                    if self._sealer.is_current(data):
+                        if not checked:  # a wrong key file must fail here, clearly, not on some later read
+                            self._sealer.open(key, data)
+                            checked = True
+                        continue
+                    sealed = self._sealer.seal(key, self._sealer.open(key, data))
+                    if table == "objects":
+                        db.execute("UPDATE objects SET data=? WHERE resource=? AND namespace=? AND name=?",
+                                   (sealed, *key))
+                    else:
+                        db.execute("UPDATE events SET data=? WHERE rv=?", (sealed, row[0]))
+                    done += 1
+        return done
+
+    def _disk(self, key: Key, data: str) -> str:
+        """What goes into the file for ``key``'s JSON (sealed for sealed resources)."""
+        return self._sealer.seal(key, data) if key[0] in self._sealed else data
+
+    def _plain(self, key: Key, data: str) -> str:
+        return self._sealer.open(key, data) if key[0] in self._sealed else data
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -365,7 +413,7 @@ class Store:
                                   key).fetchone()
         if found is None:
             return None
-        row = (int(found[0]), str(found[1]), found[2])
+        row = (int(found[0]), self._plain(key, str(found[1])), found[2])
         self._remember(key, row)
         return row
 
@@ -393,7 +441,7 @@ class Store:
         ``after`` resumes after a (namespace, name) key for paginated lists. ``list_rv`` is
         the resourceVersion of the snapshot the rows come from (a watch from it misses nothing).
         """
-        sql = "SELECT data FROM objects WHERE resource=?"
+        sql = "SELECT data, namespace, name FROM objects WHERE resource=?"
         args: list[Any] = [resource]
         if namespace is not None:
             sql += " AND namespace=?"
@@ -412,6 +460,8 @@ class Store:
         with self._snapshot() as db:
             snap = db.execute("SELECT value FROM meta WHERE key='rv'").fetchone()
             rows = db.execute(sql, args).fetchall()
+        if resource in self._sealed:
+            return max(published, int(snap[0]) if snap else 0), [self._plain((resource, r[1], r[2]), r[0]) for r in rows]
         return max(published, int(snap[0]) if snap else 0), [r[0] for r in rows]
 
     def names(self, resource: str, namespace: str) -> list[str]:
@@ -453,7 +503,7 @@ class Store:
             if floor is not None and rv < int(floor[0]):
                 raise Expired(f"resourceVersion {rv} is older than {int(floor[0])}")
             rows = db.execute(sql, args).fetchall()
-        return (WatchEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows)
+        return (WatchEvent(r[0], r[1], r[2], r[3], r[4], self._plain((r[2], r[3], r[4]), r[5]), r[6]) for r in rows)
 
     @contextlib.contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -742,10 +792,10 @@ class Store:
                     sql = (f"INSERT INTO objects(resource, namespace, name, rv, idx, data) VALUES {_marks(len(part), 6)} "  # nosec B608 - only placeholders
                            "ON CONFLICT(resource, namespace, name) DO UPDATE SET rv=excluded.rv, idx=excluded.idx, "
                            "data=excluded.data")
-                    db.execute(sql, [x for w in part for x in (*w.key, w.rv, w.index, w.data)])
+                    db.execute(sql, [x for w in part for x in (*w.key, w.rv, w.index, self._disk(w.key, w.data))])
                 for part in _chunks(writes):
                     sql = f"INSERT INTO events(rv, type, resource, namespace, name, idx, data) VALUES {_marks(len(part), 7)}"  # nosec B608 - only placeholders
-                    db.execute(sql, [x for w in part for x in (w.rv, w.kind, *w.key, w.index, w.data)])
+                    db.execute(sql, [x for w in part for x in (w.rv, w.kind, *w.key, w.index, self._disk(w.key, w.data))])
             except sqlite3.DatabaseError:
                 if not db.in_transaction:
                     raise  # the whole transaction is gone (I/O error, disk full): nothing to retry here
@@ -767,13 +817,14 @@ class Store:
             if stored is None:
                 raise NotFound(f"{resource} {namespace}/{name} not found")
             raise Conflict(f"{resource} {namespace}/{name} was modified")
+        data = self._disk(w.key, w.data)
         if w.kind == "DELETED":
             db.execute("DELETE FROM objects WHERE resource=? AND namespace=? AND name=?", w.key)
         elif w.kind == "ADDED":
             db.execute("INSERT INTO objects(resource, namespace, name, rv, idx, data) VALUES (?, ?, ?, ?, ?, ?)",
-                       (resource, namespace, name, w.rv, w.index, w.data))
+                       (resource, namespace, name, w.rv, w.index, data))
         else:
             db.execute("UPDATE objects SET rv=?, idx=?, data=? WHERE resource=? AND namespace=? AND name=?",
-                       (w.rv, w.index, w.data, resource, namespace, name))
+                       (w.rv, w.index, data, resource, namespace, name))
         db.execute("INSERT INTO events(rv, type, resource, namespace, name, idx, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                   (w.rv, w.kind, resource, namespace, name, w.index, w.data))
+                   (w.rv, w.kind, resource, namespace, name, w.index, data))

@@ -113,6 +113,12 @@ def test_kubectl_apply_reaches_the_edge_store_and_secrets_are_encrypted(cluster)
     for f in (root / "edge-a").glob("edge.db*"):
         data = f.read_bytes()
         assert not any(n in data for n in needles), f
+    # Nor in the cloud's API server store (Secrets sealed with DIR/pki/encryption.json), while the
+    # configmap's value is there as it is (control: we are looking at the right files).
+    cloud_files = b"".join(f.read_bytes() for f in cloud.dir.glob("api.db*"))
+    assert b'"greeting":"hello"' in cloud_files
+    assert not any(n in cloud_files for n in needles)
+    assert (cloud.dir / "pki" / "encryption.json").stat().st_mode & 0o777 == 0o600
     # The node shows Ready in kubectl.
     nodes = json.loads(kubectl(cloud, "get", "nodes", "-o", "json"))["items"]
     ready = {n["metadata"]["name"]: [c["status"] for c in n["status"]["conditions"] if c["type"] == "Ready"]
