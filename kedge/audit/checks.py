@@ -527,6 +527,30 @@ def state_db_mode(f: Facts) -> Outcome:
     return _o(Status.PASS, exp, ", ".join(f"{PurePath(x.path).name} {_mode(x.mode)}" for x in dbs))
 
 
+@check("KEDGE-CLOUD-021")
+def secrets_encrypted_at_rest(f: Facts) -> Outcome:
+    exp = "every Secret in DIR/api.db sealed (k8s:enc:aesgcm:v1), key file DIR/pki/encryption.json 0600"
+    c = f.cloud
+    if c is None:
+        return _no_cloud(exp)
+    s = c.secrets_at_rest
+    if s is None:
+        return _skip(exp, "component not present: no DIR/api.db (API server not run here, or a real cluster's "
+                          "kube-apiserver: check its --encryption-provider-config)")
+    if s.error:
+        return _o(Status.ERROR, exp, f"{s.db_path} unreadable: {s.error}", [s.db_path])
+    bad = []
+    if s.plain:
+        bad.append(f"{s.plain} Secret row(s) stored in plaintext")
+    if not s.config.exists:
+        bad.append("no encryption key file")
+    elif not _private(s.config):
+        bad.append(f"{s.config.path} is {_mode(s.config.mode)}")
+    if bad:
+        return _o(Status.FAIL, exp, ", ".join(bad), [s.db_path, s.config.path])
+    return _o(Status.PASS, exp, f"{s.sealed} sealed Secret row(s), 0 in plaintext, key file {_mode(s.config.mode)}")
+
+
 # --------------------------------------------------------------------------- cluster: live probes
 
 

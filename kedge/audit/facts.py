@@ -151,7 +151,19 @@ class CloudFacts:
     rbac: RbacFacts | None  # None: no RBAC objects to read yet
     config_path: str = ""
     api_db: FileStat | None = None  # the embedded API server's store (None: not checked)
+    secrets_at_rest: "SecretsAtRest | None" = None  # None: no api.db to look into
     extra_logs: tuple[FileStat, ...] = ()  # other audit logs (API server)
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretsAtRest:
+    """What ``api.db`` holds for Secrets: rows sealed (``k8s:enc:aesgcm:v1:``) and rows in plaintext."""
+
+    db_path: str
+    config: FileStat  # DIR/pki/encryption.json
+    sealed: int = 0
+    plain: int = 0
+    error: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,6 +35,7 @@ from kedge.audit.facts import (
     PlaintextHit,
     RbacFacts,
     RoleRules,
+    SecretsAtRest,
     TokenFacts,
     TokenRow,
 )
@@ -340,6 +341,28 @@ def _read_api_store(db: Path, bindings: list[Binding], roles: list[RoleRules], e
         _collect(doc, str(db), bindings, roles)
 
 
+def read_secrets_at_rest(root: Path) -> SecretsAtRest | None:
+    """Count sealed and plaintext Secret rows (current objects and the watch log) in ``DIR/api.db``."""
+    db = root / "api.db"
+    if not db.is_file():
+        return None
+    config = stat_path(root / "pki" / "encryption.json")
+    try:
+        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=2.0)
+    except sqlite3.Error as exc:
+        return SecretsAtRest(db_path=str(db), config=config, error=type(exc).__name__)
+    try:
+        row = conn.execute(
+            "SELECT coalesce(sum(data LIKE 'k8s:enc:aesgcm:v1:%'), 0), coalesce(sum(data NOT LIKE 'k8s:enc:aesgcm:v1:%'), 0) "
+            "FROM (SELECT data FROM objects WHERE resource='/secrets' UNION ALL "
+            "SELECT data FROM events WHERE resource='/secrets')").fetchone()
+    except sqlite3.Error as exc:
+        return SecretsAtRest(db_path=str(db), config=config, error=type(exc).__name__)
+    finally:
+        conn.close()
+    return SecretsAtRest(db_path=str(db), config=config, sealed=int(row[0]), plain=int(row[1]))
+
+
 def read_rbac(root: Path) -> RbacFacts | None:
     """RBAC objects from the API server store and/or ``DIR/manifests/``; None if neither exists."""
     mdir = root / "manifests"
@@ -486,6 +509,7 @@ def gather_cloud(root: str | Path) -> CloudFacts:
         tokens=read_tokens(state_db) if state_db.exists() else None,
         plaintext_hits=scan_plaintext_tokens(r) if r.is_dir() else (),
         rbac=read_rbac(r),
+        secrets_at_rest=read_secrets_at_rest(r),
     )
 
 

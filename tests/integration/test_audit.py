@@ -82,6 +82,7 @@ def test_fresh_init_and_joined_edge_audit_with_zero_fail(cluster):
     assert r["KEDGE-CLUSTER-012"]["status"] == "PASS"  # no certificate without credentials
     assert r["KEDGE-CLUSTER-002"]["status"] in ("PASS", "INFO")
     assert r["KEDGE-EDGE-001"]["status"] == r["KEDGE-EDGE-003"]["status"] == "PASS"
+    assert r["KEDGE-CLOUD-021"]["status"] == "PASS"  # api.db exists (cloudcore ran), no plaintext Secret
     assert report["totals"]["total"] == len(report["results"]) >= 25
 
 
@@ -491,3 +492,23 @@ def test_live_broker_with_a_planted_fault_fails_edge_010(broker_edge, fault):
     expected = {"plaintext": "clear-text CONNECT", "no-client-cert": "without a certificate",
                 "tls12": "TLSv1.2"}[fault]
     assert expected in r["actual"], r
+
+
+@pytest.mark.threat("K-CLOUD-DB-THEFT")
+def test_plaintext_secret_in_api_db_fails_cloud_021(fresh_cloud):
+    from kedge.store.sealing import Sealer
+    from kedge.store.sqlite import Store
+
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "default"},
+              "stringData": {"k": "v"}}
+    store = Store(fresh_cloud / "api.db")  # as a store without encryption would have written it
+    store.create("/secrets", "default", "s", secret)
+    store.close()
+    code, report = audit("--data-dir", str(fresh_cloud))
+    r = by_id(report)["KEDGE-CLOUD-021"]
+    assert r["status"] == "FAIL" and "2 Secret row(s) stored in plaintext" in r["actual"]  # object + watch log and code == 1
+    # Opening the store with the key seals what was there: the same audit passes.
+    Store(fresh_cloud / "api.db", sealer=Sealer.load_or_create(fresh_cloud / "pki" / "encryption.json")).close()
+    code, report = audit("--data-dir", str(fresh_cloud))
+    r = by_id(report)["KEDGE-CLOUD-021"]
+    assert r["status"] == "PASS" and r["actual"].startswith("2 sealed"), r
