@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -78,7 +79,7 @@ def read_json(path: str | os.PathLike[str], default: Any = None) -> Any:
             return json.loads(fh.read())
     except FileNotFoundError:
         return default
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise StateError(f"{path} is not valid JSON", code="corrupt_state") from exc
 
 
@@ -95,9 +96,14 @@ def update_json(path: str | os.PathLike[str], updates: dict[str, Any]) -> dict[s
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        current = read_json(p, {}) or {}
+        try:
+            current = read_json(p, {}) or {}
+        except StateError:
+            current = None
         if not isinstance(current, dict):
-            raise StateError(f"{p} does not hold a JSON object", code="corrupt_state")
+            # Only derived facts (addresses) live here: a damaged file is replaced, not fatal.
+            logging.getLogger(__name__).warning("%s was not a JSON object; writing it anew", p)
+            current = {}
         current.update(updates)
         atomic_write(p, (json.dumps(current, indent=2, sort_keys=True) + "\n").encode())
         return current

@@ -87,8 +87,8 @@ def read_json_config(path: Path) -> tuple[dict[str, Any] | None, str | None]:
         return None, None
     try:
         data = json.loads(_read_bounded(path, MAX_JSON_BYTES))
-    except (OSError, ValueError) as exc:
-        return None, f"{type(exc).__name__}: {exc}"[:200]
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+        return None, f"{type(exc).__name__}: {str(exc)[:150]}"[:200]
     if not isinstance(data, dict):
         return None, "not a JSON object"
     return data, None

@@ -50,8 +50,12 @@ class Target:
         """``URL`` or ``ROLE=URL``; schemes https/wss/mqtts/mqtt; the role defaults from the scheme."""
         if "=" in text.split("://", 1)[0]:
             role, text = text.split("=", 1)
-        u = urlsplit(text)
-        if u.scheme not in _SCHEMES or not u.hostname:
+        try:
+            u = urlsplit(text)
+            hostname = u.hostname
+        except ValueError as exc:  # e.g. "https://[::1" (unbalanced IPv6 brackets)
+            raise ConfigError(f"endpoint {text[:200]!r} is not a URL", code="bad_endpoint") from exc
+        if u.scheme not in _SCHEMES or not hostname:
             raise ConfigError(f"endpoint must be https://, wss://, mqtts:// or mqtt://HOST:PORT, not {text!r}",
                               code="bad_endpoint")
         try:
@@ -62,7 +66,7 @@ class Target:
             role = {"wss": "hub", "mqtts": "mqtt", "mqtt": "mqtt"}.get(u.scheme, "unknown")
         if role not in ROLES:
             raise ConfigError(f"endpoint role must be one of {ROLES}, not {role!r}", code="bad_endpoint")
-        return cls(url=text, role=role, host=u.hostname, port=port)
+        return cls(url=text, role=role, host=hostname, port=port)
 
 
 class _ProbeFailed(Exception):

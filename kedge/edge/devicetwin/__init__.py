@@ -351,7 +351,11 @@ async def run_devicetwin(core) -> None:
     pki_dir = core.dir.pki
     broker = Broker(root / "mqtt", core.node, cafile=pki_dir / "mqtt-ca.crt",
                     certfile=pki_dir / "mqtt-broker.crt", keyfile=pki_dir / "mqtt-broker.key")
-    previous = (fsutil.read_json(core.dir.endpoints, {}) or {}).get("mqtt", "")
+    try:
+        known = fsutil.read_json(core.dir.endpoints, {})
+    except KedgeError:
+        known = {}  # unreadable: it is rewritten below
+    previous = known.get("mqtt", "") if isinstance(known, dict) else ""
     preferred = None
     if isinstance(previous, str) and previous.rsplit(":", 1)[-1].isdigit():
         preferred = int(previous.rsplit(":", 1)[-1])

@@ -253,3 +253,22 @@ def test_live_mqtt_broker_check(kw, expect):
     # The broker is the edge's: the cloud listener checks never judge it.
     assert r["KEDGE-CLUSTER-002"].status is statuses(af.facts())["KEDGE-CLUSTER-002"]
     assert "mqtts://" not in r["KEDGE-CLUSTER-002"].outcome.actual
+
+
+@pytest.mark.parametrize("text", ["https://[::1", "mqtt://[zz]:1", "wss://host:99999", "ftp://h:1", "https://"])
+def test_bad_endpoint_urls_are_a_usage_error(text):
+    from kedge.audit.probe import Target
+    from kedge.errors import ConfigError
+
+    with pytest.raises(ConfigError) as exc:
+        Target.parse(text)
+    assert exc.value.code == "bad_endpoint"
+
+
+def test_deeply_nested_config_is_reported_not_raised(tmp_path):
+    from kedge.audit.gather import read_json_config
+
+    p = tmp_path / "config.json"
+    p.write_text("[" * 100_000)
+    data, err = read_json_config(p)
+    assert data is None and err
