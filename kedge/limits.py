@@ -7,6 +7,7 @@ Parsers take a :class:`Limits` (or use :data:`DEFAULT`); exceeding a bound raise
 from __future__ import annotations
 
 import dataclasses
+import math
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -40,8 +41,12 @@ class Limits:
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"limit {field.name} must be a positive number, got {value!r}")
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
+                raise ValueError(f"limit {field.name} must be a positive finite number, got {value!r}")
+            if isinstance(field.default, int) and not isinstance(value, int) and not float(value).is_integer():
+                raise ValueError(f"limit {field.name} counts something: it must be a whole number, got {value!r}")
+            if isinstance(field.default, int) and isinstance(value, float):
+                object.__setattr__(self, field.name, int(value))  # 2048.0 from a JSON config is 2048
 
 
 DEFAULT = Limits()

@@ -33,3 +33,18 @@ def test_update_json_merges_into_a_good_file(tmp_path: Path):
     fsutil.update_json(p, {"api": "https://127.0.0.1:6443"})
     fsutil.update_json(p, {"hub": "wss://127.0.0.1:10000"})
     assert json.loads(p.read_text()) == {"api": "https://127.0.0.1:6443", "hub": "wss://127.0.0.1:10000"}
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1, 0, 1.5, True, "10"])
+def test_limits_refuse_what_is_not_a_positive_finite_amount(value):
+    from kedge.limits import Limits
+
+    with pytest.raises(ValueError):
+        Limits(max_frame_bytes=value)
+
+
+def test_a_whole_float_limit_from_json_becomes_an_int():
+    from kedge.limits import Limits
+
+    assert Limits(max_frame_bytes=2048.0).max_frame_bytes == 2048
+    assert isinstance(Limits(max_frame_bytes=2048.0).max_frame_bytes, int)
