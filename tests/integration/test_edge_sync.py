@@ -310,6 +310,7 @@ def test_configmap_and_secret_released_then_needed_again_reach_the_new_pod(clust
     kubectl(cloud, "delete", "pod", "web-again2", "--wait=true", "--timeout=60s")
 
 
+@pytest.mark.threat("K-POD-LOG-ABUSE")
 def test_kubectl_logs_reaches_the_container_on_the_edge_over_the_tunnel(cluster):
     cloud, root, _ = cluster
     kubectl(cloud, "apply", "-f", "-", input="""
@@ -360,6 +361,7 @@ spec:
     kubectl(cloud, "delete", "pod", "talker", "--wait=false")
 
 
+@pytest.mark.threat("K-POD-LOG-ABUSE")
 def test_kubectl_logs_for_a_pod_whose_node_is_offline_is_a_clear_503(cluster):
     cloud, _, _ = cluster
     kubectl(cloud, "apply", "-f", "-", input="""
