@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "kedge.cli.apiserver",
     "kedge.cli.device",
     "kedge.cli.manifests",
+    "kedge.cli.secrets",
 )
 
 # Which module registers which top-level command: running one command imports only its
@@ -34,6 +35,7 @@ COMMAND_OWNERS = {
     "verify": "kedge.cli.verify", "conformance": "kedge.cli.verify", "apiserver": "kedge.cli.apiserver",
     "device": "kedge.cli.device",
     "manifests": "kedge.cli.manifests",
+    "secrets": "kedge.cli.secrets",
 }
 
 

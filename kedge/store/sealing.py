@@ -123,3 +123,70 @@ class Sealer:
         except Exception as exc:  # noqa: BLE001 - InvalidTag, bad base64, short input: all "does not open"
             raise SealingError("a stored secret does not open with the configured key "
                                "(wrong encryption.json for this api.db?)") from exc
+
+
+# -- key management (kedge secrets ...) ----------------------------------------------
+
+
+def _read_config(path: Path) -> list[dict[str, str]]:
+    Sealer.load_or_create(path)  # validates (mode, shape, key sizes); creates nothing if present
+    return list(json.loads(path.read_bytes())["keys"])
+
+
+def _write_config(path: Path, keys: list[dict[str, str]]) -> None:
+    fsutil.write_private(path, (json.dumps({"keys": keys}, indent=2) + "\n").encode())
+
+
+def rotate_key(path: str | os.PathLike[str]) -> str:
+    """Put a fresh key first (it seals from the next API server start); return its name."""
+    p = Path(path)
+    if not p.exists():
+        raise SealingError(f"{p} does not exist (kedge init creates it)", code="bad_encryption_config")
+    keys = _read_config(p)
+    taken = {k["name"] for k in keys}
+    n = len(keys) + 1
+    while f"key{n}" in taken:
+        n += 1
+    name = f"key{n}"
+    _write_config(p, [{"name": name, "secret": base64.b64encode(os.urandom(KEY_BYTES)).decode()}, *keys])
+    return name
+
+
+def key_usage(config: str | os.PathLike[str], db: str | os.PathLike[str]) -> dict[str, int]:
+    """How many sealed rows of ``db`` each configured key holds (plus ``"plaintext"`` and
+    ``"unknown"`` for rows under no configured key). Read-only."""
+    import sqlite3
+
+    names = [k["name"] for k in _read_config(Path(config))]
+    out = {n: 0 for n in names} | {"plaintext": 0, "unknown": 0}
+    dbp = Path(db)
+    if not dbp.is_file():
+        return out
+    conn = sqlite3.connect(f"{dbp.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+    try:
+        marks = ",".join("?" * len(SEALED_RESOURCES))
+        rows = conn.execute(
+            f"SELECT data FROM objects WHERE resource IN ({marks}) UNION ALL "  # nosec B608 - only placeholders
+            f"SELECT data FROM events WHERE resource IN ({marks})", (*SEALED_RESOURCES, *SEALED_RESOURCES))
+        for (data,) in rows:
+            if not data.startswith(PREFIX):
+                out["plaintext"] += 1
+                continue
+            name = data[len(PREFIX):].partition(":")[0]
+            out[name if name in names else "unknown"] += 1
+    finally:
+        conn.close()
+    return out
+
+
+def prune_keys(config: str | os.PathLike[str], db: str | os.PathLike[str]) -> list[str]:
+    """Drop keys (never the first) that seal no row of ``db``; return their names. New writes only
+    ever use the first key, so a key with no rows now will never be needed again."""
+    p = Path(config)
+    keys = _read_config(p)
+    usage = key_usage(p, db)
+    keep = [keys[0]] + [k for k in keys[1:] if usage.get(k["name"], 0) > 0]
+    dropped = [k["name"] for k in keys if k not in keep]
+    if dropped:
+        _write_config(p, keep)
+    return dropped
