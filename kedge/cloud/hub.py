@@ -53,6 +53,22 @@ HUB_NAME = "cloudhub"
 
 Router = Callable[["NodeSession", m.Message], Awaitable[Any]]
 
+# A node's upstream requests are handled one at a time, in order -- except device status
+# batches, of which up to MAX_CONCURRENT_REQUESTS run concurrently with each other and with
+# the node's other traffic. That is safe because the devicecontroller keeps the order per
+# device itself: it queues each batch's reports per device in the order the batches reach
+# it (the order of the frames, as the tasks start in frame order and enqueue before their
+# first await) and one writer at a time applies a device's queue front to back; twin values
+# are also newest-wins by their report timestamp. Nothing else relies on a batch's position
+# relative to other messages: a batch carries only twin/state reports, never spec changes.
+MAX_CONCURRENT_REQUESTS = 4
+CONCURRENT_KINDS = frozenset({"devicestatus"})
+
+
+def _concurrent_ok(msg: m.Message) -> bool:
+    parts = msg.route.resource.split("/")
+    return msg.route.operation == m.UPDATE and len(parts) == 3 and parts[1] in CONCURRENT_KINDS
+
 
 @dataclasses.dataclass
 class Identity:
@@ -80,6 +96,8 @@ class NodeSession:
         self._closer: asyncio.Future | None = None
         self._held_events: list = []
         self._sender_task: asyncio.Task | None = None
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
+        self._tasks: set[asyncio.Task] = set()
 
     def _flush(self) -> None:
         for frame in self.session.data_to_send():
@@ -152,6 +170,37 @@ class NodeSession:
                 await asyncio.sleep(max(self.bucket.wait_time(now), 0.001))
                 now = time.monotonic()
 
+    async def _answer(self, msg: m.Message, now_ms: int) -> bool:
+        """Route one request and send its response or error; False once the session is no longer up."""
+        try:
+            content = await self.hub.route(self, msg)
+        except PeerError as exc:
+            content, code = None, exc.code
+        except KedgeError as exc:
+            log.warning("handling %s from %s failed: %s", msg.route.operation, self.node, exc.code)
+            content, code = None, "internal_error"
+        else:
+            code = None
+        if self.session.state is not State.CONNECTED:
+            return False  # closing or failed meanwhile: nothing more goes out
+        if code is not None:
+            self.session.send_error(msg, code, now_ms=now_ms)
+        elif content is not None:
+            self.session.send_response(msg, content, now_ms=now_ms)
+        return True
+
+    async def _answer_concurrently(self, msg: m.Message) -> None:
+        try:
+            if await self._answer(msg, int(time.time() * 1000)):
+                self._flush()
+        except Exception:  # noqa: BLE001 - our bug or a client failure: the edge gets a code, not silence
+            log.exception("handling %s from %s failed", msg.route.operation, self.node)
+            if self.session.state is State.CONNECTED:
+                self.session.send_error(msg, "internal_error", now_ms=int(time.time() * 1000))
+                self._flush()
+        finally:
+            self._slots.release()
+
     async def _dispatch(self, now_ms: int) -> None:
         events, self._held_events = self._held_events + self.session.events_received(), []
         for event in events:
@@ -164,21 +213,15 @@ class NodeSession:
                 if msg.route.operation == m.KEEPALIVE:
                     self.session.send_response(msg, {"ts": now_ms}, now_ms=now_ms)
                     continue
-                try:
-                    content = await self.hub.route(self, msg)
-                except PeerError as exc:
-                    content, code = None, exc.code
-                except KedgeError as exc:
-                    log.warning("handling %s from %s failed: %s", msg.route.operation, self.node, exc.code)
-                    content, code = None, "internal_error"
-                else:
-                    code = None
-                if self.session.state is not State.CONNECTED:
-                    return  # closing or failed meanwhile: nothing more goes out
-                if code is not None:
-                    self.session.send_error(msg, code, now_ms=now_ms)
-                elif content is not None:
-                    self.session.send_response(msg, content, now_ms=now_ms)
+                if _concurrent_ok(msg):
+                    # Bounded: with every slot taken we stop reading this tunnel (backpressure).
+                    await self._slots.acquire()
+                    task = asyncio.create_task(self._answer_concurrently(msg))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                    continue
+                if not await self._answer(msg, now_ms):
+                    return
             elif isinstance(event, ProtocolFailed):
                 self.hub.audit.write("protocol_error", node=self.node, peer=self.ident.peer, code=event.code)
                 self._flush()  # the error frame carrying the code goes out first
@@ -215,6 +258,8 @@ class NodeSession:
                 except ConnectionClosed:
                     pass
             sender.cancel()
+            for task in list(self._tasks):
+                task.cancel()
             for fut in self.waiters.values():
                 if not fut.done():
                     fut.set_exception(ConnectionError("tunnel closed"))

@@ -77,6 +77,11 @@ class DeviceController:
         self._misses: dict[tuple[str, str], float] = {}
         # Status writes get their own threads: the loop's default pool is small and shared.
         self._pool = concurrent.futures.ThreadPoolExecutor(WRITE_CONCURRENCY, thread_name_prefix="devstatus")
+        # Reports waiting to be written, per (node, namespace, name), in arrival order; devices
+        # with reports and no writer, oldest first; devices a writer holds right now.
+        self._queued: dict[tuple[str, str, str], list[tuple[Any, concurrent.futures.Future]]] = {}
+        self._ready: collections.deque[tuple[str, str, str]] = collections.deque()
+        self._busy: set[tuple[str, str, str]] = set()
         self.rejects: dict[str, int] = {}
         self.writes = 0
         self._last_stats = (time.monotonic(), 0)
@@ -188,25 +193,33 @@ class DeviceController:
 
     # -- writing status --------------------------------------------------------------
 
-    def _apply_one(self, node: str, raw: Any) -> dict[str, Any]:
-        """Validate and write one device's report (blocking). Returns the per-device result."""
-        ns, name = "", ""
-        if isinstance(raw, dict):
-            ns, name = str(raw.get("namespace", ""))[:64], str(raw.get("name", ""))[:253]
+    def _apply_device(self, node: str, ns: str, name: str, items: list[tuple[Any, Any]]) -> None:
+        """Validate one device's queued reports in order, merge them and write the result once
+        (blocking); each item's future gets that report's per-device result."""
+        results: list[dict[str, Any]] = []
         try:
             tm.check_namespace(ns)
             tm.check_name(name)
             obj, model_obj = self._device_for(node, ns, name)
             model = self._parse_model(model_obj) if model_obj is not None else None
-            report = tm.check_status_report(raw, model)
             with self._lock:
                 current = self._written.get((ns, name)) or obj.get("status") or {}
-            status = tm.merge_status(current, report, _now_iso())
-            if status is not None:
+            merged: dict[str, Any] = dict(current)
+            patch: dict[str, Any] = {}  # only what the reports changed
+            for raw, _ in items:
+                try:
+                    report = tm.check_status_report(raw, model)
+                except KedgeError as exc:
+                    results.append(self._refused(node, ns, name, exc))
+                    continue
+                status = tm.merge_status(merged, report, _now_iso())
+                if status is not None:
+                    merged.update(status)
+                    patch.update(status)
+                results.append({"namespace": ns, "name": name, "ok": True})
+            if patch:
                 self.api._call(self.status_custom.patch_namespaced_custom_object_status, GROUP, VERSION, ns,
-                               "devices", name, {"status": status}, _content_type="application/merge-patch+json")
-                merged = dict(current)
-                merged.update(status)
+                               "devices", name, {"status": patch}, _content_type="application/merge-patch+json")
                 with self._lock:
                     self._written[(ns, name)] = merged
                     self.writes += 1
@@ -214,12 +227,17 @@ class DeviceController:
                     if time.monotonic() - t0 >= 10:
                         log.info("device status writes: %.0f/s", (self.writes - w0) / (time.monotonic() - t0))
                         self._last_stats = (time.monotonic(), self.writes)
-            return {"namespace": ns, "name": name, "ok": True}
         except KedgeError as exc:
+            results = [self._refused(node, ns, name, exc) for _ in items]
+        for (_, fut), result in zip(items, results):
+            fut.set_result(result)
+
+    def _refused(self, node: str, ns: str, name: str, exc: KedgeError) -> dict[str, Any]:
+        with self._lock:
             self.rejects[exc.code] = self.rejects.get(exc.code, 0) + 1
-            log.info("device report from node %s for %s/%s refused: %s", node, ns, name, exc.code)
-            return {"namespace": ns, "name": name, "ok": False, "code": exc.code,
-                    "retry": not isinstance(exc, PeerError)}
+        log.info("device report from node %s for %s/%s refused: %s", node, ns, name, exc.code)
+        return {"namespace": ns, "name": name, "ok": False, "code": exc.code,
+                "retry": not isinstance(exc, PeerError)}
 
     def _parse_model(self, obj: dict[str, Any]) -> tm.DeviceModel:
         """The checked DeviceModel, parsed once per resourceVersion."""
@@ -237,36 +255,64 @@ class DeviceController:
             self._parsed_models[key] = (rv, model)
         return model
 
-    def _apply_queue(self, node: str, work: collections.deque) -> list[tuple[int, dict[str, Any]]]:
-        """One lane: take the next device's reports until none are left (deque.popleft is atomic)."""
-        out = []
+    def _drain(self) -> None:
+        """One writer: take the device waiting longest, apply all its queued reports, put it at
+        the back again if more arrived meanwhile; until no device waits. A device is held by
+        one writer at a time, so its reports are applied in the order they were queued."""
         while True:
+            with self._lock:
+                if not self._ready:
+                    return
+                key = self._ready.popleft()
+                items = self._queued.pop(key, [])
+                self._busy.add(key)
             try:
-                group = work.popleft()
-            except IndexError:
-                return out
-            out.extend((i, self._apply_one(node, raw)) for i, raw in group)
+                if items:
+                    self._apply_device(*key, items)
+            except BaseException as exc:  # noqa: BLE001 - never leave a batch waiting forever
+                for _, fut in items:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+            finally:
+                with self._lock:
+                    self._busy.discard(key)
+                    if key in self._queued:
+                        self._ready.append(key)
+
+    def _enqueue(self, node: str, reports: list[Any]) -> list[concurrent.futures.Future]:
+        """Queue each report under its device (in order); returns a future per report."""
+        futs: list[concurrent.futures.Future] = []
+        with self._lock:
+            for raw in reports:
+                ident = (str(raw.get("namespace", ""))[:64], str(raw.get("name", ""))[:253]) \
+                    if isinstance(raw, dict) else ("", "")
+                key = (node, *ident)
+                fut: concurrent.futures.Future = concurrent.futures.Future()
+                futs.append(fut)
+                pending = self._queued.get(key)
+                if pending is None:
+                    pending = self._queued[key] = []
+                    if key not in self._busy:
+                        self._ready.append(key)
+                pending.append((raw, fut))
+            ready = len(self._ready)
+        for _ in range(min(WRITE_CONCURRENCY, ready)):
+            self._pool.submit(self._drain)
+        return futs
 
     async def route_status(self, node: str, msg) -> dict[str, Any]:
         content = msg.content
         reports = content.get("devices") if isinstance(content, dict) else None
         if not isinstance(reports, list) or len(reports) > MAX_REPORTS_PER_BATCH:
             raise PeerError("devicestatus carries a bounded 'devices' list", code="invalid_object")
-        # Up to WRITE_CONCURRENCY lanes share one queue of devices (so no lane idles while another
-        # still has a backlog); a device's reports stay together, applied in order by one lane.
-        groups: dict[tuple[str, str], list[tuple[int, Any]]] = {}
-        for i, raw in enumerate(reports):
-            ident = (str(raw.get("namespace", "")), str(raw.get("name", ""))) if isinstance(raw, dict) else ("", "")
-            groups.setdefault(ident, []).append((i, raw))
-        work = collections.deque(groups.values())
-        loop = asyncio.get_running_loop()
-        done = await asyncio.gather(*(loop.run_in_executor(self._pool, self._apply_queue, node, work)
-                                      for _ in range(min(WRITE_CONCURRENCY, len(groups)))))
-        results: list[dict[str, Any]] = [{}] * len(reports)
-        for lane_results in done:
-            for i, r in lane_results:
-                results[i] = r
-        return {"results": results}
+        # Queued before the first await, so batches queue in the order CloudHub dispatched them
+        # (it may run several of a node's batches at once). Up to WRITE_CONCURRENCY writers share
+        # one round-robin queue of devices across batches and nodes; a device's reports stay in order.
+        futs = self._enqueue(node, reports)
+        results = await asyncio.gather(*(asyncio.wrap_future(f) for f in futs))
+        return {"results": list(results)}
 
     async def route_certs(self, node: str, msg) -> dict[str, Any]:
         from kedge.cloud.devicecontroller import pki
