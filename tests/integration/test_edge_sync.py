@@ -219,12 +219,7 @@ def test_pod_runs_as_processes_reports_status_and_stops_on_delete(cluster):
     cloud, root, _ = cluster
     kubectl(cloud, "apply", "-f", "-", input=manifest("edge-a", "run"))
 
-    def running():
-        st = _pod_json(cloud, "web-run").get("status") or {}
-        cs = st.get("containerStatuses") or []
-        return st.get("phase") == "Running" and cs and "running" in cs[0].get("state", {})
-
-    wait_until(running, timeout=20, what="pod Running in kubectl")
+    wait_until(lambda: _running(cloud, "web-run"), timeout=20, what="pod Running in kubectl")
     proot = pods_root(root / "edge-a", "edge-a")
     procs = [p for p in pod_processes(proot) if "_web-run_" in os.readlink(f"/proc/{p}/cwd")]
     assert procs, "the container runs as a local process"
@@ -300,12 +295,7 @@ def test_configmap_and_secret_released_then_needed_again_reach_the_new_pod(clust
     pod = manifest("edge-a", "again").split("---")[-1].replace("web-again", "web-again2")
     kubectl(cloud, "apply", "-f", "-", input=pod)
 
-    def running():
-        st = _pod_json(cloud, "web-again2").get("status") or {}
-        cs = st.get("containerStatuses") or []
-        return st.get("phase") == "Running" and cs and "running" in cs[0].get("state", {})
-
-    wait_until(running, timeout=30, what="the new pod Running with the configmap and secret it references")
+    wait_until(lambda: _running(cloud, "web-again2"), timeout=30, what="the new pod Running with the configmap and secret it references")
     assert all(k in view.inventory() for k in keys)
     kubectl(cloud, "delete", "pod", "web-again2", "--wait=true", "--timeout=60s")
 
@@ -377,6 +367,12 @@ spec:
     assert r.returncode != 0 and 'node "no-such-edge" is not connected' in r.stderr, r.stderr
     kubectl(cloud, "delete", "pod", "nowhere", "--grace-period=0", "--force")
     assert "nowhere" not in kubectl(cloud, "get", "pods", "-o", "name")
+
+
+def _running(cloud: Cloud, pod: str) -> bool:
+    st = _pod_json(cloud, pod).get("status") or {}
+    cs = st.get("containerStatuses") or []
+    return bool(st.get("phase") == "Running" and cs and "running" in cs[0].get("state", {}))
 
 
 def _logs(cloud: Cloud, pod: str, *args: str) -> str:
