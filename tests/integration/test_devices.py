@@ -26,68 +26,16 @@ from support.cluster import REPO, Cloud, EdgeProcess, kedge, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
-CLOUD_LAUNCHER = """
-import sys
-from kedge.cli.cluster import _run_async
-from kedge.cloud.core import CloudCore
-from kedge.cloud import devicecontroller
-
-class DeviceCloudCore(CloudCore):
-    async def _start_api(self):
-        await super()._start_api()
-        devicecontroller.install(self.controller, self.controller.api, data_dir=self.dir.root)
-
-sys.exit(_run_async(DeviceCloudCore(sys.argv[1]).run_forever()))
-"""
-
-EDGE_LAUNCHER = """
-import logging, sys
-from kedge.cli.cluster import _run_async
-from kedge.edge.core import EdgeCore
-from kedge.edge.devicetwin import run_devicetwin
-
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-core = EdgeCore(sys.argv[1])
-if run_devicetwin not in core.components:
-    core.components.append(run_devicetwin)
-sys.exit(_run_async(core.run()))
-"""
-
-
 # --------------------------------------------------------------------------- helpers
 # (the benchmark imports these too)
 
-
-class DeviceCloud(Cloud):
-    """cloudcore with the devicecontroller installed (idempotent if cloudcore already does)."""
-
-    def start(self) -> "DeviceCloud":
-        previous = self.endpoints()
-        if previous:
-            cfg = json.loads((self.dir / "config.json").read_text())
-            for key, field in (("api", "api_port"), ("hub", "hub_port"), ("certs", "cert_port")):
-                if key in previous:
-                    cfg[field] = int(previous[key].rsplit(":", 1)[1])
-            (self.dir / "config.json").write_text(json.dumps(cfg))
-        with contextlib.suppress(FileNotFoundError):
-            (self.dir / "endpoints.json").unlink()
-        self._logfh = open(self.log, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-c", CLOUD_LAUNCHER, str(self.dir)],
-                                     stdout=self._logfh, stderr=subprocess.STDOUT, cwd=REPO)
-        wait_until(lambda: self.endpoints().get("hub") and self.endpoints().get("certs"), 30,
-                   what="cloudcore endpoints")
-        return self
+# The real `kedge cloudcore` installs the devicecontroller and the real `kedge edgecore` runs
+# devicetwin: the tests use exactly those processes.
+DeviceCloud = Cloud
 
 
 class DeviceEdge(EdgeProcess):
-    """edgecore with devicetwin as a component."""
-
-    def __init__(self, edge_dir: Path, log: Path) -> None:
-        self.dir = edge_dir
-        self._fh = open(log, "ab")
-        self.log = log
-        self.proc = subprocess.Popen([sys.executable, "-c", EDGE_LAUNCHER, str(edge_dir)],
-                                     stdout=self._fh, stderr=subprocess.STDOUT, cwd=REPO)
+    """``kedge edgecore``, and where its broker listens."""
 
     def mqtt_url(self, timeout: float = 30) -> str:
         def read() -> str | None:
