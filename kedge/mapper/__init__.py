@@ -29,6 +29,7 @@ from kedge.errors import ConfigError
 log = logging.getLogger(__name__)
 
 DesiredCallback = Callable[[dict[str, str]], None]
+TWIN_RETRY_S = 2.0  # how often a mapper asks again while the edge does not know its device yet
 
 
 def parse_broker_url(url: str) -> tuple[str, int]:
@@ -53,6 +54,8 @@ class Mapper:
         self.desired: dict[str, str] = {}
         self.connected = threading.Event()
         self.twin_received = threading.Event()
+        self._stopped = threading.Event()
+        self.state: str | None = None  # the last state reported (re-sent once the edge knows the device)
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id=f"mapper-{self.ns}-{self.name}"[:64], protocol=mqtt.MQTTv311)
         self.client.tls_set_context(tls.client_context(creds / "ca.crt", creds / "device.crt", creds / "device.key"))
@@ -67,10 +70,20 @@ class Mapper:
         if reason_code.is_failure:
             log.warning("broker refused the mapper: %s", reason_code)
             return
-        client.subscribe(self.topic(tm.DELTA), qos=1)
-        client.subscribe(self.topic(tm.GET_RESULT), qos=1)
+        self._ask_for_twin()
         self.connected.set()
-        client.publish(self.topic("twin/get"), json.dumps({"event_id": uuid.uuid4().hex}), qos=1)
+
+    def _ask_for_twin(self) -> None:
+        self.client.subscribe(self.topic(tm.DELTA), qos=1)
+        self.client.subscribe(self.topic(tm.GET_RESULT), qos=1)
+        self.client.publish(self.topic("twin/get"), json.dumps({"event_id": uuid.uuid4().hex}), qos=1)
+
+    def _until_twin(self) -> None:
+        # Until the edge knows this device its broker ACL refuses our subscriptions and the edge
+        # drops our reports; ask again every few seconds until the first twin arrives.
+        while not self._stopped.wait(TWIN_RETRY_S) and not self.twin_received.is_set():
+            if self.connected.is_set():
+                self._ask_for_twin()
 
     def _on_message(self, client, userdata, msg) -> None:
         if len(msg.payload) > tm.MAX_PAYLOAD_BYTES:
@@ -89,6 +102,10 @@ class Mapper:
                 desired[str(prop)] = exp["value"]
         changed = desired != self.desired
         self.desired = desired
+        if not self.twin_received.is_set() and self.state is not None:
+            # The edge drops reports for a device it does not know yet, and the binding may have
+            # reached the node after we connected: the first twin says it knows us now.
+            self.report_state(self.state)
         self.twin_received.set()
         if changed and self.on_desired is not None:
             try:
@@ -99,9 +116,11 @@ class Mapper:
     def start(self) -> "Mapper":
         self.client.connect_async(self.host, self.port, keepalive=30)
         self.client.loop_start()
+        threading.Thread(target=self._until_twin, name="mapper-twin-retry", daemon=True).start()
         return self
 
     def stop(self) -> None:
+        self._stopped.set()
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -112,4 +131,5 @@ class Mapper:
         self.client.publish(self.topic("twin/update"), json.dumps(body, separators=(",", ":")), qos=1)
 
     def report_state(self, state: str = "online") -> None:
+        self.state = state
         self.client.publish(self.topic("state/update"), json.dumps({"state": state}), qos=1)

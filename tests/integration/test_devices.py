@@ -285,3 +285,27 @@ def test_malformed_payloads_do_not_stop_devicetwin(cluster):
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def test_state_reported_before_the_edge_knows_the_device_still_arrives(cluster):
+    """A mapper may connect (and report "online") before its Device reaches the node: the broker
+    refuses its subscriptions and the edge drops its reports until then, so the SDK asks for its
+    twin again until it comes, and re-sends the state then."""
+    from kedge.mapper import Mapper
+
+    cloud, url, root = cluster["cloud"], cluster["url"], cluster["root"]
+    # Credentials come from the device CA alone: the Device does not exist yet.
+    creds = credentials(cloud, "default/late", root / "creds-late")
+    m = Mapper("default/late", creds, url).start()
+    try:
+        assert m.connected.wait(15)
+        m.report_state("online")  # dropped by the edge: unknown device
+        time.sleep(0.5)
+        kubectl(cloud, "apply", "-f", "-", input=as_list([thermostat_device("edge-1", "late", "21")]))
+        obj = wait_until(lambda: (o := device_json(cloud, "late")) and o.get("status", {}).get("state") == "online"
+                         and o, 30, what="state online for a device bound after its mapper connected")
+        assert obj["status"].get("lastOnlineTime")
+        assert m.twin_received.is_set() and m.desired.get("target-temperature") == "21"
+    finally:
+        m.stop()
+        kubectl(cloud, "delete", "device", "late", check=False)

@@ -57,16 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         emit("error", reason="could not connect to the broker")
         return 1
     emit("connected")
-    mapper.report_state("online")
-    # The edge drops reports for a device it does not know yet (the binding may reach the node
-    # after the mapper connected), so the state is reported again once the twin has arrived and
-    # then as a heartbeat, as KubeEdge mappers do.
-    state_confirmed = False
+    mapper.report_state("online")  # the SDK re-sends it once the edge knows the device
     last_state = time.monotonic()
     while not stop.wait(args.interval):
         now = time.monotonic()
-        if (not state_confirmed and mapper.twin_received.is_set()) or now - last_state >= STATE_HEARTBEAT_S:
-            state_confirmed = state_confirmed or mapper.twin_received.is_set()
+        if now - last_state >= STATE_HEARTBEAT_S:  # a heartbeat, as KubeEdge mappers report state
             mapper.report_state("online")
             last_state = now
         with lock:
