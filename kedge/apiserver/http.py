@@ -213,6 +213,13 @@ def _now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def audit_record_base(source_ips: list[str], user_agent: str) -> dict[str, Any]:
+    """The request-independent part of an audit record, stamped when the request arrived."""
+    return {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "auditID": _audit_ids.next(),
+            "stage": "ResponseComplete", "sourceIPs": source_ips, "userAgent": user_agent[:256],
+            "requestReceivedTimestamp": _now_iso()}
+
+
 class _Connection:
     def __init__(self, server: ApiServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.server, self.reader, self.writer = server, reader, writer
@@ -303,10 +310,7 @@ class _Connection:
                 return
             target = event.target.decode("latin-1")
             method = event.method.decode("ascii", "replace")
-            audit_base = {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata",
-                          "auditID": _audit_ids.next(), "stage": "ResponseComplete",
-                          "sourceIPs": [self.peer.rsplit(":", 1)[0]], "userAgent": headers.get("user-agent", [""])[-1][:256],
-                          "requestReceivedTimestamp": _now_iso()}
+            audit_base = audit_record_base([self.peer.rsplit(":", 1)[0]], headers.get("user-agent", [""])[-1])
             user = self.user
             if user is None and not self.cert_presented:
                 auth = headers.get("authorization", [""])[-1]
@@ -454,5 +458,5 @@ class _Connection:
         raise ConnectionResetError("watch finished")
 
 
-__all__ = ["ApiServer", "RevocationList", "user_from_cert", "MAX_API_BODY_BYTES"]
+__all__ = ["ApiServer", "RevocationList", "audit_record_base", "user_from_cert", "MAX_API_BODY_BYTES"]
 
