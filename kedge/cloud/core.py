@@ -59,7 +59,16 @@ class CloudCore:
         self.controller = EdgeController(api, node_grace_s=self.cfg.node_monitor_grace_s)
         from kedge.cloud import devicecontroller
 
-        devicecontroller.install(self.controller, api, data_dir=d.root)
+        if self.api_server is not None:
+            # Same process as the API server: device status goes in-process, as cloudcore's
+            # certificate identity (authorized and audited like a request over TLS).
+            from kedge.apiserver.local import LocalClient
+
+            backend: devicecontroller.Backend = devicecontroller.LocalDevices(
+                LocalClient.for_certificate(self.api_server, d.cloudcore_crt))
+        else:
+            backend = devicecontroller.ClientDevices(api)
+        devicecontroller.install(self.controller, backend, d.root)
         self._lifecycle_task = asyncio.create_task(self.controller.node_lifecycle())
 
     async def start(self) -> dict[str, str]:
@@ -110,6 +119,9 @@ class CloudCore:
         if self.controller is not None:
             for sync in list(self.controller.syncs.values()):
                 sync.cancel()
+            dc = getattr(self.controller, "devicecontroller", None)
+            if dc is not None:
+                await dc.close()
         if self.api_server is not None:
             await self.api_server.stop()
             self.api_store.close()

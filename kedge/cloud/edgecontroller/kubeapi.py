@@ -28,6 +28,19 @@ class ApiGone(LocalError):
     code = "gone"
 
 
+def status_error(status: int) -> Exception:
+    """The error for an API server answer that is neither a success nor a 404."""
+    if status == 403:
+        return AuthorizationError("forbidden by the API server", code="forbidden")
+    if status == 409:
+        return PeerError("conflict", code="conflict")
+    if status == 410:
+        return ApiGone("resourceVersion too old")
+    if status in (400, 422):
+        return PeerError("invalid", code="invalid")
+    return LocalError(f"API server answered {status}", code="api_error")
+
+
 def node_headers(node: str) -> dict[str, str]:
     return {"Impersonate-User": f"system:node:{node}", "Impersonate-Group": NODES_GROUP}
 
@@ -60,15 +73,7 @@ class KubeAPI:
         except ApiException as exc:
             if exc.status == 404:
                 return None
-            if exc.status == 403:
-                raise AuthorizationError("forbidden by the API server", code="forbidden") from exc
-            if exc.status == 409:
-                raise PeerError("conflict", code="conflict") from exc
-            if exc.status == 410:
-                raise ApiGone("resourceVersion too old") from exc
-            if exc.status == 422 or exc.status == 400:
-                raise PeerError("invalid", code="invalid") from exc
-            raise LocalError(f"API server answered {exc.status}", code="api_error") from exc
+            raise status_error(exc.status) from exc
         return json.loads(resp.data)
 
     # -- reads as the node -------------------------------------------------------
@@ -103,38 +108,28 @@ class KubeAPI:
 
     def watch_pods(self, node: str, rv: str, *, timeout_s: int, stop: threading.Event) -> Iterator[dict[str, Any]]:
         """The node's pod events from ``rv`` on; ApiGone when ``rv`` is too old (410), as an answer or an event."""
+        return self._watch(self.core.list_pod_for_all_namespaces, field_selector=f"spec.nodeName={node}",
+                           resource_version=rv, timeout_s=timeout_s, stop=stop, _headers=node_headers(node))
+
+    def watch_custom(self, group: str, version: str, plural: str, rv: str, *, timeout_s: int,
+                     stop: threading.Event) -> Iterator[dict[str, Any]]:
+        """Cluster-wide events of a custom resource from ``rv`` on, read as cloudcore itself."""
+        custom = self._client.CustomObjectsApi(self.api)
+        return self._watch(custom.list_cluster_custom_object, group, version, plural, resource_version=rv,
+                           timeout_s=timeout_s, stop=stop)
+
+    def _watch(self, fn, *args, resource_version: str, timeout_s: int, stop: threading.Event,
+               **kw) -> Iterator[dict[str, Any]]:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            resp = self.core.list_pod_for_all_namespaces(
-                field_selector=f"spec.nodeName={node}", watch=True, resource_version=rv, timeout_seconds=timeout_s,
-                allow_watch_bookmarks=True, _preload_content=False, _headers=node_headers(node),
-                _request_timeout=timeout_s + 10)
+            resp = fn(*args, watch=True, resource_version=resource_version, timeout_seconds=timeout_s,
+                      allow_watch_bookmarks=True, _preload_content=False, _request_timeout=timeout_s + 10, **kw)
         except ApiException as exc:
             if exc.status == 410:
                 raise ApiGone("resourceVersion too old") from exc
             raise
-        buf = b""
-        try:
-            for chunk in resp.stream(None, decode_content=False):
-                if stop.is_set():
-                    return
-                buf += chunk
-                if len(buf) > MAX_WATCH_LINE:
-                    raise LocalError("watch event too large", code="watch_line_too_long")
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    if not line.strip():
-                        continue
-                    event = json.loads(line)
-                    if event.get("type") == "ERROR":
-                        code = (event.get("object") or {}).get("code")
-                        if code == 410:
-                            raise ApiGone("watch expired")
-                        raise LocalError(f"watch error {code}", code="watch_error")
-                    yield event
-        finally:
-            resp.release_conn()
+        return _events(resp, stop)
 
     # -- writes as the node ----------------------------------------------------------
 
@@ -199,3 +194,28 @@ class KubeAPI:
             return
         self._call(self.coord.patch_namespaced_lease, node, ns, {"spec": spec},
                    _content_type="application/merge-patch+json", _headers=node_headers(node))
+
+
+def _events(resp, stop: threading.Event) -> Iterator[dict[str, Any]]:
+    """The events of a watch answer, one JSON object per line (each bounded); ApiGone on 410."""
+    buf = b""
+    try:
+        for chunk in resp.stream(None, decode_content=False):
+            if stop.is_set():
+                return
+            buf += chunk
+            if len(buf) > MAX_WATCH_LINE:
+                raise LocalError("watch event too large", code="watch_line_too_long")
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    code = (event.get("object") or {}).get("code")
+                    if code == 410:
+                        raise ApiGone("watch expired")
+                    raise LocalError(f"watch error {code}", code="watch_error")
+                yield event
+    finally:
+        resp.release_conn()

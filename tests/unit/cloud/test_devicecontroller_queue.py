@@ -4,10 +4,7 @@ device per turn, refusals per report, and a write failure answered for every que
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-
-from kubernetes import client
 
 from kedge.cloud import hub
 from kedge.cloud.devicecontroller import DeviceController
@@ -17,40 +14,39 @@ from kedge.protocol import message as m
 NODE = "edge-1"
 
 
-class FakeAPI:
-    """Stands in for KubeAPI: records status patches (in the order they land)."""
+class RecordingBackend:
+    """A devicecontroller backend that records status patches in the order they land (the
+    queue logic under test is the controller's; the real backends have their own tests)."""
+
+    concurrency = 8
 
     def __init__(self, delay: float = 0.0, fail: set[str] | None = None) -> None:
-        self.api = client.ApiClient(client.Configuration())
         self.delay = delay
         self.fail = fail or set()
         self.patches: list[tuple[str, str, dict]] = []
         self.active: dict[str, int] = {}
         self.overlap = False
-        self._lock = threading.Lock()
 
-    def _call(self, fn, group, version, ns, plural, name, body, **kw):
-        assert plural == "devices" and kw.get("_content_type") == "application/merge-patch+json"
-        with self._lock:
-            self.active[name] = self.active.get(name, 0) + 1
-            self.overlap = self.overlap or self.active[name] > 1
+    async def get(self, plural, namespace, name):
+        raise AssertionError(f"unexpected read of {plural} {namespace}/{name}")
+
+    async def patch_status(self, ns, name, patch):
+        self.active[name] = self.active.get(name, 0) + 1
+        self.overlap = self.overlap or self.active[name] > 1
         try:
-            time.sleep(self.delay)
+            await asyncio.sleep(self.delay)
             if name in self.fail:
                 raise LocalError("API server answered 500", code="api_error")
-            with self._lock:
-                self.patches.append((ns, name, body))
+            self.patches.append((ns, name, patch))
         finally:
-            with self._lock:
-                self.active[name] -= 1
-        return {}
+            self.active[name] -= 1
 
 
-def controller(api: FakeAPI, names=("d0", "d1", "d2")) -> DeviceController:
+def controller(api: RecordingBackend, names=("d0", "d1", "d2")) -> DeviceController:
     dc = DeviceController(api, None)
-    dc._loaded_at = time.monotonic() + 3600  # no re-list
-    for n in names:
-        dc.devices[("ns", n)] = {"metadata": {"namespace": "ns", "name": n}, "spec": {"nodeName": NODE}}
+    dc.replace("devices", [{"metadata": {"namespace": "ns", "name": n, "resourceVersion": "1"},
+                            "spec": {"nodeName": NODE}} for n in names])
+    dc.replace("devicemodels", [])
     return dc
 
 
@@ -68,7 +64,7 @@ def report(name: str, state: str, ts: int = 1) -> dict:
 
 
 def test_a_device_keeps_its_order_across_concurrent_batches():
-    api = FakeAPI(delay=0.01)
+    api = RecordingBackend(delay=0.01)
     dc = controller(api)
 
     async def go():
@@ -93,7 +89,7 @@ def test_a_device_keeps_its_order_across_concurrent_batches():
 
 
 def test_reports_queued_behind_a_busy_device_are_written_together():
-    api = FakeAPI(delay=0.05)
+    api = RecordingBackend(delay=0.05)
     dc = controller(api)
 
     async def go():
@@ -108,9 +104,11 @@ def test_reports_queued_behind_a_busy_device_are_written_together():
 
 
 def test_refusals_are_per_report_and_foreign_devices_are_not_written():
-    api = FakeAPI()
+    api = RecordingBackend()
     dc = controller(api)
-    dc.devices[("ns", "other")] = {"metadata": {"namespace": "ns", "name": "other"}, "spec": {"nodeName": "edge-2"}}
+    dc.apply("devices", {"type": "ADDED", "object": {"metadata": {"namespace": "ns", "name": "other",
+                                                                  "resourceVersion": "2"},
+                                                     "spec": {"nodeName": "edge-2"}}})
     dc._misses[("ns", "other")] = time.monotonic()  # no fresh read for this test (it has no API)
 
     async def go():
@@ -125,7 +123,7 @@ def test_refusals_are_per_report_and_foreign_devices_are_not_written():
 
 
 def test_a_failed_write_is_answered_for_every_report_of_that_device():
-    api = FakeAPI(fail={"d1"})
+    api = RecordingBackend(fail={"d1"})
     dc = controller(api)
 
     async def go():
@@ -142,3 +140,29 @@ def test_only_device_status_batches_run_concurrently_in_the_hub():
     assert hub._concurrent_ok(batch(report("d0", "online")))
     assert not hub._concurrent_ok(message(m.UPDATE, "ns/pod/p", {}))
     assert not hub._concurrent_ok(message(m.QUERY, "default/devicestatus/batch", {}))
+
+
+def test_writes_in_flight_never_exceed_the_backends_concurrency():
+    api = RecordingBackend(delay=0.01)
+    api.concurrency = 3
+    names = [f"d{i}" for i in range(12)]
+    dc = controller(api, names)
+    peak = 0
+    patch = api.patch_status
+
+    async def counting(ns, name, body):
+        nonlocal peak
+        peak = max(peak, sum(api.active.values()) + 1)
+        await patch(ns, name, body)
+
+    api.patch_status = counting
+
+    async def go():
+        return await asyncio.gather(*(dc.route_status(NODE, batch(*(report(n, "online") for n in names)))
+                                      for _ in range(3)))
+
+    answers = asyncio.run(go())
+    assert all(r["ok"] for a in answers for r in a["results"])
+    assert peak == 3
+    assert {n for _, n, _ in api.patches} == set(names)
+    assert dc._writers == 0 and not dc._queued and not dc._busy
