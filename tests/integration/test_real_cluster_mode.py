@@ -247,3 +247,53 @@ def test_pod_applied_on_the_real_cluster_reaches_a_listed_edge_and_an_unlisted_o
     wait_until(lambda: {"default/pod/web-y", "default/configmap/cfg-y"} <= set(edge_inventory(edge_y)), 30,
                what="pod and configmap on edge-y after re-applying the manifests")
     assert "default/pod/web-y" not in edge_inventory(edge_x)
+
+
+def test_devices_on_the_real_cluster_reach_the_edge_and_their_reports_reach_device_status(real_cluster):
+    """The devicecontroller against a real cluster (the ``kubernetes`` client backend): a Device
+    applied on A reaches its edge through cloudcore's list+watch, the thermostat mapper gets
+    the desired value over the edge's broker, and its reports are written to A's Device
+    status by cloudcore's identity -- with only the rights the manifests grant."""
+    from integration.test_devices import MapperProcess, thermostat_device, thermostat_model, twin
+
+    env = real_cluster
+    out = kedge("manifests", "--node", "edge-d", "--node", "edge-x", "--node", "edge-y", "--cloudcore-user", CC_USER,
+                check=True).stdout
+    kubectl(env["admin"], "apply", "-f", "-", input=out)
+    edge_d = _join_and_run(env, "edge-d")
+    kubectl(env["admin"], "apply", "-f", "-", input=yaml.safe_dump_all([
+        thermostat_model(), thermostat_device("edge-d", "thermo-d", "21")]))
+    wait_until(lambda: {"default/device/thermo-d", "default/devicemodel/thermostat"} <= set(edge_inventory(edge_d)),
+               30, what="device and model on edge-d")
+
+    def mqtt() -> str | None:
+        try:
+            return json.loads((edge_d / "endpoints.json").read_text()).get("mqtt")
+        except (FileNotFoundError, ValueError):
+            return None
+
+    url = wait_until(mqtt, 30, what="edge-d broker endpoint")
+    creds = env["root"] / "creds-thermo-d"
+    kedge("device", "credentials", "--data-dir", str(env["b"]), "--device", "default/thermo-d", "--out", str(creds),
+          check=True)
+    mapper = MapperProcess("default/thermo-d", creds, url)
+    try:
+        wait_until(lambda: mapper.saw("desired", target="21"), 30, what="desired 21 at the mapper")
+
+        def status() -> dict | None:
+            r = kubectl(env["admin"], "get", "device", "thermo-d", "-o", "json", check=False)
+            obj = json.loads(r.stdout) if r.returncode == 0 else {}
+            return obj if twin(obj, "temperature") and (obj.get("status") or {}).get("state") == "online" else None
+
+        obj = wait_until(status, 30, what="reported temperature and state online in A's Device status")
+        assert twin(obj, "target-temperature") == "21"
+        # A desired change made on A reaches the mapper through the watch (no re-list needed).
+        kubectl(env["admin"], "patch", "device", "thermo-d", "--type=json", "-p",
+                json.dumps([{"op": "replace", "path": "/spec/properties/0/desired/value", "value": "24"}]))
+        wait_until(lambda: mapper.saw("desired", target="24"), 20, what="desired 24 at the mapper")
+    finally:
+        mapper.stop()
+    writes = [r for r in audit_records(env["a"]) if r.get("user", {}).get("username") == CC_USER
+              and (r.get("objectRef") or {}).get("resource") == "devices" and r.get("verb") == "patch"]
+    assert writes and all((r.get("objectRef") or {}).get("subresource") == "status" for r in writes)
+    assert all(r["responseStatus"]["code"] == 200 for r in writes)
