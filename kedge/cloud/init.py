@@ -64,6 +64,7 @@ def init_cloud(
 
     sans = list(dict.fromkeys(adv + ["127.0.0.1", "localhost"]))
     hub_key, hub_cert = pki.issue_server_cert(ca_key, ca_cert, common_name="kedge-cloudhub", sans=sans, now=now)
+    assert hub_key is not None  # nosec B101 - issue_server_cert generates a key when given none
     fsutil.write_private(d.hub_key, pki.key_to_pem(hub_key))
     fsutil.atomic_write(d.hub_crt, pki.cert_to_pem(hub_cert))
 

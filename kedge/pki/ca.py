@@ -299,20 +299,27 @@ def issue_server_cert(
     sans: Sequence[str],
     now: _dt.datetime,
     validity: _dt.timedelta = _dt.timedelta(days=365),
-) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    """Issue a TLS server certificate (hub, cert endpoint, apiserver).
+    public_key: PublicKey | None = None,
+) -> tuple[ec.EllipticCurvePrivateKey | None, x509.Certificate]:
+    """Issue a TLS server certificate (hub, cert endpoint, apiserver, edge MQTT broker).
 
     IP literals (v4, v6, optionally bracketed) become IPAddress SANs, everything
     else DNSName; the EKU is serverAuth only, so the cert cannot act as a client.
+    With ``public_key`` the caller keeps its own private key and gets ``None`` back.
     """
     _check_ca_pair(ca_key, ca_cert)
     names = _san_entries(sans)
     not_before, not_after = _window(ca_cert, now, validity)
-    key = generate_key()
+    key: ec.EllipticCurvePrivateKey | None = None
+    if public_key is None:
+        key = generate_key()
+        public_key = key.public_key()
+    else:
+        _check_public_key(public_key)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, _check_text(common_name, "common name"))])
     cert = (
         _leaf_builder(
-            ca_cert, subject, key.public_key(), not_before, not_after, eku=ExtendedKeyUsageOID.SERVER_AUTH
+            ca_cert, subject, public_key, not_before, not_after, eku=ExtendedKeyUsageOID.SERVER_AUTH
         )
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .sign(ca_key, _sign_alg(ca_key))
@@ -471,6 +478,17 @@ def make_csr(key: PrivateKey, node_name: str) -> bytes:
                 ]
             )
         )
+        .sign(key, _sign_alg(key))
+    )
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
+def make_csr_for(key: PrivateKey, common_name: str) -> bytes:
+    """A PEM CSR proving possession of ``key``; its subject is informative only (the issuer
+    sets every name itself)."""
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, _check_text(common_name, "common name"))]))
         .sign(key, _sign_alg(key))
     )
     return csr.public_bytes(serialization.Encoding.PEM)

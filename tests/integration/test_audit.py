@@ -430,12 +430,12 @@ def broker_edge(cluster, tmp_path):
     import pwd
 
     from kedge._internal import fsutil
-    from kedge.cloud.devicecontroller import pki as device_pki
+    from support.mqttcerts import broker_bundle
 
     cloud, edge_dir = cluster
     e = tmp_path / "edge"
     shutil.copytree(edge_dir, e)
-    bundle = device_pki.issue_broker_bundle(cloud.dir, "edge-1", now=dt.datetime.now(dt.timezone.utc))
+    bundle = broker_bundle(cloud.dir, tmp_path / "mqtt-keys")
     files = {}
     for key, name in (("ca", "mqtt-ca.crt"), ("serverCert", "mqtt-broker.crt"), ("serverKey", "mqtt-broker.key")):
         files[key] = e / "pki" / name

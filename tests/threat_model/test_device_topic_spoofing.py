@@ -24,6 +24,7 @@ from kedge._internal import fsutil
 from kedge.cloud.devicecontroller import pki as device_pki
 from kedge.edge.broker import Broker, find_mosquitto
 from kedge.pki import ca as pki
+from support.mqttcerts import broker_bundle
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -79,7 +80,7 @@ def env(tmp_path_factory):
     cloud = root / "cloud"
     fsutil.make_private_dir(cloud / "pki")
     edge = fsutil.make_private_dir(root / "edge")
-    bundle = device_pki.issue_broker_bundle(cloud, "edge-1", now=NOW)
+    bundle = broker_bundle(cloud, root / "mqtt-keys")
     for key, name in (("ca", "ca.crt"), ("serverCert", "broker.crt"), ("serverKey", "broker.key"),
                       ("clientCert", "edgecore.crt"), ("clientKey", "edgecore.key")):
         fsutil.write_private(edge / name, bundle[key].encode())

@@ -16,7 +16,8 @@ Plugged into the edgecontroller through its extension points (``install``):
   the edge applies (known properties, type and range per the DeviceModel). Newest wins
   per twin by the report timestamp, so stale buffered reports never overwrite newer ones;
 - upstream route ``devicecerts``: the node's broker server certificate and edgecore's
-  MQTT client certificate, issued by the device CA (see :mod:`.pki`).
+  MQTT client certificate, issued by the device CA for the keys in the node's two CSRs
+  (see :mod:`.pki`).
 
 Status writes go to the ``status`` subresource as cloudcore (``devices/status`` merge patch).
 Reports wait in one round-robin queue of devices (the device that waited longest first);
@@ -60,6 +61,7 @@ WATCH_TIMEOUT_S = 300
 FIRST_LOAD_WAIT_S = 10.0
 RETRY_MAX_S = 10.0
 MAX_MISSES = 100_000
+MAX_CSR_BYTES = 16384
 
 
 def _now_iso() -> str:
@@ -563,8 +565,14 @@ class DeviceController:
 
         if self.data_dir is None:
             raise PeerError("device CA not configured", code="not_supported")
+        content = msg.content
+        csrs = [content.get(k) if isinstance(content, dict) else None for k in ("serverCsr", "clientCsr")]
+        if not all(isinstance(c, str) and len(c) <= MAX_CSR_BYTES for c in csrs):
+            # The node makes its keys; the cloud never makes (or sends) a private key.
+            raise PeerError("devicecerts carries the broker's and the client's CSRs", code="csr_required")
         now = dt.datetime.now(dt.timezone.utc)
-        return await asyncio.to_thread(pki.issue_broker_bundle, self.data_dir, node, now=now)
+        return await asyncio.to_thread(pki.issue_broker_certs, self.data_dir, node, csrs[0].encode(),
+                                       csrs[1].encode(), now=now)
 
 
 def _client_with_pool(api_client, size: int):

@@ -7,9 +7,10 @@ Created on first use, key 0600 from creation, never overwritten.
 
 It issues:
 - device client certificates, CN ``device:<ns>/<name>`` (``kedge device credentials``);
-- per edge node, on the node's request over its authenticated tunnel: the broker's
-  server certificate (SAN 127.0.0.1, localhost) and edgecore's MQTT client certificate
-  (CN ``edgecore:<node>``; the node name comes from the tunnel certificate).
+- per edge node, on the node's request over its authenticated tunnel and for keys the
+  node generated itself (two CSRs): the broker's server certificate (SAN 127.0.0.1,
+  localhost) and edgecore's MQTT client certificate (CN ``edgecore:<node>``; the node
+  name comes from the tunnel certificate). No private key is made here or sent.
 """
 
 from __future__ import annotations
@@ -66,16 +67,27 @@ def issue_device_credentials(data_dir: str | Path, ns: str, name: str, *,
     return pki.cert_to_pem(cert), pki.key_to_pem(key), pki.cert_to_pem(ca_cert)  # type: ignore[arg-type]
 
 
-def issue_broker_bundle(data_dir: str | Path, node: str, *, now: dt.datetime) -> dict[str, str]:
-    """Server + client certificates for node ``node``'s broker and edgecore (PEM strings)."""
+def issue_broker_certs(data_dir: str | Path, node: str, server_csr: bytes, client_csr: bytes, *,
+                       now: dt.datetime) -> dict[str, str]:
+    """Certificates for node ``node``'s broker (server) and edgecore's MQTT client, for the
+    keys in the node's two CSRs -- the keys never leave the edge. Each CSR must prove
+    possession of an accepted key (:func:`kedge.pki.ca.check_node_csr`: bounded PEM, SHA-2
+    self-signature, EC P-256/P-384 or RSA 2048+); the two keys must differ. Names come from
+    the tunnel's node identity, never from the CSRs. Returns PEM strings ``ca``,
+    ``serverCert``, ``clientCert``. Refusals are :class:`kedge.pki.ca.CsrError`."""
+    server_pub = pki.check_node_csr(server_csr)
+    client_pub = pki.check_node_csr(client_csr)
+    if server_pub == client_pub:
+        raise pki.CsrError("the broker and the client need keys of their own", code="csr_key_reused")
     ca_key, ca_cert = ensure_device_ca(data_dir, now=now)
-    skey, scert = pki.issue_server_cert(ca_key, ca_cert, common_name=f"mqtt-broker:{node}"[:64],  # type: ignore[arg-type]
-                                        sans=["127.0.0.1", "localhost"], now=now, validity=BROKER_CERT_VALIDITY)
-    ckey, ccert = pki.issue_client_cert(ca_key, ca_cert, common_name=admin_username(node),  # type: ignore[arg-type]
-                                        organizations=["kedge:edgecore"], now=now, validity=BROKER_CERT_VALIDITY)
-    assert ckey is not None  # nosec B101 - generated above
+    _, scert = pki.issue_server_cert(ca_key, ca_cert, common_name=f"mqtt-broker:{node}"[:64],  # type: ignore[arg-type]
+                                     sans=["127.0.0.1", "localhost"], now=now, validity=BROKER_CERT_VALIDITY,
+                                     public_key=server_pub)
+    _, ccert = pki.issue_client_cert(ca_key, ca_cert, common_name=admin_username(node),  # type: ignore[arg-type]
+                                     organizations=["kedge:edgecore"], now=now, validity=BROKER_CERT_VALIDITY,
+                                     public_key=client_pub)
     return {
         "ca": pki.cert_to_pem(ca_cert).decode(),  # type: ignore[arg-type]
-        "serverCert": pki.cert_to_pem(scert).decode(), "serverKey": pki.key_to_pem(skey).decode(),
-        "clientCert": pki.cert_to_pem(ccert).decode(), "clientKey": pki.key_to_pem(ckey).decode(),
+        "serverCert": pki.cert_to_pem(scert).decode(),
+        "clientCert": pki.cert_to_pem(ccert).decode(),
     }

@@ -2,10 +2,11 @@
 
 ``run_devicetwin(core)`` is an edgecore component. It
 
-1. obtains the broker's server certificate and edgecore's MQTT client certificate from
-   the cloud's device CA over the node's authenticated tunnel (once; cached in
-   ``EDGEDIR/pki/mqtt-*``, keys 0600) -- so device credentials from ``kedge device
-   credentials`` (cloud side) verify this broker and are verified by it;
+1. makes the broker's server key and edgecore's MQTT client key on the edge (in a child,
+   :mod:`kedge.edge.mqttkeys`) and has the cloud's device CA certify them over the
+   node's authenticated tunnel (CSRs; cached in ``EDGEDIR/pki/mqtt-*``, all 0600) -- so
+   device credentials from ``kedge device credentials`` (cloud side) verify this broker
+   and are verified by it, and no private key crosses the tunnel;
 2. starts mosquitto (:mod:`kedge.edge.broker`) and writes ``{"mqtt": "mqtts://127.0.0.1:P"}``
    into ``EDGEDIR/endpoints.json``; without mosquitto it logs an error and returns
    (device management off, the rest of edgecore keeps running);
@@ -67,30 +68,33 @@ def _certs_usable(pki_dir) -> bool:
     return min(cert.not_valid_after_utc, ccert.not_valid_after_utc) > limit
 
 
-_BUNDLE_FILES = (("ca", "mqtt-ca.crt"), ("serverCert", "mqtt-broker.crt"), ("serverKey", "mqtt-broker.key"),
-                 ("clientCert", "mqtt-client.crt"), ("clientKey", "mqtt-client.key"))
+_CERT_PARTS = (("ca", "mqtt-ca.crt"), ("serverCert", "mqtt-broker.crt"), ("clientCert", "mqtt-client.crt"))
+_KEY_FILES = ("mqtt-broker.key", "mqtt-client.key")  # staged as <name>.next by kedge.edge.mqttkeys
+MQTT_KEYS_TIMEOUT_S = 120
 
 
-def _install_bundle(pki_dir, pems: dict[str, str]) -> None:
-    """Stage the fetched files (0600), have OpenSSL load them as the broker's and the client's
-    TLS identity -- which parses every PEM and checks each key matches its certificate --,
-    then move them into place. A bad bundle is refused (``bad_bundle``) and changes nothing.
+def _install_bundle(pki_dir, certs: dict[str, str]) -> None:
+    """Stage the issued certificates (0600) beside the staged keys, have OpenSSL load each
+    pair as the broker's and the client's TLS identity -- which parses every PEM and checks
+    each key matches its certificate --, then move all of them into place. A bad bundle is
+    refused (``bad_bundle``) and changes nothing; the staged files are gone either way.
     (OpenSSL rather than ``cryptography`` keeps an edge's first start as small as its idle.)"""
     import ssl
 
     from kedge import tls
 
-    staged = {key: pki_dir / f"{name}.next" for key, name in _BUNDLE_FILES}
+    staged = {name: pki_dir / f"{name}.next" for _, name in _CERT_PARTS}
+    staged.update({name: pki_dir / f"{name}.next" for name in _KEY_FILES})
     try:
-        for key, path in staged.items():
-            fsutil.write_private(path, pems[key].encode())
+        for key, name in _CERT_PARTS:
+            fsutil.write_private(staged[name], certs[key].encode())
         try:
-            tls.server_context(staged["serverCert"], staged["serverKey"], staged["ca"])
-            tls.client_context(staged["ca"], staged["clientCert"], staged["clientKey"])
+            tls.server_context(staged["mqtt-broker.crt"], staged["mqtt-broker.key"], staged["mqtt-ca.crt"])
+            tls.client_context(staged["mqtt-ca.crt"], staged["mqtt-client.crt"], staged["mqtt-client.key"])
         except (ssl.SSLError, ValueError, OSError) as exc:
             raise PeerError("certificate bundle does not load", code="bad_bundle") from exc
-        for key, name in _BUNDLE_FILES:
-            staged[key].replace(pki_dir / name)
+        for name, path in staged.items():
+            path.replace(pki_dir / name)
         fsutil.fsync_dir(pki_dir)
     finally:
         for path in staged.values():
@@ -98,8 +102,31 @@ def _install_bundle(pki_dir, pems: dict[str, str]) -> None:
                 path.unlink()
 
 
+async def _stage_keys(pki_dir, node: str) -> dict[str, str]:
+    """Run ``python -m kedge.edge.mqttkeys`` (keys made and staged on the edge); its CSRs."""
+    import subprocess  # nosec B404 - runs this interpreter on kedge.edge.mqttkeys, no shell
+    import sys
+
+    from kedge.edge import mqttkeys
+    from kedge.errors import LocalError
+
+    if not sys.executable:
+        raise LocalError("no Python interpreter to make the MQTT keys with", code="mqtt_keys_failed")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "kedge.edge.mqttkeys", str(pki_dir), node,
+                                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    try:
+        async with asyncio.timeout(MQTT_KEYS_TIMEOUT_S):
+            out, _ = await proc.communicate()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise LocalError("MQTT key generation did not finish in time", code="mqtt_keys_failed") from None
+    return mqttkeys.parse_result(out, proc.returncode)
+
+
 async def ensure_certs(core) -> None:
-    """Fetch the MQTT certificates from the cloud unless usable ones are on disk."""
+    """Unless usable ones are on disk: make the MQTT keys here, have the cloud's device CA
+    certify them (CSRs over the tunnel), install keys and certificates together."""
     pki_dir = core.dir.pki
     if await asyncio.to_thread(_certs_usable, pki_dir):
         return
@@ -107,19 +134,23 @@ async def ensure_certs(core) -> None:
     while True:
         await core.hub.connected.wait()
         try:
-            reply = await core.hub.request(core.hub.new_message(m.QUERY, f"default/devicecerts/{core.node}"),
+            csrs = await _stage_keys(pki_dir, core.node)
+            reply = await core.hub.request(core.hub.new_message(m.QUERY, f"default/devicecerts/{core.node}", csrs),
                                            timeout=30)
             if reply.route.operation == m.ERROR or not isinstance(reply.content, dict):
                 raise PeerError("cloud refused to issue MQTT certificates", code="certs_refused")
             c = reply.content
-            pems = {k: c.get(k) for k in ("ca", "serverCert", "serverKey", "clientCert", "clientKey")}
-            if not all(isinstance(v, str) and len(v) < 16384 for v in pems.values()):
+            certs = {k: c.get(k) for k, _ in _CERT_PARTS}
+            if not all(isinstance(v, str) and len(v) < 16384 for v in certs.values()):
                 raise PeerError("malformed certificate bundle", code="bad_bundle")
-            await asyncio.to_thread(_install_bundle, pki_dir, pems)
-            log.info("MQTT broker certificates issued by the cloud's device CA")
+            await asyncio.to_thread(_install_bundle, pki_dir, certs)
+            log.info("MQTT keys made on this edge, certified by the cloud's device CA")
             return
         except (KedgeError, TimeoutError, ConnectionError) as exc:
             log.warning("could not get MQTT certificates: %s; retrying", getattr(exc, "code", type(exc).__name__))
+            for name in _KEY_FILES:
+                with contextlib.suppress(FileNotFoundError):
+                    (pki_dir / f"{name}.next").unlink()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
 
