@@ -14,6 +14,7 @@ from kedge.limits import DEFAULT as DEFAULT_LIMITS
 from kedge.limits import Limits
 
 NODE_AUTHZ_MODES = ("enforce",)
+MIN_MQTT_CERT_VALIDITY_S = 45
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +26,8 @@ class CloudConfig:
     bind_address: str = "127.0.0.1"
     allow_tls12: bool = False
     node_cert_validity_s: int = 30 * 24 * 3600
+    # Edge MQTT broker/client certificates from the device CA; edges renew them in time.
+    mqtt_cert_validity_s: int = 90 * 24 * 3600
     token_default_ttl_s: int = 15 * 60
     node_authorization: str = "enforce"
     audit_log: str = "audit.log"
@@ -47,10 +50,14 @@ class CloudConfig:
         for name in ("allow_tls12", "evict_pods_on_node_lost"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false")
-        for name in ("node_cert_validity_s", "token_default_ttl_s", "node_monitor_grace_s"):
+        for name in ("node_cert_validity_s", "mqtt_cert_validity_s", "token_default_ttl_s", "node_monitor_grace_s"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer")
+        if self.mqtt_cert_validity_s < MIN_MQTT_CERT_VALIDITY_S:
+            # Certificates are back-dated by a minute for clock skew; edges renew a third of the
+            # lifetime before expiry: anything shorter would be due again as soon as issued.
+            raise ConfigError(f"mqtt_cert_validity_s must be at least {MIN_MQTT_CERT_VALIDITY_S}")
         if not isinstance(self.limits, dict):
             raise ConfigError("limits must be an object")
         if self.evict_pods_on_node_lost:

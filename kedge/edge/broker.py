@@ -136,6 +136,9 @@ def free_port(preferred: int | None = None) -> int:
     else a port the kernel picks."""
     for candidate in ([preferred] if preferred else []) + [0]:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            # As mosquitto binds: connections of a broker just stopped (TIME_WAIT) do not keep
+            # its port from being taken again; a port something listens on still is.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", candidate))
             except OSError:

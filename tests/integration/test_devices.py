@@ -309,3 +309,65 @@ def test_state_reported_before_the_edge_knows_the_device_still_arrives(cluster):
     finally:
         m.stop()
         kubectl(cloud, "delete", "device", "late", check=False)
+
+
+def _served_certificate(url: str, creds: Path) -> bytes | None:
+    """The DER certificate the broker at ``url`` presents to a device (None while it restarts)."""
+    import socket
+
+    from kedge import tls
+
+    host, port = url.removeprefix("mqtts://").rsplit(":", 1)
+    ctx = tls.client_context(creds / "ca.crt", creds / "device.crt", creds / "device.key")
+    try:
+        with socket.create_connection((host, int(port)), 5) as raw, ctx.wrap_socket(raw, server_hostname=host) as s:
+            return s.getpeercert(binary_form=True)
+    except OSError:
+        return None
+
+
+def test_mqtt_certificates_are_renewed_while_running_with_keys_made_on_the_edge(tmp_path):
+    """With short-lived MQTT certificates (45 s, the shortest a cloud accepts) a running edge
+    renews them in time -- new keys made on the edge, certified from CSRs --, restarts its
+    broker with them on the same address, and devices keep working across the swap."""
+    import ssl
+
+    cloud = DeviceCloud(tmp_path, config={"mqtt_cert_validity_s": 45}).start()
+    edge = mapper = None
+    try:
+        apply_crds(cloud)
+        assert cloud.join("edge-r").returncode == 0
+        edge = DeviceEdge(tmp_path / "edge-r", tmp_path / "edge-r.log")
+        url = edge.mqtt_url()
+        kubectl(cloud, "apply", "-f", "-", input=as_list([thermostat_model(), thermostat_device("edge-r", "t", "20")]))
+        creds = credentials(cloud, "default/t", tmp_path / "creds-t")
+        mapper = MapperProcess("default/t", creds, url)
+        wait_until(lambda: mapper.saw("desired", target="20"), 30, what="desired 20 at the mapper")
+        pki_dir = edge.dir / "pki"
+        first_cert = (pki_dir / "mqtt-broker.crt").read_bytes()
+        first_key = (pki_dir / "mqtt-broker.key").read_bytes()
+        first_served = wait_until(lambda: _served_certificate(url, creds), 10, what="broker certificate")
+        assert ssl.DER_cert_to_PEM_cert(first_served).strip() == first_cert.decode().strip()
+
+        # Due a third of the (back-dated) lifetime before expiry: about 10 s after issue.
+        wait_until(lambda: (pki_dir / "mqtt-broker.crt").read_bytes() != first_cert, 40, what="renewed broker cert")
+        assert (pki_dir / "mqtt-broker.key").read_bytes() != first_key
+        assert (pki_dir / "mqtt-broker.key").stat().st_mode & 0o777 == 0o600
+        assert edge.mqtt_url() == url  # same address for mappers
+        renewed = wait_until(lambda: (c := _served_certificate(url, creds)) not in (None, first_served) and c, 20,
+                             what="broker serving the renewed certificate")
+        assert b"mqtt-broker:edge-r" in renewed
+
+        # Devices keep working across the swap: a new desired value and the report round-trip.
+        kubectl(cloud, "patch", "device", "t", "--type=json", "-p",
+                json.dumps([{"op": "replace", "path": "/spec/properties/0/desired/value", "value": "26"}]))
+        wait_until(lambda: mapper.saw("desired", target="26"), 30, what="desired 26 after the renewal")
+        wait_until(lambda: twin(device_json(cloud, "t"), "target-temperature") == "26", 30,
+                   what="report after the renewal")
+        assert "MQTT certificates renewed" in edge.log.read_text(errors="replace")
+    finally:
+        if mapper is not None:
+            mapper.stop()
+        if edge is not None:
+            edge.stop()
+        cloud.stop()

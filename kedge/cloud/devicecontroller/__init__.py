@@ -570,9 +570,14 @@ class DeviceController:
         if not all(isinstance(c, str) and len(c) <= MAX_CSR_BYTES for c in csrs):
             # The node makes its keys; the cloud never makes (or sends) a private key.
             raise PeerError("devicecerts carries the broker's and the client's CSRs", code="csr_required")
-        now = dt.datetime.now(dt.timezone.utc)
-        return await asyncio.to_thread(pki.issue_broker_certs, self.data_dir, node, csrs[0].encode(),
-                                       csrs[1].encode(), now=now)
+        def issue() -> dict[str, str]:
+            from kedge.cloud.config import CloudDir
+
+            validity = dt.timedelta(seconds=CloudDir(self.data_dir).load_config().mqtt_cert_validity_s)
+            return pki.issue_broker_certs(self.data_dir, node, csrs[0].encode(), csrs[1].encode(),
+                                          now=dt.datetime.now(dt.timezone.utc), validity=validity)
+
+        return await asyncio.to_thread(issue)
 
 
 def _client_with_pool(api_client, size: int):

@@ -68,7 +68,7 @@ def issue_device_credentials(data_dir: str | Path, ns: str, name: str, *,
 
 
 def issue_broker_certs(data_dir: str | Path, node: str, server_csr: bytes, client_csr: bytes, *,
-                       now: dt.datetime) -> dict[str, str]:
+                       now: dt.datetime, validity: dt.timedelta = BROKER_CERT_VALIDITY) -> dict[str, str]:
     """Certificates for node ``node``'s broker (server) and edgecore's MQTT client, for the
     keys in the node's two CSRs -- the keys never leave the edge. Each CSR must prove
     possession of an accepted key (:func:`kedge.pki.ca.check_node_csr`: bounded PEM, SHA-2
@@ -81,10 +81,10 @@ def issue_broker_certs(data_dir: str | Path, node: str, server_csr: bytes, clien
         raise pki.CsrError("the broker and the client need keys of their own", code="csr_key_reused")
     ca_key, ca_cert = ensure_device_ca(data_dir, now=now)
     _, scert = pki.issue_server_cert(ca_key, ca_cert, common_name=f"mqtt-broker:{node}"[:64],  # type: ignore[arg-type]
-                                     sans=["127.0.0.1", "localhost"], now=now, validity=BROKER_CERT_VALIDITY,
+                                     sans=["127.0.0.1", "localhost"], now=now, validity=validity,
                                      public_key=server_pub)
     _, ccert = pki.issue_client_cert(ca_key, ca_cert, common_name=admin_username(node),  # type: ignore[arg-type]
-                                     organizations=["kedge:edgecore"], now=now, validity=BROKER_CERT_VALIDITY,
+                                     organizations=["kedge:edgecore"], now=now, validity=validity,
                                      public_key=client_pub)
     return {
         "ca": pki.cert_to_pem(ca_cert).decode(),  # type: ignore[arg-type]

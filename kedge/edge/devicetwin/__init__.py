@@ -48,24 +48,34 @@ UPLOAD_BATCH_DEVICES = 200
 UPLOAD_PIPELINE = 2  # batches in flight at once
 CERT_FILES = ("mqtt-ca.crt", "mqtt-broker.crt", "mqtt-broker.key", "mqtt-client.crt", "mqtt-client.key")
 RENEW_BEFORE = dt.timedelta(days=7)
+RENEW_CHECK_MAX_S = 3600.0  # look again at least this often (the clock may jump)
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _certs_usable(pki_dir) -> bool:
+def _renew_in(pki_dir) -> float:
+    """Seconds until the MQTT certificates are due for renewal (<= 0: now; missing or
+    unreadable files are due). Due at ``notAfter - min(RENEW_BEFORE, lifetime / 3)`` of the
+    certificate that expires first, so short-lived certificates renew in time too."""
     from kedge.tls import load_cert_validity  # expiry only: an idle edge does not load cryptography
 
     if not all((pki_dir / f).exists() for f in CERT_FILES):
-        return False
+        return -1.0
+    due = []
     try:
-        cert = load_cert_validity(pki_dir / "mqtt-broker.crt")
-        ccert = load_cert_validity(pki_dir / "mqtt-client.crt")
+        for name in ("mqtt-broker.crt", "mqtt-client.crt"):
+            v = load_cert_validity(pki_dir / name)
+            lifetime = v.not_valid_after_utc - v.not_valid_before_utc
+            due.append(v.not_valid_after_utc - min(RENEW_BEFORE, lifetime / 3))
     except KedgeError:
-        return False
-    limit = dt.datetime.now(dt.timezone.utc) + RENEW_BEFORE
-    return min(cert.not_valid_after_utc, ccert.not_valid_after_utc) > limit
+        return -1.0
+    return (min(due) - dt.datetime.now(dt.timezone.utc)).total_seconds()
+
+
+def _certs_usable(pki_dir) -> bool:
+    return _renew_in(pki_dir) > 0
 
 
 _CERT_PARTS = (("ca", "mqtt-ca.crt"), ("serverCert", "mqtt-broker.crt"), ("clientCert", "mqtt-client.crt"))
@@ -177,8 +187,11 @@ class DeviceTwinService:
         pki_dir = core.dir.pki
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edgecore-{core.node}"[:64],
                                   protocol=mqtt.MQTTv311, clean_session=True)
-        self.client.tls_set_context(tls.client_context(pki_dir / "mqtt-ca.crt", pki_dir / "mqtt-client.crt",
-                                                       pki_dir / "mqtt-client.key"))
+        self.tls_context = tls.client_context(pki_dir / "mqtt-ca.crt", pki_dir / "mqtt-client.crt",
+                                              pki_dir / "mqtt-client.key")
+        self.client.tls_set_context(self.tls_context)
+        self.broker_lock = asyncio.Lock()  # one (re)start of mosquitto at a time
+        self.renewals = 0
         self.client.max_queued_messages_set(10_000)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
@@ -304,20 +317,46 @@ class DeviceTwinService:
             except (KedgeError, TimeoutError, ConnectionError) as exc:
                 log.info("device status upload deferred: %s", getattr(exc, "code", type(exc).__name__))
 
-    async def _restart_broker(self) -> None:
-        """mosquitto died: start it again on the same port (mappers and our client reconnect)."""
-        log.error("mosquitto exited (see %s); restarting it", self.broker.dir / "mosquitto.log")
-        try:
-            url = await asyncio.to_thread(self.broker.start, set(self.engine.devices), preferred_port=self.broker.port)
-            await asyncio.to_thread(fsutil.update_json, self.core.dir.endpoints, {"mqtt": url})
-            if self.client.port != self.broker.port:
-                self.client.disconnect()
-                self.client.connect_async("127.0.0.1", self.broker.port, keepalive=30)
-        except BrokerUnavailable as exc:
-            log.error("could not restart mosquitto: %s", exc)
+    async def _restart_broker(self, *, stop_first: bool = False) -> None:
+        """Start mosquitto again on the same port (mappers and our client reconnect): after it
+        died, or (``stop_first``) to load renewed certificates."""
+        async with self.broker_lock:
+            if stop_first:
+                await asyncio.to_thread(self.broker.stop)
+            elif self.broker.alive():
+                return
+            else:
+                log.error("mosquitto exited (see %s); restarting it", self.broker.dir / "mosquitto.log")
+            try:
+                url = await asyncio.to_thread(self.broker.start, set(self.engine.devices),
+                                              preferred_port=self.broker.port)
+                await asyncio.to_thread(fsutil.update_json, self.core.dir.endpoints, {"mqtt": url})
+                if self.client.port != self.broker.port:
+                    self.client.disconnect()
+                    self.client.connect_async("127.0.0.1", self.broker.port, keepalive=30)
+            except BrokerUnavailable as exc:
+                log.error("could not restart mosquitto: %s", exc)
+
+    async def _renewer(self) -> None:
+        """Renew the MQTT certificates before they expire (new keys made here, CSRs to the
+        cloud), then restart mosquitto with them; edgecore's own client uses the new pair from
+        its next connection on."""
+        pki_dir = self.core.dir.pki
+        while True:
+            due = await asyncio.to_thread(_renew_in, pki_dir)
+            if due > 0:
+                await asyncio.sleep(min(max(due, 1.0), RENEW_CHECK_MAX_S))
+                continue
+            await ensure_certs(self.core)
+            await asyncio.to_thread(self.tls_context.load_cert_chain, pki_dir / "mqtt-client.crt",
+                                    pki_dir / "mqtt-client.key")
+            await self._restart_broker(stop_first=True)
+            self.renewals += 1
+            log.info("MQTT certificates renewed (%d); mosquitto restarted with them", self.renewals)
 
     async def upload_loop(self) -> None:
         senders = [asyncio.create_task(self._uploader()) for _ in range(UPLOAD_PIPELINE)]
+        senders.append(asyncio.create_task(self._renewer()))
         try:
             while True:
                 await asyncio.sleep(1.0)

@@ -105,3 +105,26 @@ def test_installing_a_bundle_does_not_load_cryptography(dirs, tmp_path):
             "print(sorted(m for m in sys.modules if m.startswith('cryptography')))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+@pytest.mark.parametrize("validity_s, due_s", [(90 * 86400, 83 * 86400), (45, 10)])
+def test_renewal_is_due_a_third_of_the_lifetime_before_expiry_at_most_seven_days(dirs, validity_s, due_s):
+    cloud, pki_dir = dirs
+    csrs = mqttkeys.stage_keys(pki_dir, "edge-1")
+    certs = device_pki.issue_broker_certs(cloud, "edge-1", csrs["serverCsr"].encode(), csrs["clientCsr"].encode(),
+                                          now=dt.datetime.now(dt.timezone.utc),
+                                          validity=dt.timedelta(seconds=validity_s))
+    devicetwin._install_bundle(pki_dir, certs)
+    # Certificates are back-dated a minute for clock skew: the lifetime counts it.
+    assert abs(devicetwin._renew_in(pki_dir) - due_s) < 5
+    (pki_dir / "mqtt-client.crt").write_text("garbage")
+    assert devicetwin._renew_in(pki_dir) < 0 and not devicetwin._certs_usable(pki_dir)
+
+
+def test_a_cloud_refuses_mqtt_certificates_too_short_to_renew_in_time():
+    from kedge.cloud.config import CloudConfig
+    from kedge.errors import ConfigError
+
+    assert CloudConfig(mqtt_cert_validity_s=45).mqtt_cert_validity_s == 45
+    with pytest.raises(ConfigError):
+        CloudConfig(mqtt_cert_validity_s=44)
