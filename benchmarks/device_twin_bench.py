@@ -10,7 +10,11 @@ that moment minus the send time. Prints p50/p99/max latency, reports that never 
 status, edgecore and cloudcore CPU (% of one core, from /proc) and the 1-minute load average
 (the machine may be shared) per run, then the median of runs.
 
-    .venv/bin/python benchmarks/device_twin_bench.py [--devices 1000] [--seconds 20] [--runs 3]
+    .venv/bin/python benchmarks/device_twin_bench.py [--devices 1000] [--seconds 20] [--runs 3] [--real-cluster]
+
+By default cloudcore embeds the API server and writes status in-process; ``--real-cluster``
+runs cloudcore against a separate ``kedge apiserver`` with the manifests' RBAC, so status
+goes through the ``kubernetes`` client over HTTPS (API server CPU is reported too).
 """
 
 from __future__ import annotations
@@ -111,11 +115,55 @@ def watch_status(cloud, stop: threading.Event, seen: dict[str, list[tuple[int, f
             time.sleep(0.2)
 
 
-def run_once(n: int, seconds: float, root: Path) -> dict:
-    cloud = DeviceCloud(root).start()
+class RealCluster:
+    """``--real-cluster``: a separate ``kedge apiserver`` (data dir A, the "real cluster",
+    authorising cloudcore only through the applied ``kedge manifests``) and ``kedge cloudcore
+    --kubeconfig`` (data dir B) -- status writes go through the ``kubernetes`` client over
+    HTTPS instead of in-process. Quacks like the embedded-mode Cloud where run_once needs it."""
+
+    def __init__(self, root: Path) -> None:
+        from integration.test_real_cluster_mode import CC_USER, Proc, _endpoints, write_remote_kubeconfig
+        from support.cluster import kedge
+
+        self.root, self._kedge, self._endpoints = root, kedge, _endpoints
+        self.a, self.b = root / "A", root / "B"
+        self.dir = self.a  # kubectl and the status watch talk to the real cluster as its admin
+        ports = ["--api-port", "0", "--hub-port", "0", "--cert-port", "0"]
+        for d in (self.a, self.b):
+            kedge("init", "--data-dir", str(d), *ports, check=True)
+        self.api = Proc(["apiserver", "--data-dir", str(self.a)], root / "apiserver.log")
+        self.proc = None
+        server = wait_until(lambda: _endpoints(self.a).get("api"), 30, what="A's API endpoint")
+        kubeconfig = root / "cloudcore-on-a.kubeconfig"
+        write_remote_kubeconfig(self.a, server, kubeconfig)
+        manifests = kedge("manifests", "--node", "edge-1", "--cloudcore-user", CC_USER, check=True).stdout
+        kubectl(self, "apply", "-f", "-", input=manifests)
+        self.cloudcore = Proc(["cloudcore", "--data-dir", str(self.b), "--kubeconfig", str(kubeconfig)],
+                              root / "cloudcore.log")
+        self.proc = self.cloudcore.proc
+        wait_until(lambda: _endpoints(self.b).get("certs"), 30, what="cloudcore endpoints")
+
+    @property
+    def device_ca_dir(self) -> Path:
+        return self.b
+
+    def join(self, node: str):
+        token = self._kedge("token", "create", "--data-dir", str(self.b), "--node", node, check=True).stdout.strip()
+        certs = self._endpoints(self.b)["certs"].removeprefix("https://")
+        return self._kedge("join", "--cloud", certs, "--token", token, "--node", node, "--data-dir",
+                           str(self.root / node))
+
+    def stop(self) -> None:
+        self.cloudcore.stop()
+        self.api.stop()
+
+
+def run_once(n: int, seconds: float, root: Path, *, real_cluster: bool = False) -> dict:
+    cloud = RealCluster(root) if real_cluster else DeviceCloud(root).start()
     edge = None
     try:
-        apply_crds(cloud)
+        if not real_cluster:
+            apply_crds(cloud)  # the manifests carry them in real-cluster mode
         assert cloud.join("edge-1").returncode == 0
         edge = DeviceEdge(root / "edge-1", root / "edge-1.log")
         url = edge.mqtt_url(60)
@@ -133,7 +181,8 @@ def run_once(n: int, seconds: float, root: Path) -> dict:
         now = dt.datetime.now(dt.timezone.utc)
         creds = []
         for i in range(n):
-            crt, key, ca = dpki.issue_device_credentials(cloud.dir, "bench", f"d{i}", now=now)
+            crt, key, ca = dpki.issue_device_credentials(getattr(cloud, "device_ca_dir", cloud.dir), "bench", f"d{i}",
+                                                         now=now)
             d = fsutil.make_private_dir(root / "creds" / f"d{i}")
             fsutil.write_private(d / "device.key", key)
             fsutil.atomic_write(d / "device.crt", crt)
@@ -160,9 +209,12 @@ def run_once(n: int, seconds: float, root: Path) -> dict:
             go.put(start_at)
         while time.time() < start_at:
             time.sleep(0.01)
+        api_pid = cloud.api.proc.pid if real_cluster else None
         cpu0, ccpu0, t0 = cpu_seconds(edge.proc.pid), cpu_seconds(cloud.proc.pid), time.monotonic()
+        acpu0 = cpu_seconds(api_pid) if api_pid else 0.0
         time.sleep(seconds)
         cpu1, ccpu1, t1 = cpu_seconds(edge.proc.pid), cpu_seconds(cloud.proc.pid), time.monotonic()
+        acpu1 = cpu_seconds(api_pid) if api_pid else 0.0
         sent = [x for _ in procs for x in done.get(timeout=120)]
         for p in procs:
             p.join(60)
@@ -186,6 +238,7 @@ def run_once(n: int, seconds: float, root: Path) -> dict:
                 "p50_ms": round(q[49]), "p99_ms": round(q[98]), "max_ms": round(lat[-1]) if lat else None,
                 "edgecore_cpu_pct": round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
                 "cloudcore_cpu_pct": round(100 * (ccpu1 - ccpu0) / (t1 - t0), 1),
+                **({"apiserver_cpu_pct": round(100 * (acpu1 - acpu0) / (t1 - t0), 1)} if api_pid else {}),
                 "load_avg_1m": round(os.getloadavg()[0], 1)}
     finally:
         if edge is not None:
@@ -198,16 +251,19 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=1000)
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--real-cluster", action="store_true",
+                    help="cloudcore --kubeconfig against a separate API server (kubernetes client path)")
     args = ap.parse_args()
     results = []
     for r in range(args.runs):
         with tempfile.TemporaryDirectory(prefix="kedge-devbench-") as tmp:
-            res = run_once(args.devices, args.seconds, Path(tmp))
+            res = run_once(args.devices, args.seconds, Path(tmp), real_cluster=args.real_cluster)
         print(json.dumps({"run": r + 1, **res}), flush=True)
         results.append(res)
     med = {k: statistics.median(x[k] for x in results) for k in ("p50_ms", "p99_ms", "max_ms", "edgecore_cpu_pct",
                                                                   "cloudcore_cpu_pct", "not_reached")}
-    print(json.dumps({"median_of_runs": len(results), "devices": args.devices, "seconds": args.seconds, **med}))
+    print(json.dumps({"median_of_runs": len(results), "devices": args.devices, "seconds": args.seconds,
+                      "mode": "real-cluster" if args.real_cluster else "embedded", **med}))
 
 
 if __name__ == "__main__":

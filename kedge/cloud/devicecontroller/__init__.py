@@ -179,9 +179,10 @@ class LocalDevices:
 class ClientDevices:
     """A real cluster through the ``kubernetes`` client (blocking calls, run in own threads)."""
 
-    # Each write holds a thread and a kept-alive connection for a round trip; more threads
-    # only fight over the GIL with CloudHub in cloudcore's process.
-    concurrency = 8
+    # Each write holds a thread and a kept-alive connection for a round trip to another
+    # process; throughput is bound by round trips in flight (8 gave p99 1.6 s, 32 gave 1.1 s
+    # in device_twin_bench.py --real-cluster).
+    concurrency = 32
 
     def __init__(self, kube) -> None:
         from kubernetes import client
