@@ -1005,6 +1005,19 @@ def mqtt_tls(f: Facts) -> Outcome:
     return _o(Status.PASS, exp, "all network listeners TLS with client certificates")
 
 
+def mqtt_probe_problems(p: ProbeFacts) -> list[str]:
+    """What a live-probed MQTT broker gets wrong (empty: TLS 1.3 only, clear text and
+    certificate-less clients refused). Also edgecore's start-up check of an operator's broker."""
+    bad = [old for old in ("TLSv1", "TLSv1.1", "TLSv1.2") if p.version(old) == "accepted"]
+    if p.version("TLSv1.3") != "accepted":
+        bad.append("no TLS 1.3 handshake")
+    if p.plaintext == "accepted":
+        bad.append("answered a clear-text CONNECT")
+    if p.no_client_cert == "accepted":
+        bad.append("answered a client without a certificate")
+    return bad
+
+
 @check("KEDGE-EDGE-010")
 def mqtt_live(f: Facts) -> Outcome:
     exp = ("the MQTT broker in EDGEDIR/endpoints.json, probed live, accepts only TLS 1.3 and answers no "
@@ -1020,13 +1033,7 @@ def mqtt_live(f: Facts) -> Outcome:
         if p.error:
             results.append(_probe_error(p))
             continue
-        bad = [old for old in ("TLSv1", "TLSv1.1", "TLSv1.2") if p.version(old) == "accepted"]
-        if p.version("TLSv1.3") != "accepted":
-            bad.append("no TLS 1.3 handshake")
-        if p.plaintext == "accepted":
-            bad.append("answered a clear-text CONNECT")
-        if p.no_client_cert == "accepted":
-            bad.append("answered a client without a certificate")
+        bad = mqtt_probe_problems(p)
         if bad:
             results.append((Status.FAIL, f"{p.url}: " + ", ".join(bad)))
         else:

@@ -57,6 +57,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--token", required=True)
     p.add_argument("--node", required=True)
     p.add_argument("--data-dir", required=True)
+    p.add_argument("--mqtt-broker", metavar="mqtts://HOST:PORT",
+                   help="use this (operator's) MQTT broker instead of starting mosquitto; checked at every start "
+                        "(TLS 1.3 only, client certificates required, clear text refused)")
+    p.add_argument("--mqtt-ca", help="CA file that verifies --mqtt-broker")
+    p.add_argument("--mqtt-cert", help="edgecore's client certificate for --mqtt-broker")
+    p.add_argument("--mqtt-key", help="edgecore's client key for --mqtt-broker (mode 0600)")
     p.set_defaults(func=cmd_join)
 
     p = sub.add_parser("edgecore", help="run the edge node")
@@ -169,7 +175,15 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 def cmd_join(args: argparse.Namespace) -> int:
     from kedge.edge.join import join
 
-    cfg = join(cloud=args.cloud, token=args.token, node=args.node, edge_dir=args.data_dir)
+    files = (args.mqtt_ca, args.mqtt_cert, args.mqtt_key)
+    if args.mqtt_broker is None and any(files):
+        raise ConfigError("--mqtt-ca/--mqtt-cert/--mqtt-key need --mqtt-broker", code="usage")
+    broker = None
+    if args.mqtt_broker is not None:
+        if not all(files):
+            raise ConfigError("--mqtt-broker needs --mqtt-ca, --mqtt-cert and --mqtt-key", code="usage")
+        broker = {"url": args.mqtt_broker, **{k: str(Path(v).resolve()) for k, v in zip(("ca", "cert", "key"), files)}}
+    cfg = join(cloud=args.cloud, token=args.token, node=args.node, edge_dir=args.data_dir, mqtt_broker=broker)
     print(f"joined as {cfg.node_name}; hub {cfg.hub}")
     return 0
 

@@ -150,6 +150,9 @@ def free_port(preferred: int | None = None) -> int:
 class Broker:
     """A mosquitto child process owned by edgecore."""
 
+    managed = True
+    host = "127.0.0.1"
+
     def __init__(self, work_dir: str | Path, node: str, *, cafile: Path, certfile: Path, keyfile: Path,
                  binary: str | None = None) -> None:
         self.dir = fsutil.make_private_dir(work_dir)
@@ -227,3 +230,26 @@ class Broker:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+class ExternalBroker:
+    """An operator's broker (edge config ``mqtt_broker``): edgecore connects to it but does not
+    run, restart or configure it -- its ACL is the operator's. Checked at start-up by
+    :mod:`kedge.edge.brokercheck`."""
+
+    managed = False
+
+    def __init__(self, url: str) -> None:
+        from urllib.parse import urlsplit
+
+        u = urlsplit(url)
+        self.url, self.host, self.port = url, u.hostname or "", int(u.port or 0)
+
+    def set_devices(self, devices: Iterable[tuple[str, str]]) -> bool:
+        return False
+
+    def alive(self) -> bool:
+        return True
+
+    def stop(self) -> None:
+        return None

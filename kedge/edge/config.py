@@ -18,6 +18,10 @@ class EdgeConfig:
     hub: str  # wss://H:P of CloudHub
     keepalive_interval_s: float = 15.0
     limits: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # An operator's MQTT broker instead of the mosquitto edgecore runs: {"url": "mqtts://H:P",
+    # "ca": file, "cert": file, "key": file} (edgecore's client identity there). Checked live
+    # at every start (kedge.edge.brokercheck); device management stays off if it falls short.
+    mqtt_broker: dict[str, str] | None = None
 
     @classmethod
     def from_dict(cls, data: Any) -> "EdgeConfig":
@@ -39,10 +43,35 @@ class EdgeConfig:
         if not isinstance(k, (int, float)) or isinstance(k, bool) or not 0 < k < float("inf"):
             raise ConfigError("edge config: keepalive_interval_s must be a positive number")
         _check_limits(cfg.limits)
+        if cfg.mqtt_broker is not None:
+            check_mqtt_broker(cfg.mqtt_broker)
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+MQTT_BROKER_KEYS = ("url", "ca", "cert", "key")
+
+
+def check_mqtt_broker(raw: Any) -> None:
+    """An external broker: ``mqtts://HOST:PORT`` (TLS only) and absolute paths of edgecore's
+    CA, certificate and key files there."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(raw, dict) or set(raw) != set(MQTT_BROKER_KEYS) \
+            or not all(isinstance(v, str) and v for v in raw.values()):
+        raise ConfigError(f"edge config: mqtt_broker must be an object with exactly {list(MQTT_BROKER_KEYS)} (strings)")
+    try:
+        u = urlsplit(raw["url"])
+        port = u.port
+    except ValueError as exc:
+        raise ConfigError("edge config: mqtt_broker.url is not a URL") from exc
+    if u.scheme != "mqtts" or not u.hostname or not port or u.path not in ("", "/") or u.query or u.username:
+        raise ConfigError("edge config: mqtt_broker.url must be mqtts://HOST:PORT (TLS only)")
+    for name in ("ca", "cert", "key"):
+        if not raw[name].startswith("/") or "\n" in raw[name]:
+            raise ConfigError(f"edge config: mqtt_broker.{name} must be an absolute path")
 
 
 def _check_limits(raw: Any) -> None:

@@ -43,8 +43,13 @@ def fetch_pinned_ca(base: str, ca_hash: str) -> bytes:
     return pki.cert_to_pem(ca)
 
 
-def join(*, cloud: str, token: str, node: str, edge_dir: str | Path) -> EdgeConfig:
+def join(*, cloud: str, token: str, node: str, edge_dir: str | Path,
+         mqtt_broker: dict[str, str] | None = None) -> EdgeConfig:
     node = pki.validate_node_name(node)
+    if mqtt_broker is not None:
+        from kedge.edge.config import check_mqtt_broker
+
+        check_mqtt_broker(mqtt_broker)  # before the token is spent
     tok = tokens.parse_token(token)
     base = parse_cloud(cloud)
     d = EdgeDir(edge_dir)
@@ -72,7 +77,7 @@ def join(*, cloud: str, token: str, node: str, edge_dir: str | Path) -> EdgeConf
     fsutil.make_private_dir(d.pki)
     fsutil.atomic_write(d.ca_crt, ca_pem)
     d.install_identity(pki.key_to_pem(key), pki.cert_to_pem(cert))
-    cfg = EdgeConfig(node_name=node, certs=base, hub=hub)
+    cfg = EdgeConfig(node_name=node, certs=base, hub=hub, mqtt_broker=mqtt_broker)
     d.save_config(cfg)
     log.info("joined as node %s (certificate valid until %s)", node, cert.not_valid_after_utc.isoformat())
     return cfg

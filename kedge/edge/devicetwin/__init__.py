@@ -9,7 +9,9 @@
    and are verified by it, and no private key crosses the tunnel;
 2. starts mosquitto (:mod:`kedge.edge.broker`) and writes ``{"mqtt": "mqtts://127.0.0.1:P"}``
    into ``EDGEDIR/endpoints.json``; without mosquitto it logs an error and returns
-   (device management off, the rest of edgecore keeps running);
+   (device management off, the rest of edgecore keeps running). With ``mqtt_broker`` in
+   the edge config it uses that operator's broker instead -- only after checking it live
+   (:mod:`kedge.edge.brokercheck`), and skipping 1. and the broker's ACL;
 3. follows Device/DeviceModel objects in the edge store: desired values go into the
    twin table (``EDGEDIR/twins.db``) and changes are published to
    ``$hw/events/device/{ns}/{name}/twin/update/delta``;
@@ -34,7 +36,7 @@ import time
 from typing import Any
 
 from kedge._internal import fsutil
-from kedge.edge.broker import Broker, BrokerUnavailable, find_mosquitto
+from kedge.edge.broker import Broker, BrokerUnavailable, ExternalBroker, find_mosquitto
 from kedge.edge.devicetwin.engine import TwinEngine
 from kedge.edge.devicetwin.table import TwinTable
 from kedge.errors import KedgeError, PeerError
@@ -48,7 +50,8 @@ UPLOAD_BATCH_DEVICES = 200
 UPLOAD_PIPELINE = 2  # batches in flight at once
 CERT_FILES = ("mqtt-ca.crt", "mqtt-broker.crt", "mqtt-broker.key", "mqtt-client.crt", "mqtt-client.key")
 RENEW_BEFORE = dt.timedelta(days=7)
-RENEW_CHECK_MAX_S = 3600.0  # look again at least this often (the clock may jump)
+RENEW_CHECK_MAX_S = 3600.0
+BROKER_CHECK_TIMEOUT_S = 120  # look again at least this often (the clock may jump)
 
 
 def _now_ms() -> int:
@@ -187,8 +190,12 @@ class DeviceTwinService:
         pki_dir = core.dir.pki
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edgecore-{core.node}"[:64],
                                   protocol=mqtt.MQTTv311, clean_session=True)
-        self.tls_context = tls.client_context(pki_dir / "mqtt-ca.crt", pki_dir / "mqtt-client.crt",
-                                              pki_dir / "mqtt-client.key")
+        ext = core.hub.cfg.mqtt_broker if not broker.managed else None
+        if ext is not None:  # an operator's broker: edgecore's identity there is the operator's
+            self.tls_context = tls.client_context(ext["ca"], ext["cert"], ext["key"])
+        else:
+            self.tls_context = tls.client_context(pki_dir / "mqtt-ca.crt", pki_dir / "mqtt-client.crt",
+                                                  pki_dir / "mqtt-client.key")
         self.client.tls_set_context(self.tls_context)
         self.broker_lock = asyncio.Lock()  # one (re)start of mosquitto at a time
         self.renewals = 0
@@ -356,7 +363,8 @@ class DeviceTwinService:
 
     async def upload_loop(self) -> None:
         senders = [asyncio.create_task(self._uploader()) for _ in range(UPLOAD_PIPELINE)]
-        senders.append(asyncio.create_task(self._renewer()))
+        if self.broker.managed:  # an operator's broker has the operator's certificates
+            senders.append(asyncio.create_task(self._renewer()))
         try:
             while True:
                 await asyncio.sleep(1.0)
@@ -378,7 +386,7 @@ class DeviceTwinService:
                 objs.append((f"{meta.get('namespace', 'default')}/{kind}/{meta.get('name', '')}", obj))
         await asyncio.to_thread(self.engine.load, objs, _now_ms())
         self.worker.start()
-        self.client.connect_async("127.0.0.1", self.broker.port, keepalive=30)
+        self.client.connect_async(self.broker.host, self.broker.port, keepalive=30)
         self.client.loop_start()
         await self.upload_loop()
 
@@ -410,9 +418,52 @@ async def _wait_for_devices(core) -> None:
         unsubscribe()
 
 
+async def _check_external_broker(core) -> list[str]:
+    """Run ``python -m kedge.edge.brokercheck EDGEDIR``; what the operator's broker gets wrong."""
+    import subprocess  # nosec B404 - runs this interpreter on kedge.edge.brokercheck, no shell
+    import sys
+
+    from kedge.edge import brokercheck
+
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "kedge.edge.brokercheck", str(core.dir.root),
+                                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    try:
+        async with asyncio.timeout(BROKER_CHECK_TIMEOUT_S):
+            out, _ = await proc.communicate()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return ["the broker check did not finish in time"]
+    return brokercheck.parse_result(out, proc.returncode)
+
+
+async def _run_with_external_broker(core, ext: dict[str, str]) -> None:
+    try:
+        problems = await _check_external_broker(core)
+    except KedgeError as exc:
+        problems = [f"the check failed: {exc.code}"]
+    if problems:
+        log.error("device management is off: the MQTT broker %s falls short: %s", ext["url"], "; ".join(problems))
+        return
+    log.info("using the operator's MQTT broker %s (TLS 1.3 only, client certificates required, checked)",
+             ext["url"])
+    broker = ExternalBroker(ext["url"])
+    await asyncio.to_thread(fsutil.update_json, core.dir.endpoints, {"mqtt": ext["url"]})
+    await _wait_for_devices(core)
+    service = DeviceTwinService(core, broker)
+    try:
+        await service.run()
+    finally:
+        await asyncio.to_thread(service.close)
+
+
 async def run_devicetwin(core) -> None:
     """edgecore component: device management (broker + twins). Returns only if it is off."""
     root = core.dir.root
+    ext = core.hub.cfg.mqtt_broker
+    if ext is not None:
+        await _run_with_external_broker(core, ext)
+        return
     if find_mosquitto() is None:
         log.error("device management is off: mosquitto is not installed (apt-get install mosquitto, "
                   "or set KEDGE_MOSQUITTO to its path)")
