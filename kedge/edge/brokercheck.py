@@ -15,8 +15,8 @@ topics is the operator's configuration (say so in the note; ``kedge audit`` read
 configuration of a mosquitto it can see).
 
 The probes need ``cryptography`` (kept out of edgecore), so edgecore runs ``python -m
-kedge.edge.brokercheck EDGEDIR``, which prints one JSON line ``{"ok": bool, "problems":
-[...]}`` (exit 0) or an error report (exit 1).
+kedge.edge.brokercheck EDGEDIR``, which prints one JSON line ``{"ok": true, "problems":
+[...]}`` (exit 0; "ok" means the check ran) or an error report (exit 1).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import stat
 import sys
 from typing import Any
 
-MAX_OUTPUT_BYTES = 16 * 1024
 TIMEOUT_S = 5.0
 
 
@@ -97,21 +96,13 @@ def check(edge_dir: str) -> list[str]:
 
 def parse_result(data: bytes, returncode: int | None) -> list[str]:
     """In the parent: the problems the child found, or the error it reported, raised."""
-    from kedge.edge import renewal
+    from kedge.edge.child import parse_report
     from kedge.errors import LocalError
 
-    try:
-        res = json.loads(data[:MAX_OUTPUT_BYTES].decode("utf-8", "replace").strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        res = None
-    if isinstance(res, dict) and "problems" in res and returncode == 0:
-        problems = res["problems"]
-        if isinstance(problems, list) and all(isinstance(p, str) for p in problems):
-            return [p[:300] for p in problems[:20]]
-    if not isinstance(res, dict):
-        raise LocalError(f"broker check gave no result (exit {returncode})", code="broker_check_failed")
-    renewal.raise_result(json.dumps(res).encode(), returncode)
-    raise LocalError("broker check failed", code="broker_check_failed")
+    problems = parse_report(data, returncode, what="broker check", code="broker_check_failed").get("problems")
+    if not isinstance(problems, list) or not all(isinstance(p, str) for p in problems):
+        raise LocalError("broker check gave a malformed result", code="broker_check_failed")
+    return [p[:300] for p in problems[:20]]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - every failure is reported to the parent as data
         print(json.dumps(result_of(exc)), flush=True)
         return 1
-    print(json.dumps({"ok": not problems, "problems": problems}), flush=True)
+    print(json.dumps({"ok": True, "problems": problems}), flush=True)  # ok: the check ran
     return 0
 
 

@@ -18,8 +18,6 @@ import datetime as dt
 import logging
 import os
 import random
-import subprocess  # nosec B404 - runs this interpreter on kedge.edge.renewal with the data dir, no shell
-import sys
 import time
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
@@ -28,7 +26,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
 from kedge import tls
-from kedge.edge import renewal
+from kedge.edge import child, renewal
 from kedge.edge.config import EdgeConfig, EdgeDir
 from kedge.errors import KedgeError, LocalError, PeerError, StateError
 from kedge.limits import Limits
@@ -126,21 +124,13 @@ class EdgeHub:
         interrupt the identity swap. Only a child that outlives RENEWAL_TIMEOUT_S is
         killed, and then an interrupted swap is finished or dropped (``recover_identity``).
         """
-        if not sys.executable:
-            raise LocalError("no Python interpreter to run the renewal with", code="renewal_failed")
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "kedge.edge.renewal", str(self.dir.root),
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
         try:
-            async with asyncio.timeout(RENEWAL_TIMEOUT_S):
-                out, _ = await proc.communicate()
+            out, rc = await child.run_module("kedge.edge.renewal", str(self.dir.root), timeout_s=RENEWAL_TIMEOUT_S)
         except TimeoutError:
-            proc.kill()
-            await proc.wait()
             self.dir.recover_identity()
             raise LocalError("certificate renewal did not finish in time", code="renewal_timeout") from None
         try:
-            renewal.raise_result(out, proc.returncode)
+            renewal.raise_result(out, rc)
         except KedgeError:
             self.dir.recover_identity()  # the child failed: leave no half-installed pair behind
             raise

@@ -22,7 +22,6 @@ from pathlib import Path
 
 SERVER_KEY_STAGED = "mqtt-broker.key.next"
 CLIENT_KEY_STAGED = "mqtt-client.key.next"
-MAX_OUTPUT_BYTES = 64 * 1024
 
 
 def stage_keys(pki_dir: str | os.PathLike[str], node: str) -> dict[str, str]:
@@ -43,22 +42,14 @@ def stage_keys(pki_dir: str | os.PathLike[str], node: str) -> dict[str, str]:
 
 def parse_result(data: bytes, returncode: int | None) -> dict[str, str]:
     """In the parent: the CSRs the child made, or the error it reported, raised."""
-    from kedge.edge import renewal
+    from kedge.edge.child import parse_report
     from kedge.errors import LocalError
 
-    try:
-        res = json.loads(data[:MAX_OUTPUT_BYTES].decode("utf-8", "replace").strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        res = None
-    if isinstance(res, dict) and res.get("ok") is True and returncode == 0:
-        csrs = {k: res.get(k) for k in ("serverCsr", "clientCsr")}
-        if all(isinstance(v, str) and len(v) < 16384 for v in csrs.values()):
-            return csrs  # type: ignore[return-value]
+    res = parse_report(data, returncode, what="MQTT key process", code="mqtt_keys_failed")
+    csrs = {k: res.get(k) for k in ("serverCsr", "clientCsr")}
+    if not all(isinstance(v, str) and len(v) < 16384 for v in csrs.values()):
         raise LocalError("MQTT key process gave malformed CSRs", code="mqtt_keys_failed")
-    if not isinstance(res, dict):
-        raise LocalError(f"MQTT key process gave no result (exit {returncode})", code="mqtt_keys_failed")
-    renewal.raise_result(json.dumps(res).encode(), returncode)
-    raise LocalError("MQTT key process failed", code="mqtt_keys_failed")
+    return csrs  # type: ignore[return-value]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -291,6 +291,15 @@ def _san_entries(sans: Sequence[str]) -> list[x509.GeneralName]:
     return out
 
 
+def _own_or_given_key(public_key: PublicKey | None) -> tuple[ec.EllipticCurvePrivateKey | None, PublicKey]:
+    """A fresh key pair when no public key is given; else (None, the checked given key)."""
+    if public_key is None:
+        key = generate_key()
+        return key, key.public_key()
+    _check_public_key(public_key)
+    return None, public_key
+
+
 def issue_server_cert(
     ca_key: PrivateKey,
     ca_cert: x509.Certificate,
@@ -310,12 +319,7 @@ def issue_server_cert(
     _check_ca_pair(ca_key, ca_cert)
     names = _san_entries(sans)
     not_before, not_after = _window(ca_cert, now, validity)
-    key: ec.EllipticCurvePrivateKey | None = None
-    if public_key is None:
-        key = generate_key()
-        public_key = key.public_key()
-    else:
-        _check_public_key(public_key)
+    key, public_key = _own_or_given_key(public_key)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, _check_text(common_name, "common name"))])
     cert = (
         _leaf_builder(
@@ -348,12 +352,7 @@ def issue_client_cert(
     attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, _check_text(o, "organization")) for o in organizations]
     attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, _check_text(common_name, "common name")))
     not_before, not_after = _window(ca_cert, now, validity)
-    key: ec.EllipticCurvePrivateKey | None = None
-    if public_key is None:
-        key = generate_key()
-        public_key = key.public_key()
-    else:
-        _check_public_key(public_key)
+    key, public_key = _own_or_given_key(public_key)
     cert = _leaf_builder(
         ca_cert, x509.Name(attrs), public_key, not_before, not_after, eku=ExtendedKeyUsageOID.CLIENT_AUTH
     ).sign(ca_key, _sign_alg(ca_key))

@@ -117,24 +117,14 @@ def _install_bundle(pki_dir, certs: dict[str, str]) -> None:
 
 async def _stage_keys(pki_dir, node: str) -> dict[str, str]:
     """Run ``python -m kedge.edge.mqttkeys`` (keys made and staged on the edge); its CSRs."""
-    import subprocess  # nosec B404 - runs this interpreter on kedge.edge.mqttkeys, no shell
-    import sys
-
-    from kedge.edge import mqttkeys
+    from kedge.edge import child, mqttkeys
     from kedge.errors import LocalError
 
-    if not sys.executable:
-        raise LocalError("no Python interpreter to make the MQTT keys with", code="mqtt_keys_failed")
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "kedge.edge.mqttkeys", str(pki_dir), node,
-                                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
     try:
-        async with asyncio.timeout(MQTT_KEYS_TIMEOUT_S):
-            out, _ = await proc.communicate()
+        out, rc = await child.run_module("kedge.edge.mqttkeys", str(pki_dir), node, timeout_s=MQTT_KEYS_TIMEOUT_S)
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
         raise LocalError("MQTT key generation did not finish in time", code="mqtt_keys_failed") from None
-    return mqttkeys.parse_result(out, proc.returncode)
+    return mqttkeys.parse_result(out, rc)
 
 
 async def ensure_certs(core) -> None:
@@ -420,21 +410,13 @@ async def _wait_for_devices(core) -> None:
 
 async def _check_external_broker(core) -> list[str]:
     """Run ``python -m kedge.edge.brokercheck EDGEDIR``; what the operator's broker gets wrong."""
-    import subprocess  # nosec B404 - runs this interpreter on kedge.edge.brokercheck, no shell
-    import sys
+    from kedge.edge import brokercheck, child
 
-    from kedge.edge import brokercheck
-
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "kedge.edge.brokercheck", str(core.dir.root),
-                                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
     try:
-        async with asyncio.timeout(BROKER_CHECK_TIMEOUT_S):
-            out, _ = await proc.communicate()
+        out, rc = await child.run_module("kedge.edge.brokercheck", str(core.dir.root), timeout_s=BROKER_CHECK_TIMEOUT_S)
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
         return ["the broker check did not finish in time"]
-    return brokercheck.parse_result(out, proc.returncode)
+    return brokercheck.parse_result(out, rc)
 
 
 async def _run_with_external_broker(core, ext: dict[str, str]) -> None:
