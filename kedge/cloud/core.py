@@ -68,7 +68,7 @@ class CloudCore:
                 LocalClient.for_certificate(self.api_server, d.cloudcore_crt))
         else:
             backend = devicecontroller.ClientDevices(api)
-        devicecontroller.install(self.controller, backend, d.root)
+        devicecontroller.install(self.controller, backend, d.root, audit=self.audit.write)
         self._lifecycle_task = asyncio.create_task(self.controller.node_lifecycle())
 
     async def start(self) -> dict[str, str]:

@@ -365,6 +365,10 @@ def test_mqtt_certificates_are_renewed_while_running_with_keys_made_on_the_edge(
         wait_until(lambda: twin(device_json(cloud, "t"), "target-temperature") == "26", 30,
                    what="report after the renewal")
         assert "MQTT certificates renewed" in edge.log.read_text(errors="replace")
+        # Each issue is in the cloud's audit log, with the certificates' serials.
+        issued = [r for r in cloud.audit() if r.get("event") == "mqtt_certs" and r.get("node") == "edge-r"]
+        assert len(issued) >= 2 and all(r["result"] == "accepted" for r in issued)
+        assert len({r["server_serial"] for r in issued}) == len(issued)
     finally:
         if mapper is not None:
             mapper.stop()

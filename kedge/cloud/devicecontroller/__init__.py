@@ -277,6 +277,7 @@ class DeviceController:
         self._tasks: set[asyncio.Task] = set()
         self.followers: list[asyncio.Task] = []
         self.on_nodes_changed: Callable[[set[str]], None] = lambda nodes: None
+        self.audit: Callable[..., None] = lambda event, **fields: None  # cloudcore's audit log
         self.rejects: dict[str, int] = {}
         self.writes = 0
         self._last_stats = (time.monotonic(), 0)
@@ -570,13 +571,25 @@ class DeviceController:
         csrs = [content.get(k) if isinstance(content, dict) else None for k in ("serverCsr", "clientCsr")]
         if not all(isinstance(c, str) and len(c) <= MAX_CSR_BYTES for c in csrs):
             # The node makes its keys; the cloud never makes (or sends) a private key.
+            self.audit("mqtt_certs", node=node, result="refused", code="csr_required")
             raise PeerError("devicecerts carries the broker's and the client's CSRs", code="csr_required")
         def issue() -> dict[str, str]:
             from kedge.cloud.config import CloudDir
+            from kedge.pki import ca
 
             validity = dt.timedelta(seconds=CloudDir(self.data_dir).load_config().mqtt_cert_validity_s)
-            return pki.issue_broker_certs(self.data_dir, node, csrs[0].encode(), csrs[1].encode(),
-                                          now=dt.datetime.now(dt.timezone.utc), validity=validity)
+            try:
+                certs = pki.issue_broker_certs(self.data_dir, node, csrs[0].encode(), csrs[1].encode(),
+                                               now=dt.datetime.now(dt.timezone.utc), validity=validity)
+            except KedgeError as exc:
+                self.audit("mqtt_certs", node=node, result="refused", code=exc.code)
+                raise
+            server = ca.load_cert_pem(certs["serverCert"].encode())
+            client = ca.load_cert_pem(certs["clientCert"].encode())
+            self.audit("mqtt_certs", node=node, result="accepted", server_serial=format(server.serial_number, "x"),
+                       client_serial=format(client.serial_number, "x"),
+                       not_after=server.not_valid_after_utc.isoformat())
+            return certs
 
         return await asyncio.to_thread(issue)
 
@@ -593,7 +606,8 @@ def _client_with_pool(api_client, size: int):
     return client.ApiClient(cfg)
 
 
-def install(controller, backend: Backend, data_dir: str | Path | None) -> DeviceController:
+def install(controller, backend: Backend, data_dir: str | Path | None,
+            audit: Callable[..., None] | None = None) -> DeviceController:
     """Register the devicecontroller with ``controller`` (an EdgeController) and start following
     Devices and DeviceModels. Call on cloudcore's event loop. Idempotent."""
     existing = getattr(controller, "devicecontroller", None)
@@ -609,6 +623,8 @@ def install(controller, backend: Backend, data_dir: str | Path | None) -> Device
                 sync.dirty.set()
 
     dc.on_nodes_changed = wake
+    if audit is not None:
+        dc.audit = audit
     controller.devicecontroller = dc
     controller.desired_providers.append(dc.desired_for)
     controller.upstream_routes["devicestatus"] = dc.route_status
