@@ -67,6 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("edgecore", help="run the edge node")
     p.add_argument("--data-dir", required=True)
+    p.add_argument("--stop-pods-on-exit", action="store_true",
+                   help="stop this node's pods when edgecore stops (default: they keep running, edge autonomy)")
     p.set_defaults(func=cmd_edgecore)
 
     p = sub.add_parser("node", help="node administration")
@@ -191,7 +193,7 @@ def cmd_join(args: argparse.Namespace) -> int:
 def cmd_edgecore(args: argparse.Namespace) -> int:
     from kedge.edge.core import run_edgecore
 
-    return _run_async(run_edgecore(args.data_dir))
+    return _run_async(run_edgecore(args.data_dir, stop_pods_on_exit=args.stop_pods_on_exit))
 
 
 def cmd_node_revoke(args: argparse.Namespace) -> int:

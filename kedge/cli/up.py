@@ -92,7 +92,8 @@ def run_up(root: Path, *, edges: int, out: TextIO) -> int:
                     state.close()
                 join(cloud=certs, token=tokens.format_token(tok), node=name, edge_dir=edge_dir)
                 print(f"joined {name}", file=out)
-            procs.append(subprocess.Popen(_kedge("edgecore", "--data-dir", str(edge_dir))))  # nosec B603 - argv of our own interpreter and module
+            # A try-it-out cluster: its demo pods stop with it (a real edge keeps them running).
+            procs.append(subprocess.Popen(_kedge("edgecore", "--data-dir", str(edge_dir), "--stop-pods-on-exit")))  # nosec B603 - argv of our own interpreter and module
 
         def all_connected():
             nodes = set((fsutil.read_json(cloud.connected, {}) or {}).get("nodes", []))

@@ -97,6 +97,8 @@ class EdgeCore:
         self._pods_dirty = asyncio.Event()
         self._pod_status: dict[tuple[str, str], dict[str, Any]] = {}
         self._deleting: set[str] = set()
+        # Pods outlive edgecore (edge autonomy) unless asked otherwise (`kedge up`'s demo edges).
+        self.stop_pods_on_exit = False
 
     def _store_changed(self, key: str, obj: dict[str, Any] | None) -> None:
         """Called in the writer's thread after a commit; hop to the event loop."""
@@ -144,7 +146,7 @@ class EdgeCore:
                         asyncio.ensure_future(self._finish_when_stopped(pod))
         finally:
             supervisor.cancel()
-            await self.pods.shutdown(stop_pods=False)
+            await self.pods.shutdown(stop_pods=self.stop_pods_on_exit)
 
     async def _finish_when_stopped(self, pod: dict[str, Any]) -> None:
         meta = pod.get("metadata") or {}
@@ -218,5 +220,7 @@ class EdgeCore:
             self.store.close()
 
 
-async def run_edgecore(data_dir: str | Path) -> None:
-    await EdgeCore(data_dir).run()
+async def run_edgecore(data_dir: str | Path, *, stop_pods_on_exit: bool = False) -> None:
+    core = EdgeCore(data_dir)
+    core.stop_pods_on_exit = stop_pods_on_exit
+    await core.run()

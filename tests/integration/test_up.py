@@ -36,6 +36,7 @@ def test_up_starts_cloud_and_two_connected_edges(tmp_path: Path):
     proc = subprocess.Popen([sys.executable, "-m", "kedge", "up", "--data-dir", str(root)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
     lines: list[str] = []
+    port = _free_port()
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -55,7 +56,6 @@ def test_up_starts_cloud_and_two_connected_edges(tmp_path: Path):
             assert (root / edge / "pki" / "node.key").stat().st_mode & 0o777 == 0o600
 
         # The shipped example: an HTTP server pod on edge-1 answering on loopback (on a free port here).
-        port = _free_port()
         example = (REPO / "examples" / "hello.yaml").read_text().replace("8080", str(port))
         env = dict(os.environ, KUBECONFIG=str(root / "cloud" / "admin.kubeconfig"))
         r = subprocess.run(["kubectl", "apply", "-f", "-"], input=example, capture_output=True, text=True,
@@ -76,8 +76,10 @@ def test_up_starts_cloud_and_two_connected_edges(tmp_path: Path):
     finally:
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(30)
+        served_after_stop = _get(f"http://127.0.0.1:{port}/")
         remove_pods(root / "edge-1", "edge-1")
     assert rc == 0
+    assert served_after_stop == ""  # the demo's pods stop with `kedge up`
     # Nothing is left running from this cluster.
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(root) not in ps
