@@ -1042,6 +1042,52 @@ def mqtt_live(f: Facts) -> Outcome:
     return _o(status, exp, "; ".join(m for _, m in results), loc if status is not Status.PASS else [])
 
 
+MQTT_RENEW_BEFORE = dt.timedelta(days=7)  # kedge.edge.devicetwin.RENEW_BEFORE
+
+
+@check("KEDGE-EDGE-011")
+def mqtt_credentials(f: Facts) -> Outcome:
+    exp = ("edgecore's MQTT keys mode 0600 and owned by the service user; its MQTT certificates issued by "
+           "the broker's CA, valid and not past their renewal point")
+    e = f.edge
+    if e is None:
+        return _no_edge(exp)
+    if not e.mqtt_keys and not e.mqtt_certs:
+        return _skip(exp, "component not present: no MQTT credentials (devices not set up)")
+    bad, where, warn = [], [], []
+    for k in e.mqtt_keys:
+        if not k.exists:
+            bad.append(f"{k.path} missing")
+        elif not _private(k) or (e.service_uid is not None and k.uid != e.service_uid):
+            bad.append(f"{k.path} mode {_mode(k.mode)} uid {k.uid}")
+        else:
+            continue
+        where.append(k.path)
+    for c in e.mqtt_certs:
+        status, msg = _validity(c, f.now)
+        if status is Status.FAIL:
+            bad.append(msg)
+        elif c.signed_by_ca is False:
+            bad.append(f"{c.name}: not issued by the broker's CA")
+            status = Status.FAIL
+        else:
+            assert c.not_before is not None and c.not_after is not None  # nosec B101 - parsed (no FAIL)
+            # edgecore renews at min(7 days, a third of the lifetime) before expiry: only a
+            # certificate past that point means renewal is not happening.
+            window = min(MQTT_RENEW_BEFORE, (c.not_after - c.not_before) / 3)
+            status = Status.WARN if c.not_after - f.now < window else Status.PASS
+            if status is Status.WARN:
+                warn.append(f"{c.name}: past its renewal point, expires {c.not_after.isoformat()}")
+        if status is not Status.PASS:
+            where.append(c.path)
+    if bad:
+        return _o(Status.FAIL, exp, "; ".join(bad + warn), where)
+    if warn:
+        return _o(Status.WARN, exp, "; ".join(warn) + " (edgecore renews them while it runs)", where)
+    note = "; the operator's broker: its per-device ACL is not checked here" if e.mqtt_external else ""
+    return _o(Status.PASS, exp, f"{len(e.mqtt_keys)} key(s) private, {len(e.mqtt_certs)} certificate(s) valid{note}")
+
+
 @check("KEDGE-EDGE-009")
 def mqtt_acl(f: Facts) -> Outcome:
     exp = "allow_anonymous false and acl_file set for every listener"

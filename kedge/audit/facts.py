@@ -180,6 +180,11 @@ class EdgeFacts:
     ca: CertInfo | None
     mqtt: MqttFacts | None  # None: no mosquitto config (devices not set up)
     config_path: str = ""
+    # MQTT credentials edgecore uses: its own broker's and client's (EDGEDIR/pki/mqtt-*), or
+    # those configured for an operator's broker (config mqtt_broker). Empty: none on disk.
+    mqtt_keys: tuple[FileStat, ...] = ()
+    mqtt_certs: tuple[CertInfo, ...] = ()
+    mqtt_external: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -532,4 +532,20 @@ def gather_edge(root: str | Path) -> EdgeFacts:
         config=config, config_error=config_error, config_path=str(r / "config.json"),
         node_cert=node_cert, ca=ca_info,
         mqtt=read_mqtt(r),
+        **_mqtt_credentials(r, config),
     )
+
+
+def _mqtt_credentials(r: Path, config: Any) -> dict[str, Any]:
+    """The MQTT keys and certificates edgecore uses (see EdgeFacts.mqtt_keys)."""
+    ext = config.get("mqtt_broker") if isinstance(config, dict) else None
+    if isinstance(ext, dict) and all(isinstance(ext.get(k), str) for k in ("ca", "cert", "key")):
+        ca_cert, _ = load_cert(Path(ext["ca"]))
+        return {"mqtt_external": True, "mqtt_keys": (stat_path(ext["key"]),),
+                "mqtt_certs": (_cert_facts("mqtt client certificate", Path(ext["cert"]), ca_cert),)}
+    pki = r / "pki"
+    ca_cert, _ = load_cert(pki / "mqtt-ca.crt")
+    keys = tuple(stat_path(pki / n) for n in ("mqtt-broker.key", "mqtt-client.key") if (pki / n).exists())
+    certs = tuple(_cert_facts(n, pki / n, ca_cert) for n in ("mqtt-broker.crt", "mqtt-client.crt")
+                  if (pki / n).exists())
+    return {"mqtt_keys": keys, "mqtt_certs": certs}

@@ -272,3 +272,37 @@ def test_deeply_nested_config_is_reported_not_raised(tmp_path):
     p.write_text("[" * 100_000)
     data, err = read_json_config(p)
     assert data is None and err
+
+
+# --------------------------------------------------------------------------- edge MQTT credentials
+
+def _mqtt_edge(**kw):
+    good = dict(mqtt_keys=(af.f("/e/pki/mqtt-broker.key"), af.f("/e/pki/mqtt-client.key")),
+                mqtt_certs=(af.cert("mqtt-broker.crt", path="/e/pki/mqtt-broker.crt",
+                                    not_before=af.NOW - dt.timedelta(days=10), not_after=af.NOW + dt.timedelta(days=80)),
+                            af.cert("mqtt-client.crt", path="/e/pki/mqtt-client.crt",
+                                    not_before=af.NOW - dt.timedelta(days=10), not_after=af.NOW + dt.timedelta(days=80))))
+    good.update(kw)
+    return af.edge(**good)
+
+
+def _cert90(name: str, left: dt.timedelta, **kw):
+    return af.cert(name, path=f"/e/pki/{name}", not_before=af.NOW + left - dt.timedelta(days=90),
+                   not_after=af.NOW + left, **kw)
+
+
+def test_mqtt_credentials_healthy_absent_and_planted_faults():
+    assert statuses(af.facts(edge=_mqtt_edge()))["KEDGE-EDGE-011"] is Status.PASS
+    # 20 days left of 90 is before the 7-day renewal point: not a warning.
+    assert statuses(af.facts(edge=_mqtt_edge(mqtt_certs=(_cert90("mqtt-broker.crt", dt.timedelta(days=20)),))))[
+        "KEDGE-EDGE-011"] is Status.PASS
+    assert statuses(af.facts(edge=_mqtt_edge(mqtt_certs=(_cert90("mqtt-broker.crt", dt.timedelta(days=3)),))))[
+        "KEDGE-EDGE-011"] is Status.WARN
+    assert statuses(af.facts(edge=af.edge()))["KEDGE-EDGE-011"] is Status.SKIP
+    for planted in (
+        _mqtt_edge(mqtt_keys=(af.f("/e/pki/mqtt-broker.key", 0o644),)),
+        _mqtt_edge(mqtt_keys=(af.FileStat("/e/pki/mqtt-client.key", False),)),
+        _mqtt_edge(mqtt_certs=(_cert90("mqtt-client.crt", -dt.timedelta(seconds=1)),)),
+        _mqtt_edge(mqtt_certs=(_cert90("mqtt-client.crt", dt.timedelta(days=30), signed_by_ca=False),)),
+    ):
+        assert "KEDGE-EDGE-011" in failing(af.facts(edge=planted))

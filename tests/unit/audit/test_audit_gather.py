@@ -152,3 +152,29 @@ def test_rbac_is_read_from_the_api_server_store(tmp_path):
     rb = gather.read_rbac(tmp_path)
     assert rb is not None and rb.errors == ()
     assert [(b.name, b.subjects) for b in rb.bindings] == [("b", (("User", "system:node:edge-1"),))]
+
+
+def test_mqtt_credentials_are_gathered_from_the_edge_pki_or_the_operator_broker_config(tmp_path):
+    import json
+    import os
+
+    from support.mqttcerts import broker_bundle
+
+    cloud = tmp_path / "cloud"
+    (cloud / "pki").mkdir(parents=True)
+    edge = tmp_path / "edge"
+    (edge / "pki").mkdir(parents=True)
+    bundle = broker_bundle(cloud, tmp_path / "keys")
+    for key, name in (("ca", "mqtt-ca.crt"), ("serverCert", "mqtt-broker.crt"), ("serverKey", "mqtt-broker.key"),
+                      ("clientCert", "mqtt-client.crt"), ("clientKey", "mqtt-client.key")):
+        (edge / "pki" / name).write_text(bundle[key])
+        os.chmod(edge / "pki" / name, 0o600)
+    facts = gather.gather_edge(edge)
+    assert [k.path.rsplit("/", 1)[1] for k in facts.mqtt_keys] == ["mqtt-broker.key", "mqtt-client.key"]
+    assert [c.signed_by_ca for c in facts.mqtt_certs] == [True, True] and not facts.mqtt_external
+    (edge / "config.json").write_text(json.dumps({"node_name": "edge-1", "mqtt_broker": {
+        "url": "mqtts://127.0.0.1:8883", "ca": str(edge / "pki" / "mqtt-ca.crt"),
+        "cert": str(edge / "pki" / "mqtt-client.crt"), "key": str(edge / "pki" / "mqtt-client.key")}}))
+    facts = gather.gather_edge(edge)
+    assert facts.mqtt_external and [c.signed_by_ca for c in facts.mqtt_certs] == [True]
+    assert [k.path for k in facts.mqtt_keys] == [str(edge / "pki" / "mqtt-client.key")]
