@@ -230,10 +230,13 @@ def run_once(n: int, seconds: float, root: Path, *, real_cluster: bool = False) 
                 lost += 1
             else:
                 lat.append(hit - value)
+        # A device none of whose reports arrived points at a broker ACL or binding problem, not load.
+        silent = sorted({name for name, _ in sent} - {name for name, obs in seen.items() if obs})
         lat.sort()
         q = statistics.quantiles(lat, n=100) if len(lat) > 2 else [float("nan")] * 99
         distinct = sum(len({v for v, _ in obs}) for obs in seen.values())
         return {"devices": n, "connected": connected, "sent": len(sent), "not_reached": lost,
+                "devices_never_reached": len(silent), **({"e.g.": silent[:3]} if silent else {}),
                 "status_writes_seen": distinct,
                 "p50_ms": round(q[49]), "p99_ms": round(q[98]), "max_ms": round(lat[-1]) if lat else None,
                 "edgecore_cpu_pct": round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
