@@ -112,6 +112,10 @@ class CloudCore:
             await asyncio.sleep(0.2)
 
     async def stop(self) -> None:
+        lifecycle = getattr(self, "_lifecycle_task", None)
+        if lifecycle is not None:  # before the API server goes: it would only fail against it
+            lifecycle.cancel()
+            await asyncio.gather(lifecycle, return_exceptions=True)
         if self.hub is not None:
             await self.hub.stop()
         if self.cert_server is not None:

@@ -33,8 +33,9 @@ def _get(url: str) -> str:
 
 def test_up_starts_cloud_and_two_connected_edges(tmp_path: Path):
     root = tmp_path / "up"
+    errlog = open(tmp_path / "up.stderr", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([sys.executable, "-m", "kedge", "up", "--data-dir", str(root)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
+                            stdout=subprocess.PIPE, stderr=errlog, text=True, cwd=REPO)
     lines: list[str] = []
     port = _free_port()
     try:
@@ -78,8 +79,11 @@ def test_up_starts_cloud_and_two_connected_edges(tmp_path: Path):
         rc = proc.wait(30)
         served_after_stop = _get(f"http://127.0.0.1:{port}/")
         remove_pods(root / "edge-1", "edge-1")
+        errlog.close()
     assert rc == 0
     assert served_after_stop == ""  # the demo's pods stop with `kedge up`
+    stderr = (tmp_path / "up.stderr").read_text(errors="replace")
+    assert "Traceback" not in stderr, stderr[-3000:]  # a clean stop logs no stack traces
     # Nothing is left running from this cluster.
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(root) not in ps

@@ -449,8 +449,9 @@ class EdgeController:
                                             _now_iso())
             except KedgeError as exc:
                 log.warning("node lifecycle pass failed: %s", exc.code)
-            except Exception:  # noqa: BLE001 - keep monitoring through API server hiccups
-                log.exception("node lifecycle pass failed")
+            except Exception as exc:  # noqa: BLE001 - keep monitoring through API server hiccups
+                log.warning("node lifecycle pass failed: %s", type(exc).__name__,
+                            exc_info=log.isEnabledFor(logging.DEBUG))
 
     def session_closed(self, node: str, session) -> None:
         if self.syncs.get(node) is None or self.syncs[node].session is session:
