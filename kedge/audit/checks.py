@@ -965,6 +965,9 @@ def _mqtt(f: Facts, exp: str) -> EdgeFacts | Outcome:
     if e is None:
         return _no_edge(exp)
     if e.mqtt is None:
+        if e.mqtt_external:
+            return _skip(exp, "component not present: the node uses an operator's MQTT broker (edge config "
+                              "mqtt_broker), whose configuration is not visible here; KEDGE-EDGE-010 probes it")
         return _skip(exp, "component not present: no EDGEDIR/mosquitto/mosquitto.conf")
     if e.mqtt.error:
         return _o(Status.ERROR, exp, f"mosquitto.conf unreadable: {e.mqtt.error}", [e.mqtt.conf_path])

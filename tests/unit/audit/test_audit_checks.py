@@ -306,3 +306,13 @@ def test_mqtt_credentials_healthy_absent_and_planted_faults():
         _mqtt_edge(mqtt_certs=(_cert90("mqtt-client.crt", dt.timedelta(days=30), signed_by_ca=False),)),
     ):
         assert "KEDGE-EDGE-011" in failing(af.facts(edge=planted))
+
+
+def test_an_operator_broker_skips_the_mosquitto_config_checks_saying_why():
+    facts = af.facts(probes=(), edge=af.edge(mqtt=None, mqtt_external=True, mqtt_keys=(af.f("/etc/op/c.key"),),
+                                             mqtt_certs=(af.cert("mqtt client certificate", path="/etc/op/c.crt"),)))
+    by_id = {r.check.id: r for r in evaluate(facts, CAT).results}
+    for cid in ("KEDGE-EDGE-007", "KEDGE-EDGE-008", "KEDGE-EDGE-009"):
+        assert by_id[cid].status is Status.SKIP and "operator's MQTT broker" in by_id[cid].outcome.actual
+    assert by_id["KEDGE-EDGE-011"].status is Status.PASS
+    assert "ACL is not checked" in by_id["KEDGE-EDGE-011"].outcome.actual
