@@ -40,10 +40,11 @@ class WatchEnded(LocalError):
 def identity_of(cert_path: Path) -> tuple[User, int]:
     """The user (CN), groups (every O, plus ``system:authenticated``) and serial of a client
     certificate -- what the HTTPS shell derives from the same certificate."""
-    from cryptography import x509
     from cryptography.x509.oid import NameOID
 
-    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    from kedge.pki import ca as pki
+
+    cert = pki.load_cert_file(cert_path)  # bounded read, PemError on anything but a certificate
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if not cns:
         raise LocalError(f"{cert_path} has no common name", code="bad_certificate")

@@ -29,12 +29,30 @@ _VERSIONS = (("TLSv1", "TLSv1"), ("TLSv1.1", "TLSv1_1"), ("TLSv1.2", "TLSv1_2"),
 ROLES = ("hub", "certs", "api", "mqtt", "unknown")
 _SCHEMES = {"https": 443, "wss": 443, "mqtts": 8883, "mqtt": 1883}
 
-# MQTT 3.1.1 CONNECT (clean session, keepalive 60 s, client id "kedge-audit", no credentials)
-# and the first byte of the CONNACK a broker answers with. Nothing else is ever sent.
-_MQTT_CLIENT_ID = b"kedge-audit"
-_MQTT_CONNECT = (bytes([0x10, 12 + len(_MQTT_CLIENT_ID)]) + b"\x00\x04MQTT\x04\x02\x00\x3c"
-                 + len(_MQTT_CLIENT_ID).to_bytes(2, "big") + _MQTT_CLIENT_ID)
-_MQTT_CONNACK = 0x20
+_MQTT_CONNACK = 0x20  # first byte of the CONNACK a broker answers a CONNECT with
+MQTT_DISCONNECT = b"\xe0\x00"
+
+
+def mqtt_connect_packet(client_id: bytes) -> bytes:
+    """An MQTT 3.1.1 CONNECT: clean session, keepalive 60 s, no credentials (ids up to 23 bytes)."""
+    cid = client_id[:23]
+    return (bytes([0x10, 12 + len(cid)]) + b"\x00\x04MQTT\x04\x02\x00\x3c"
+            + len(cid).to_bytes(2, "big") + cid)
+
+
+def read_connack(sock: socket.socket) -> int | None:
+    """The return code of the CONNACK that answers our CONNECT (0: accepted); None when the
+    broker answered something else or closed. Reads at most the 4 bytes of a CONNACK."""
+    ack = b""
+    while len(ack) < 4:
+        chunk = sock.recv(4 - len(ack))
+        if not chunk:
+            return None
+        ack += chunk
+    return ack[3] if ack[0] == _MQTT_CONNACK else None
+
+
+_MQTT_CONNECT = mqtt_connect_packet(b"kedge-audit")  # nothing else is ever sent by a probe
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,12 +95,16 @@ class _ProbeFailed(Exception):
         self.refused = refused
 
 
-def _connect(t: Target, ctx: ssl.SSLContext, timeout: float) -> ssl.SSLSocket:
+def _tcp(t: Target, timeout: float) -> socket.socket:
     try:
-        raw = socket.create_connection((t.host, t.port), timeout=timeout)
+        return socket.create_connection((t.host, t.port), timeout=timeout)
     except OSError as exc:
         raise _ProbeFailed(f"{type(exc).__name__}: {exc.strerror or exc}",
                            refused=isinstance(exc, ConnectionRefusedError)) from exc
+
+
+def _connect(t: Target, ctx: ssl.SSLContext, timeout: float) -> ssl.SSLSocket:
+    raw = _tcp(t, timeout)
     try:
         return ctx.wrap_socket(raw, server_hostname=t.host)
     except BaseException:
@@ -214,11 +236,7 @@ def _mqtt_without_client_cert(t: Target, timeout: float) -> str:
 
 def _mqtt_plaintext(t: Target, timeout: float) -> str:
     """An MQTT CONNECT in clear text: a TLS-only broker must not answer it."""
-    try:
-        raw = socket.create_connection((t.host, t.port), timeout=timeout)
-    except OSError as exc:
-        raise _ProbeFailed(f"{type(exc).__name__}: {exc.strerror or exc}",
-                           refused=isinstance(exc, ConnectionRefusedError)) from exc
+    raw = _tcp(t, timeout)
     try:
         return _mqtt_connack(raw)
     finally:

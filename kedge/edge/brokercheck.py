@@ -36,26 +36,18 @@ def _connect_as_edgecore(cfg: dict[str, str], host: str, port: int, node: str) -
     import ssl
 
     from kedge import tls
+    from kedge.audit.probe import MQTT_DISCONNECT, mqtt_connect_packet, read_connack
 
     try:
         ctx = tls.client_context(cfg["ca"], cfg["cert"], cfg["key"])
     except (OSError, ssl.SSLError, ValueError) as exc:
         return f"edgecore's MQTT credentials do not load ({type(exc).__name__})"
-    client_id = f"kedge-check-{node}"[:23].encode()
-    connect = (bytes([0x10, 12 + len(client_id)]) + b"\x00\x04MQTT\x04\x02\x00\x3c"
-               + len(client_id).to_bytes(2, "big") + client_id)
     try:
         with socket.create_connection((host, port), TIMEOUT_S) as raw, \
                 ctx.wrap_socket(raw, server_hostname=host) as s:
-            s.sendall(connect)
-            ack = b""
-            while len(ack) < 4:
-                chunk = s.recv(4 - len(ack))
-                if not chunk:
-                    break
-                ack += chunk
-            if len(ack) == 4 and ack[0] == 0x20 and ack[3] == 0:
-                s.sendall(b"\xe0\x00")  # DISCONNECT
+            s.sendall(mqtt_connect_packet(f"kedge-check-{node}".encode()))
+            if read_connack(s) == 0:
+                s.sendall(MQTT_DISCONNECT)
                 return None
             return "the broker did not accept edgecore's identity"
     except ssl.SSLCertVerificationError:
