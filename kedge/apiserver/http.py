@@ -222,6 +222,16 @@ def _now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+async def _cancel_read(read: asyncio.Future) -> None:
+    """Stop a pending read that watched for the client going away."""
+    if not read.done():
+        read.cancel()
+        try:
+            await read
+        except (asyncio.CancelledError, ConnectionError, ssl.SSLError):
+            pass
+
+
 def audit_record_base(source_ips: list[str], user_agent: str) -> dict[str, Any]:
     """The request-independent part of an audit record, stamped when the request arrived."""
     return {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "auditID": _audit_ids.next(),
@@ -412,12 +422,7 @@ class _Connection:
             await self._send(h11.EndOfMessage())
         finally:
             await chunks.aclose()
-            if not eof.done():
-                eof.cancel()
-                try:
-                    await eof
-                except (asyncio.CancelledError, ConnectionError, ssl.SSLError):
-                    pass
+            await _cancel_read(eof)
         raise ConnectionResetError("log stream finished")  # the pending read may have consumed bytes
 
     async def _stream(self, watch: Watch) -> None:
@@ -457,12 +462,7 @@ class _Connection:
             await self._send(h11.EndOfMessage())
         finally:
             watch.close()
-            if not eof.done():
-                eof.cancel()
-                try:
-                    await eof
-                except (asyncio.CancelledError, ConnectionError, ssl.SSLError):
-                    pass
+            await _cancel_read(eof)
         # After a watch we do not reuse the connection: the pending read may have consumed bytes.
         raise ConnectionResetError("watch finished")
 

@@ -17,13 +17,14 @@ from typing import Any
 MAX_OUTPUT_BYTES = 64 * 1024
 
 
-async def run_module(module: str, *args: str, timeout_s: float) -> tuple[bytes, int | None]:
+async def run_module(module: str, *args: str, timeout_s: float, code: str) -> tuple[bytes, int | None]:
     """Run ``python -m module args``: its stdout and exit code. A child still running after
-    ``timeout_s`` is killed and ``TimeoutError`` raised."""
+    ``timeout_s`` is killed and ``TimeoutError`` raised; without an interpreter to run it,
+    ``LocalError(code)`` (the caller's stable code for its failure)."""
     from kedge.errors import LocalError
 
     if not sys.executable:
-        raise LocalError(f"no Python interpreter to run {module} with", code="no_interpreter")
+        raise LocalError(f"no Python interpreter to run {module} with", code=code)
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", module, *args,
                                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
     try:

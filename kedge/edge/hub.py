@@ -125,7 +125,8 @@ class EdgeHub:
         killed, and then an interrupted swap is finished or dropped (``recover_identity``).
         """
         try:
-            out, rc = await child.run_module("kedge.edge.renewal", str(self.dir.root), timeout_s=RENEWAL_TIMEOUT_S)
+            out, rc = await child.run_module("kedge.edge.renewal", str(self.dir.root),
+                                             timeout_s=RENEWAL_TIMEOUT_S, code="renewal_failed")
         except TimeoutError:
             self.dir.recover_identity()
             raise LocalError("certificate renewal did not finish in time", code="renewal_timeout") from None

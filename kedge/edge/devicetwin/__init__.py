@@ -121,7 +121,8 @@ async def _stage_keys(pki_dir, node: str) -> dict[str, str]:
     from kedge.errors import LocalError
 
     try:
-        out, rc = await child.run_module("kedge.edge.mqttkeys", str(pki_dir), node, timeout_s=MQTT_KEYS_TIMEOUT_S)
+        out, rc = await child.run_module("kedge.edge.mqttkeys", str(pki_dir), node,
+                                         timeout_s=MQTT_KEYS_TIMEOUT_S, code="mqtt_keys_failed")
     except TimeoutError:
         raise LocalError("MQTT key generation did not finish in time", code="mqtt_keys_failed") from None
     return mqttkeys.parse_result(out, rc)
@@ -413,7 +414,8 @@ async def _check_external_broker(core) -> list[str]:
     from kedge.edge import brokercheck, child
 
     try:
-        out, rc = await child.run_module("kedge.edge.brokercheck", str(core.dir.root), timeout_s=BROKER_CHECK_TIMEOUT_S)
+        out, rc = await child.run_module("kedge.edge.brokercheck", str(core.dir.root),
+                                         timeout_s=BROKER_CHECK_TIMEOUT_S, code="broker_check_failed")
     except TimeoutError:
         return ["the broker check did not finish in time"]
     return brokercheck.parse_result(out, rc)

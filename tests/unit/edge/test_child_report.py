@@ -37,8 +37,8 @@ def test_a_reported_error_keeps_its_kind_and_code():
 def test_a_child_that_runs_too_long_is_killed():
     async def go():
         with pytest.raises(TimeoutError):
-            await child.run_module("http.server", "--bind", "127.0.0.1", "0", timeout_s=1.0)
-        out, rc = await child.run_module("json.tool", "--help", timeout_s=30)
+            await child.run_module("http.server", "--bind", "127.0.0.1", "0", timeout_s=1.0, code="c")
+        out, rc = await child.run_module("json.tool", "--help", timeout_s=30, code="c")
         return out, rc
 
     out, rc = asyncio.run(go())
