@@ -266,7 +266,9 @@ class DeviceController:
         self.loaded = threading.Event()  # both listed
         self._parsed_models: dict[tuple[str, str], tuple[str, tm.DeviceModel]] = {}  # by rv
         self._spec_rv: dict[tuple[str, str, str], tuple[Any, str]] = {}  # key -> (fingerprint, rv)
-        self._written: dict[tuple[str, str], dict[str, Any]] = {}  # status we wrote last, by device
+        # Status we wrote last, by device, with that Device's uid: the base for merging the next
+        # reports until the watch shows our write (a Device re-created under the name starts afresh).
+        self._written: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
         self._misses: dict[tuple[str, str], float] = {}
         # Reports waiting to be written, per (node, namespace, name), in arrival order; devices
         # with reports and no writer, oldest first; devices a writer holds right now.
@@ -309,6 +311,8 @@ class DeviceController:
                 touched |= self._changed(plural, ident, old.get(ident), new.get(ident))
             if plural == "devices":
                 self.devices = new
+                for ident in old.keys() - new.keys():
+                    self._written.pop(ident, None)
             else:
                 self.models = new
             self._loaded.add(plural)
@@ -331,6 +335,8 @@ class DeviceController:
                 return set()
             if kind == "DELETED":
                 table.pop(ident, None)
+                if plural == "devices":
+                    self._written.pop(ident, None)
                 after = None
             else:
                 table[ident] = after = obj
@@ -439,7 +445,9 @@ class DeviceController:
             obj, model_obj = await self._device_for(node, ns, name)
             model = self._parse_model(model_obj) if model_obj is not None else None
             with self._lock:
-                current = self._written.get((ns, name)) or obj.get("status") or {}
+                uid = str((obj.get("metadata") or {}).get("uid", ""))
+                written = self._written.get((ns, name))
+                current = written[1] if written is not None and written[0] == uid else obj.get("status") or {}
             merged: dict[str, Any] = dict(current)
             patch: dict[str, Any] = {}  # only what the reports changed
             for raw, _ in items:
@@ -456,7 +464,7 @@ class DeviceController:
             if patch:
                 await self.backend.patch_status(ns, name, {"status": patch})
                 with self._lock:
-                    self._written[(ns, name)] = merged
+                    self._written[(ns, name)] = (uid, merged)
                     self.writes += 1
                     t0, w0 = self._last_stats
                     if time.monotonic() - t0 >= 10:

@@ -50,8 +50,8 @@ UPLOAD_BATCH_DEVICES = 200
 UPLOAD_PIPELINE = 2  # batches in flight at once
 CERT_FILES = ("mqtt-ca.crt", "mqtt-broker.crt", "mqtt-broker.key", "mqtt-client.crt", "mqtt-client.key")
 RENEW_BEFORE = dt.timedelta(days=7)
-RENEW_CHECK_MAX_S = 3600.0
-BROKER_CHECK_TIMEOUT_S = 120  # look again at least this often (the clock may jump)
+RENEW_CHECK_MAX_S = 3600.0  # look again at least this often (the clock may jump)
+BROKER_CHECK_TIMEOUT_S = 120
 
 
 def _now_ms() -> int:
@@ -331,7 +331,7 @@ class DeviceTwinService:
                 await asyncio.to_thread(fsutil.update_json, self.core.dir.endpoints, {"mqtt": url})
                 if self.client.port != self.broker.port:
                     self.client.disconnect()
-                    self.client.connect_async("127.0.0.1", self.broker.port, keepalive=30)
+                    self.client.connect_async(self.broker.host, self.broker.port, keepalive=30)
             except BrokerUnavailable as exc:
                 log.error("could not restart mosquitto: %s", exc)
 

@@ -166,3 +166,31 @@ def test_writes_in_flight_never_exceed_the_backends_concurrency():
     assert peak == 3
     assert {n for _, n, _ in api.patches} == set(names)
     assert dc._writers == 0 and not dc._queued and not dc._busy
+
+
+def test_a_device_recreated_under_its_name_gets_its_first_report_written():
+    api = RecordingBackend()
+    dc = controller(api, names=("d0",))
+
+    async def go():
+        await dc.route_status(NODE, batch(report("d0", "offline")))
+        # Deleted and created again (new uid, no status yet): the old device's last status must
+        # not be the base that makes the same report look like "no change".
+        dc.apply("devices", {"type": "DELETED", "object": {"metadata": {"namespace": "ns", "name": "d0",
+                                                                        "resourceVersion": "5"}}})
+        dc.apply("devices", {"type": "ADDED", "object": {"metadata": {"namespace": "ns", "name": "d0", "uid": "new",
+                                                                      "resourceVersion": "6"},
+                                                         "spec": {"nodeName": NODE}}})
+        return await dc.route_status(NODE, batch(report("d0", "offline", ts=2)))
+
+    assert asyncio.run(go())["results"][0]["ok"]
+    assert [b["status"]["state"] for _, _, b in api.patches] == ["offline", "offline"]
+
+
+def test_a_relist_without_a_device_forgets_what_was_written_for_it():
+    api = RecordingBackend()
+    dc = controller(api, names=("d0",))
+    asyncio.run(dc.route_status(NODE, batch(report("d0", "online"))))
+    assert ("ns", "d0") in dc._written
+    dc.replace("devices", [])
+    assert ("ns", "d0") not in dc._written
