@@ -68,11 +68,12 @@ def _now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _spec_fingerprint(obj: dict[str, Any]) -> tuple[Any, Any, Any]:
-    """What the edge cares about (spec, labels, annotations), compared with ``==``: status
-    writes change a Device's resourceVersion every second, this stays equal."""
+def _spec_fingerprint(obj: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+    """What the edge cares about (which object, spec, labels, annotations), compared with ``==``:
+    status writes change a Device's resourceVersion every second, this stays equal; an object
+    re-created under its name (new uid) differs even with the same spec."""
     meta = obj.get("metadata") or {}
-    return (obj.get("spec"), meta.get("labels"), meta.get("annotations"))
+    return (meta.get("uid"), obj.get("spec"), meta.get("labels"), meta.get("annotations"))
 
 
 def _ident(obj: dict[str, Any]) -> tuple[str, str]:
@@ -301,6 +302,15 @@ class DeviceController:
             return {_node_of(before), _node_of(after)}
         return self._nodes_using(ident)
 
+    def _forget(self, plural: str, ident: tuple[str, str]) -> None:
+        """Drop what was kept about an object that is gone (under the lock)."""
+        kind = "Device" if plural == "devices" else "DeviceModel"
+        self._spec_rv.pop((kind, *ident), None)
+        if plural == "devices":
+            self._written.pop(ident, None)
+        else:
+            self._parsed_models.pop(ident, None)
+
     def replace(self, plural: str, items: list[dict[str, Any]]) -> set[str]:
         """A full list: the cache becomes exactly it. Returns the nodes touched."""
         new = {_ident(o): o for o in items}
@@ -309,10 +319,10 @@ class DeviceController:
             old = self._table(plural)
             for ident in old.keys() | new.keys():
                 touched |= self._changed(plural, ident, old.get(ident), new.get(ident))
+            for ident in old.keys() - new.keys():
+                self._forget(plural, ident)
             if plural == "devices":
                 self.devices = new
-                for ident in old.keys() - new.keys():
-                    self._written.pop(ident, None)
             else:
                 self.models = new
             self._loaded.add(plural)
@@ -335,8 +345,7 @@ class DeviceController:
                 return set()
             if kind == "DELETED":
                 table.pop(ident, None)
-                if plural == "devices":
-                    self._written.pop(ident, None)
+                self._forget(plural, ident)
                 after = None
             else:
                 table[ident] = after = obj

@@ -127,3 +127,20 @@ def test_follow_resumes_after_a_timeout_and_relists_after_410_or_a_dropped_watch
     assert backend.watched_from == ["5", "6", "9", "12"]
     assert [w for w in woken if w] == [{"edge-1"}, {"edge-1", "edge-2"}, {"edge-1", "edge-2"}, {"edge-1", "edge-2"}]
     assert dc.devices == {}
+
+
+def test_a_device_recreated_with_the_same_spec_goes_down_at_its_new_resource_version():
+    """The edge keeps a deleted device's tombstone at the deletion's version: the new device must
+    arrive newer than that, not at its predecessor's spec version."""
+    old = dev("a", "edge-1", 5)
+    old["metadata"]["uid"] = "u1"
+    dc = loaded([old])
+    assert dc.desired_for("edge-1")["ns/device/a"]["metadata"]["resourceVersion"] == "5"
+    dc.apply("devices", {"type": "MODIFIED", "object": {**old, "metadata": {**old["metadata"], "resourceVersion": "6"},
+                                                        "status": {"state": "online"}}})
+    assert dc.desired_for("edge-1")["ns/device/a"]["metadata"]["resourceVersion"] == "5"  # status only
+    dc.apply("devices", {"type": "DELETED", "object": {**old, "metadata": {**old["metadata"], "resourceVersion": "7"}}})
+    new = dev("a", "edge-1", 9)
+    new["metadata"]["uid"] = "u2"
+    assert dc.apply("devices", {"type": "ADDED", "object": new}) == {"edge-1"}
+    assert dc.desired_for("edge-1")["ns/device/a"]["metadata"]["resourceVersion"] == "9"
