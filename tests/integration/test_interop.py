@@ -1,7 +1,8 @@
 """Interop acceptance: real-world vectors through the real ``kedge`` CLI.
 
-Vectors live in ``../shared/interop`` (slsa-verifier, sigstore-conformance,
-sigstore-python, pypi-attestations); see its README for expected outcomes. Most
+Vectors are vendored in ``tests/interop`` (slsa-verifier, sigstore-conformance,
+sigstore-python, pypi-attestations; ``SOURCES.md`` there names each set's origin,
+commit and licence); its README gives the expected outcomes. Most
 cases run in-process through ``kedge.cli.main.run`` (same argument parsing, same
 exit-code mapping) for speed; a few run the CLI as a real subprocess.
 """
@@ -25,7 +26,7 @@ from kedge.cli.main import run
 from kedge.verify import dsse
 
 REPO = Path(__file__).resolve().parents[2]
-INTEROP = REPO.parent / "shared" / "interop"
+INTEROP = REPO / "tests" / "interop"
 CONF = INTEROP / "conformance"
 DEFAULT_IDENTITY = (
     "https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/"
