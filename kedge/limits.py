@@ -37,6 +37,21 @@ class Limits:
     # Bootstrap failures per source address.
     bootstrap_fail_burst: int = 10
     bootstrap_fail_per_s: float = 0.5
+    # Successful node certificate renewals per node and hour (the cert endpoint refuses more with
+    # renewal_rate_limited; never below four times what the node certificate validity needs).
+    renewals_per_node_per_hour: int = 12
+    # API server PATCH (checked while the patch is applied, not after: CVE-2019-1002100 class).
+    # Operations in one JSON patch (kube-apiserver's maxJSONPatchOperations; more is a 413).
+    max_patch_ops: int = 10_000
+    # Bytes the copy operations of one JSON patch may add, counted as they copy (kube-apiserver's
+    # JSONPatchMaxCopyBytes, 3 MiB); no more than the API request body limit (3 MiB).
+    max_patch_copy_bytes: int = 3 * MIB
+    # List elements one patch may shift (JSON patch insert/remove in a list) or compare (strategic
+    # merge of lists without a usable merge key): what keeps 10,000 inserts at the head of a
+    # million-element list, or a quadratic list merge, from holding the event loop for seconds.
+    max_patch_work: int = 64 * MIB
+    # Nesting of the patched object (the API server refuses deeper bodies: MAX_JSON_DEPTH).
+    max_patch_depth: int = 64
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
