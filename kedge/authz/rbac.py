@@ -17,10 +17,16 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from kedge.authz.labels import FieldRequirement, Selector, SelectorError, selector_from_struct
+from kedge.authz.labels import (
+    FieldRequirement,
+    Selector,
+    SelectorError,
+    selector_from_struct,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +43,14 @@ class Verdict(enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class Decision:
+    """An answer; ``not_found`` names (resource, name) of a role a binding refers to that does not exist.
+
+    Kubernetes answers such a binding with the role lookup's NotFound (HTTP 404), not a 403.
+    """
+
     verdict: Verdict
     reason: str = ""
+    not_found: tuple[str, str] | None = None
 
     @property
     def allowed(self) -> bool:
@@ -83,7 +95,7 @@ class Rule:
     non_resource_urls: tuple[str, ...] = ()
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Rule":
+    def from_dict(cls, d: Mapping[str, Any]) -> Rule:
         def strs(key: str) -> tuple[str, ...]:
             v = d.get(key) or ()
             if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
@@ -129,11 +141,18 @@ def resource_name_matches(rule: Rule, name: str) -> bool:
     return not rule.resource_names or name in rule.resource_names
 
 
+def _url_covers(rule_url: str, path: str) -> bool:
+    """Kubernetes' non-resource URL test: equal, or a trailing ``*`` (all of them trimmed) is a prefix.
+
+    ``/apis/*`` covers ``/apis/v1`` but not ``/apis``; a ``*`` anywhere else is a literal.
+    """
+    if rule_url == path:
+        return True
+    return rule_url.endswith("*") and path.startswith(rule_url.rstrip("*"))
+
+
 def non_resource_url_matches(rule: Rule, path: str) -> bool:
-    for u in rule.non_resource_urls:
-        if u == "*" or u == path or (u.endswith("*") and path.startswith(u[:-1])):
-            return True
-    return False
+    return any(u == "*" or _url_covers(u, path) for u in rule.non_resource_urls)
 
 
 def rule_allows(attrs: Attributes, rule: Rule) -> bool:
@@ -169,6 +188,9 @@ def _rules_of(obj: Mapping[str, Any]) -> tuple[Rule, ...]:
     return tuple(out)
 
 
+_RESOLVED = "\0aggregation-resolved"  # not a valid role name: marks the cache as filled
+
+
 @dataclasses.dataclass(frozen=True)
 class Policy:
     """A snapshot of every Role, ClusterRole and binding (plain JSON objects)."""
@@ -182,7 +204,7 @@ class Policy:
     @classmethod
     def build(cls, *, cluster_roles: Iterable[Mapping[str, Any]] = (), roles: Iterable[Mapping[str, Any]] = (),
               cluster_role_bindings: Iterable[Mapping[str, Any]] = (),
-              role_bindings: Iterable[Mapping[str, Any]] = ()) -> "Policy":
+              role_bindings: Iterable[Mapping[str, Any]] = ()) -> Policy:
         rb: dict[str, list[Mapping[str, Any]]] = {}
         for b in role_bindings:
             rb.setdefault(_ns(b), []).append(b)
@@ -194,36 +216,69 @@ class Policy:
         )
 
     def cluster_role_rules(self, name: str) -> tuple[Rule, ...]:
-        """Rules of a ClusterRole, resolving ``aggregationRule`` selectors (one level, like the controller)."""
-        cached = self._rule_cache.get(name)
-        if cached is None:
-            cached = self._rule_cache[name] = self._resolve_cluster_role(name)
-        return cached
+        """Rules of a ClusterRole; an aggregated one's are what the aggregation controller would write.
 
-    def _resolve_cluster_role(self, name: str) -> tuple[Rule, ...]:
+        Kubernetes' controller replaces an aggregated role's ``rules`` with the de-duplicated
+        union of the rules of every other ClusterRole its selectors match -- including roles
+        that are themselves aggregated (``admin`` gathers ``edit``, which gathers its pieces),
+        and until nothing changes. kedge has no controller writing ``rules`` back, so it
+        computes that end state here, once per policy snapshot.
+        """
+        if _RESOLVED not in self._rule_cache:
+            self._rule_cache.update(self._resolve_aggregation())
+            self._rule_cache[_RESOLVED] = ()
+        cached = self._rule_cache.get(name)
+        if cached is not None:
+            return cached
         role = self.cluster_roles.get(name)
-        if role is None:
-            return ()
-        agg = role.get("aggregationRule")
-        if agg is None:
-            return _rules_of(role)
-        selectors = _aggregation_selectors(agg)
-        if selectors is None:
-            # A stored role with a malformed aggregationRule grants nothing (fail closed),
-            # but it must not turn every authorization that reaches it into a crash.
-            _warn_malformed_aggregation(name, role)
-            return ()
-        rules: list[Rule] = []
-        for other_name in sorted(self.cluster_roles):
-            if other_name == name:
+        return _rules_of(role) if role is not None else ()
+
+    def has_role(self, ref: Mapping[str, Any], binding_ns: str) -> bool:
+        """Does the role a roleRef names exist (what Kubernetes' rule resolver looks up)?"""
+        kind, name = ref.get("kind"), str(ref.get("name", ""))
+        if kind == "ClusterRole":
+            return name in self.cluster_roles
+        if kind == "Role":
+            return bool(binding_ns) and (binding_ns, name) in self.roles
+        return False
+
+    def _resolve_aggregation(self) -> dict[str, tuple[Rule, ...]]:
+        selectors: dict[str, list[Selector]] = {}
+        for name in sorted(self.cluster_roles):
+            role = self.cluster_roles[name]
+            agg = role.get("aggregationRule")
+            if agg is None:
                 continue
-            other = self.cluster_roles[other_name]
-            labels = _labels_of(other)
-            if labels is not None and any(sel.matches(labels) for sel in selectors):
-                for r in _rules_of(other):
-                    if r not in rules:
-                        rules.append(r)
-        return tuple(rules)
+            sels = _aggregation_selectors(agg)
+            if sels is None:
+                # A stored role with a malformed aggregationRule grants nothing (fail closed),
+                # but it must not turn every authorization that reaches it into a crash.
+                _warn_malformed_aggregation(name, role)
+                sels = []
+            selectors[name] = sels
+        current: dict[str, tuple[Rule, ...]] = {name: () for name in selectors}
+        if not selectors:
+            return current
+        labels = {name: _labels_of(role) for name, role in self.cluster_roles.items()}
+        members = {name: [other for other in sorted(self.cluster_roles) if other != name and labels[other] is not None
+                          and any(sel.matches(labels[other]) for sel in sels)]  # type: ignore[arg-type]
+                   for name, sels in selectors.items()}
+        # Each pass can only add rules; a chain of aggregated roles settles within one pass per link.
+        for _ in range(len(selectors) + 1):
+            changed = False
+            for name in selectors:
+                rules: list[Rule] = []
+                for other in members[name]:
+                    source = current[other] if other in current else _rules_of(self.cluster_roles[other])
+                    for r in source:
+                        if r not in rules:
+                            rules.append(r)
+                if tuple(rules) != current[name]:
+                    current[name] = tuple(rules)
+                    changed = True
+            if not changed:
+                break
+        return current
 
     def role_ref_rules(self, ref: Mapping[str, Any], binding_ns: str) -> tuple[Rule, ...]:
         if not isinstance(ref, Mapping) or ref.get("apiGroup", RBAC_GROUP) != RBAC_GROUP:
@@ -359,102 +414,250 @@ def authorize(attrs: Attributes, policy: Policy) -> Decision:
 
 
 # -- escalation prevention ------------------------------------------------------
+# Kubernetes pkg/registry/rbac/validation/policy_comparator.go (Covers) and
+# pkg/registry/rbac/{escalation_check.go, */policybased/storage.go}, re-expressed.
 
-def _covers_resource(owner: Rule, resource: str) -> bool:
-    if "*" in owner.resources or resource in owner.resources:
+def _has_all(owner: tuple[str, ...], wanted: tuple[str, ...]) -> bool:
+    return all(w in owner for w in wanted)
+
+
+def _resources_cover(owner: tuple[str, ...], wanted: tuple[str, ...]) -> bool:
+    if "*" in owner or _has_all(owner, wanted):
         return True
-    if "/" in resource:
-        sub = resource.split("/", 1)[1]
-        return "*/" + sub in owner.resources
-    return False
-
-
-def _covers_url(owner: Rule, url: str) -> bool:
-    for u in owner.non_resource_urls:
-        if u == "*" or u == url or (u.endswith("*") and url.startswith(u[:-1])):
-            return True
-    return False
-
-
-def _rule_covers(owner: Rule, servant: Rule) -> bool:
-    """Does ``owner`` grant everything the single-valued ``servant`` rule grants?"""
-    if not all("*" in owner.verbs or v in owner.verbs for v in servant.verbs):
-        return False
-    if servant.non_resource_urls:
-        return all(_covers_url(owner, u) for u in servant.non_resource_urls)
-    if not all("*" in owner.api_groups or g in owner.api_groups for g in servant.api_groups):
-        return False
-    if not all(_covers_resource(owner, r) for r in servant.resources):
-        return False
-    if owner.resource_names:
-        if not servant.resource_names:
+    for res in wanted:
+        if res in owner:
+            continue
+        if "/" not in res or "*/" + res.split("/", 1)[1] not in owner:
             return False
-        return all(n in owner.resource_names for n in servant.resource_names)
     return True
 
 
+def _urls_cover(owner: tuple[str, ...], wanted: tuple[str, ...]) -> bool:
+    return all(any(_url_covers(o, w) for o in owner) for w in wanted)
+
+
+def _rule_covers(owner: Rule, piece: Rule) -> bool:
+    """Does ``owner`` grant everything the broken-down ``piece`` grants? (every field is compared)"""
+    if piece.resource_names:
+        names = not owner.resource_names or _has_all(owner.resource_names, piece.resource_names)
+    else:
+        names = not owner.resource_names
+    return (("*" in owner.verbs or _has_all(owner.verbs, piece.verbs))
+            and ("*" in owner.api_groups or _has_all(owner.api_groups, piece.api_groups))
+            and _resources_cover(owner.resources, piece.resources)
+            and _urls_cover(owner.non_resource_urls, piece.non_resource_urls)
+            and names)
+
+
 def _breakdown(rule: Rule) -> list[Rule]:
-    """Split a rule into single-verb, single-group, single-resource(, single-name) rules."""
+    """Split a rule into pieces of one group, resource, verb (and name), then one URL and verb each."""
     out: list[Rule] = []
-    if rule.non_resource_urls:
-        for u in rule.non_resource_urls:
-            for v in rule.verbs:
-                out.append(Rule((v,), non_resource_urls=(u,)))
     for g in rule.api_groups:
         for r in rule.resources:
             for v in rule.verbs:
                 if rule.resource_names:
-                    for n in rule.resource_names:
-                        out.append(Rule((v,), (g,), (r,), (n,)))
+                    out.extend(Rule((v,), (g,), (r,), (n,)) for n in rule.resource_names)
                 else:
                     out.append(Rule((v,), (g,), (r,)))
+    for u in rule.non_resource_urls:
+        for v in rule.verbs:
+            out.append(Rule((v,), non_resource_urls=(u,)))
     return out
 
 
 def uncovered(owner_rules: Iterable[Rule], requested: Iterable[Rule]) -> list[Rule]:
-    """The parts of ``requested`` that no owner rule covers (empty list = covered)."""
+    """The pieces of ``requested`` that no owner rule covers (empty list = covered)."""
     owners = list(owner_rules)
-    missing = []
-    for rule in requested:
-        for piece in _breakdown(rule):
-            if not any(_rule_covers(o, piece) for o in owners):
-                missing.append(piece)
-    return missing
+    return [piece for rule in requested for piece in _breakdown(rule)
+            if not any(_rule_covers(o, piece) for o in owners)]
+
+
+def _compact(rule: Rule) -> str:
+    """A rule the way Kubernetes' CompactString prints it: ``{APIGroups:[""], Resources:["pods"], Verbs:["get"]}``."""
+    parts = [f"{label}:[{' '.join(repr_go(v) for v in values)}]" for label, values in (
+        ("APIGroups", rule.api_groups), ("Resources", rule.resources), ("NonResourceURLs", rule.non_resource_urls),
+        ("ResourceNames", rule.resource_names), ("Verbs", rule.verbs)) if values]
+    return "{" + ", ".join(parts) + "}"
+
+
+def repr_go(value: str) -> str:
+    """A string the way Go's %q prints it (ASCII-safe; enough for messages)."""
+    out = ['"']
+    for ch in value:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif " " <= ch <= "~":
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    out.append('"')
+    return "".join(out)
 
 
 def confirm_no_escalation(policy: Policy, user: str, groups: tuple[str, ...], namespace: str,
                           requested: Iterable[Rule]) -> Decision:
-    """May this user create a role holding ``requested`` rules (in ``namespace``, '' for cluster)?"""
+    """May this user create a role holding ``requested`` rules (in ``namespace``, '' for cluster)?
+
+    The user's rules are those of every binding naming it cluster-wide plus, with a
+    namespace, in that namespace (``RulesFor``); members of system:masters skip the check,
+    as every Kubernetes caller of ConfirmNoEscalation does first (``EscalationAllowed``).
+    """
     if SYSTEM_MASTERS in groups:
         return ALLOW
     missing = uncovered(applicable_rules(policy, user, groups, namespace), requested)
     if not missing:
         return ALLOW
-    return Decision(Verdict.DENY, f"attempt to grant extra privileges: {[m.to_dict() for m in missing[:5]]}")
+    shown = "\n".join(_compact(m) for m in missing[:20])
+    more = f"\n... and {len(missing) - 20} more" if len(missing) > 20 else ""
+    return Decision(Verdict.DENY, f"attempt to grant extra privileges:\n{shown}{more}")
 
 
 def binding_allowed(policy: Policy, user: str, groups: tuple[str, ...], namespace: str,
                     role_ref: Mapping[str, Any]) -> Decision:
-    """May this user create a binding to ``role_ref`` in ``namespace`` ('' for a ClusterRoleBinding)?
+    """May this user write a binding to ``role_ref`` in ``namespace`` ('' for a ClusterRoleBinding)?
 
-    Allowed if the user holds ``bind`` on the referenced role, or already holds every
-    permission the role grants (in that namespace) -- Kubernetes' rule.
+    Kubernetes' order: system:masters may; so may a holder of ``bind`` on the referenced
+    role (namespace = the binding's, name = the role's, so ``resourceNames`` can narrow
+    it); otherwise the role is looked up -- a role that does not exist is refused with
+    NotFound (``not_found`` is set), never treated as "no rules" -- and the user must
+    already hold every rule it grants.
     """
+    if SYSTEM_MASTERS in groups:
+        return ALLOW
+    if not isinstance(role_ref, Mapping):
+        return Decision(Verdict.DENY, "attempt to grant extra privileges: no roleRef")
     kind, name = role_ref.get("kind"), str(role_ref.get("name", ""))
+    if kind not in ("Role", "ClusterRole"):
+        return Decision(Verdict.DENY, "attempt to grant extra privileges: unsupported roleRef kind")
     resource = "clusterroles" if kind == "ClusterRole" else "roles"
-    bind = Attributes(user=user, groups=groups, verb="bind", namespace=namespace if kind == "Role" else namespace,
-                      api_group=RBAC_GROUP, resource=resource, name=name)
+    bind = Attributes(user=user, groups=groups, verb="bind", namespace=namespace,
+                      api_group=str(role_ref.get("apiGroup", RBAC_GROUP)), resource=resource, name=name)
     if authorize(bind, policy).allowed:
         return ALLOW
+    if not policy.has_role(role_ref, namespace):
+        return Decision(Verdict.DENY, f'{resource}.{RBAC_GROUP} "{name}" not found', not_found=(resource, name))
     return confirm_no_escalation(policy, user, groups, namespace, policy.role_ref_rules(role_ref, namespace))
 
 
 def escalate_allowed(policy: Policy, user: str, groups: tuple[str, ...], namespace: str, kind: str,
                      name: str, requested: Iterable[Rule]) -> Decision:
-    """May this user write a Role/ClusterRole with ``requested`` rules?"""
+    """May this user write a Role/ClusterRole with ``requested`` rules?
+
+    ``name`` is the name in the request's URL, as Kubernetes asks the ``escalate`` verb
+    with the request's own attributes: empty for a create (POST to the collection), so an
+    ``escalate`` rule narrowed by ``resourceNames`` never lets its holder create roles.
+    """
+    if SYSTEM_MASTERS in groups:
+        return ALLOW
     resource = "clusterroles" if kind == "ClusterRole" else "roles"
     esc = Attributes(user=user, groups=groups, verb="escalate", namespace=namespace, api_group=RBAC_GROUP,
                      resource=resource, name=name)
     if authorize(esc, policy).allowed:
         return ALLOW
     return confirm_no_escalation(policy, user, groups, namespace, requested)
+
+
+FULL_AUTHORITY = (Rule(("*",), ("*",), ("*",)), Rule(("*",), non_resource_urls=("*",)))
+
+
+def has_aggregation_rule(obj: Mapping[str, Any] | None) -> bool:
+    """Kubernetes' hasAggregationRule: an aggregationRule with at least one selector."""
+    if not isinstance(obj, Mapping):
+        return False
+    agg = obj.get("aggregationRule")
+    return isinstance(agg, Mapping) and bool(agg.get("clusterRoleSelectors"))
+
+
+_GC_FIELDS = ("ownerReferences", "finalizers", "selfLink")
+
+
+def only_gc_fields_change(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
+    """Kubernetes' IsOnlyMutatingGCFields: is an update changing only ownerReferences/finalizers?
+
+    Such updates skip the escalation and bind checks (the garbage collector must be able
+    to finish deleting a role or binding whose rules it does not hold).
+    """
+    if old is None:
+        return False
+    new_meta = dict(new.get("metadata") or {})
+    old_meta = old.get("metadata") or {}
+    for key in _GC_FIELDS:
+        if key in old_meta:
+            new_meta[key] = old_meta[key]
+        else:
+            new_meta.pop(key, None)
+    return _semantic({**new, "metadata": new_meta}) == _semantic(old)
+
+
+def _semantic(obj: Any) -> Any:
+    """Drop what a Go round-trip would not distinguish: null and empty lists/maps as fields."""
+    if isinstance(obj, Mapping):
+        return {k: _semantic(v) for k, v in obj.items() if v not in (None, [], {}) and k != "resourceVersion"}
+    if isinstance(obj, (list, tuple)):
+        return [_semantic(v) for v in obj]
+    return obj
+
+
+# -- validation of written objects (Kubernetes pkg/apis/rbac/validation) ----------------
+
+def validate_rule(raw: Any, *, namespaced: bool) -> list[str]:
+    """Field errors of one PolicyRule (ValidatePolicyRule)."""
+    if not isinstance(raw, Mapping):
+        return ["must be an object"]
+    errs = []
+    for key in ("verbs", "apiGroups", "resources", "resourceNames", "nonResourceURLs"):
+        v = raw.get(key)
+        if v is not None and (not isinstance(v, list) or not all(isinstance(x, str) for x in v)):
+            errs.append(f"{key}: must be a list of strings")
+    if errs:
+        return errs
+    if not raw.get("verbs"):
+        errs.append("verbs: Required value: verbs must contain at least one value")
+    if raw.get("nonResourceURLs"):
+        if namespaced:
+            errs.append("nonResourceURLs: Invalid value: namespaced rules cannot apply to non-resource URLs")
+        if raw.get("apiGroups") or raw.get("resources") or raw.get("resourceNames"):
+            errs.append("nonResourceURLs: Invalid value: rules cannot apply to both regular resources and "
+                        "non-resource URLs")
+        return errs
+    if not raw.get("apiGroups"):
+        errs.append("apiGroups: Required value: resource rules must supply at least one api group")
+    if not raw.get("resources"):
+        errs.append("resources: Required value: resource rules must supply at least one resource")
+    return errs
+
+
+_SA_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def default_subject(subject: Any) -> None:
+    """rbac/v1 defaulting: a User or Group subject without apiGroup gets rbac.authorization.k8s.io."""
+    if isinstance(subject, dict) and not subject.get("apiGroup") and subject.get("kind") in ("User", "Group"):
+        subject["apiGroup"] = RBAC_GROUP
+
+
+def validate_subject(subject: Any, *, namespaced: bool) -> list[str]:
+    """Field errors of one binding subject (ValidateRoleBindingSubject)."""
+    if not isinstance(subject, Mapping):
+        return ["must be an object"]
+    for key in ("kind", "name", "apiGroup", "namespace"):
+        if subject.get(key) is not None and not isinstance(subject.get(key), str):
+            return [f"{key}: must be a string"]
+    errs = []
+    name, kind, group = subject.get("name") or "", subject.get("kind"), subject.get("apiGroup") or ""
+    if not name:
+        errs.append("name: Required value")
+    if kind == "ServiceAccount":
+        if name and (len(name) > 253 or not _SA_NAME.match(name)):
+            errs.append(f"name: Invalid value: {repr_go(name)}: a lowercase RFC 1123 subdomain is required")
+        if group:
+            errs.append(f'apiGroup: Unsupported value: {repr_go(group)}: supported values: ""')
+        if not namespaced and not subject.get("namespace"):
+            errs.append("namespace: Required value")
+    elif kind in ("User", "Group"):
+        if group != RBAC_GROUP:
+            errs.append(f'apiGroup: Unsupported value: {repr_go(group)}: supported values: "{RBAC_GROUP}"')
+    else:
+        errs.append(f'kind: Unsupported value: {repr_go(str(kind or ""))}: supported values: "ServiceAccount", '
+                    '"User", "Group"')
+    return errs
