@@ -11,14 +11,15 @@ CustomResourceDefinition turns into one ``ResourceType`` per served version
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 # RBAC objects and a few others allow "path segment" names such as "system:node".
 _PATH_SEGMENT_BAD = re.compile(r"[/%]")
 
@@ -61,10 +62,26 @@ class ResourceType:
         if not name or len(name) > 253:
             return False
         if self.name_rule == "label":
-            return len(name) <= 63 and bool(_DNS1123_LABEL.match(name))
+            return len(name) <= 63 and bool(_DNS1123_LABEL.fullmatch(name))
         if self.name_rule == "path":
             return name not in (".", "..") and not _PATH_SEGMENT_BAD.search(name)
-        return bool(_DNS1123_SUBDOMAIN.match(name))
+        return bool(_DNS1123_SUBDOMAIN.fullmatch(name))
+
+    def name_error(self, name: str) -> str:
+        """Kubernetes' ``metadata.name`` error for an invalid ``name`` (quoted as JSON: no raw control
+        characters in the message)."""
+        quoted = json.dumps(name)[:300]
+        if self.name_rule == "label":
+            why = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and "
+                   "must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used "
+                   "for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
+        elif self.name_rule == "path":
+            why = "may not be '.' or '..' and may not contain '/' or '%'"
+        else:
+            why = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
+                   "'.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used "
+                   "for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
+        return f"metadata.name: Invalid value: {quoted}: {why}"
 
     def discovery(self) -> list[dict[str, Any]]:
         """``APIResource`` entries (the resource and its subresources) for ``/api/v1`` style lists."""
@@ -146,11 +163,11 @@ def from_crd(crd: Mapping[str, Any]) -> list[ResourceType]:
         raise CRDError("spec is required")
     group, names, scope = spec.get("group"), spec.get("names") or {}, spec.get("scope")
     plural, kind = names.get("plural"), names.get("kind")
-    if not isinstance(group, str) or not _DNS1123_SUBDOMAIN.match(group) or "." not in group:
+    if not isinstance(group, str) or not _DNS1123_SUBDOMAIN.fullmatch(group) or "." not in group:
         raise CRDError("spec.group must be a DNS subdomain with a dot")
-    if not isinstance(plural, str) or not _DNS1123_LABEL.match(plural):
+    if not isinstance(plural, str) or not _DNS1123_LABEL.fullmatch(plural):
         raise CRDError("spec.names.plural must be a DNS label")
-    if not isinstance(kind, str) or not re.match(r"^[A-Z][A-Za-z0-9]{0,62}$", kind):
+    if not isinstance(kind, str) or not re.fullmatch(r"[A-Z][A-Za-z0-9]{0,62}", kind):
         raise CRDError("spec.names.kind is invalid")
     if scope not in ("Namespaced", "Cluster"):
         raise CRDError("spec.scope must be Namespaced or Cluster")
@@ -165,7 +182,7 @@ def from_crd(crd: Mapping[str, Any]) -> list[ResourceType]:
         raise CRDError("exactly one version must be the storage version")
     for v in versions:
         if not isinstance(v, Mapping) or not isinstance(v.get("name"), str) or \
-                not re.match(r"^v[0-9]+((alpha|beta)[0-9]+)?$", v["name"]):
+                not re.fullmatch(r"v[0-9]+((alpha|beta)[0-9]+)?", v["name"]):
             raise CRDError("invalid version")
         if not v.get("served", False):
             continue
@@ -233,7 +250,7 @@ class Registry:
 
 
 def _version_priority(v: str) -> tuple[int, int, int]:
-    m = re.match(r"^v([0-9]+)(alpha|beta)?([0-9]*)$", v)
+    m = re.fullmatch(r"v([0-9]+)(alpha|beta)?([0-9]*)", v)
     if not m:
         return (3, 0, 0)
     major = int(m.group(1))

@@ -26,7 +26,7 @@ CLOUDCORE_GROUP = "system:kedge-cloudcore"
 CLOUDCORE_ROLE = "system:kedge-cloudcore"
 BOOTSTRAP_LABEL = {"kubernetes.io/bootstrapping": "rbac-defaults"}
 
-_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$")
+_DNS1123 = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*")
 
 
 def _cluster_role(name: str, rules: list[dict[str, Any]], labels: dict[str, str] | None = None,
@@ -126,7 +126,7 @@ def authorize_node_impersonation(attrs: Attributes) -> Decision:
         return NO_OPINION
     if attrs.resource == "users" and attrs.name.startswith(NODE_USER_PREFIX):
         node = attrs.name[len(NODE_USER_PREFIX):]
-        if _DNS1123.match(node) and len(node) <= 253:
+        if _DNS1123.fullmatch(node) and len(node) <= 253:
             return Decision(Verdict.ALLOW, "cloudcore may impersonate nodes")
     if attrs.resource == "groups" and attrs.name in (NODES_GROUP, AUTHENTICATED):
         return Decision(Verdict.ALLOW, "cloudcore may impersonate the node group")

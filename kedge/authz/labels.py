@@ -19,15 +19,15 @@ MAX_REQUIREMENTS = 64
 
 # Kubernetes ``IsQualifiedName`` / ``IsValidLabelValue``. The optional prefix is a
 # DNS-1123 subdomain (lower case, at most 253 characters), the name at most 63
-# characters. ``\Z`` (not ``$``, which also matches before a final newline) so that
-# ``match`` checks the whole string.
+# characters. Checked with ``fullmatch`` (``$`` would also match before a final newline);
+# the ``\Z`` in the look-ahead bounds the name part to 63 characters.
 _DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
 _KEY = re.compile(
     rf"(?:(?=[-a-z0-9.]{{1,253}}/){_DNS_LABEL}(?:\.{_DNS_LABEL})*/)?"
     r"(?=[-A-Za-z0-9_.]{1,63}\Z)[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?\Z"
 )
 _VALUE = re.compile(r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?\Z")
-_FIELD = re.compile(r"^[A-Za-z][A-Za-z0-9.]{0,127}$")
+_FIELD = re.compile(r"[A-Za-z][A-Za-z0-9.]{0,127}")
 
 
 class SelectorError(PeerError):
@@ -91,13 +91,13 @@ def _split_top(text: str) -> list[str]:
 
 
 def _check_key(key: object) -> str:
-    if not isinstance(key, str) or not _KEY.match(key):
+    if not isinstance(key, str) or not _KEY.fullmatch(key):
         raise SelectorError("invalid label key")
     return key
 
 
 def _check_value(value: object) -> str:
-    if not isinstance(value, str) or not _VALUE.match(value):
+    if not isinstance(value, str) or not _VALUE.fullmatch(value):
         raise SelectorError("invalid label value")
     return value
 
@@ -113,7 +113,7 @@ def parse_label_selector(text: str | None) -> Selector:
         term = raw.strip()
         if not term:
             raise SelectorError("empty selector term")
-        m = re.match(r"^(\S+?)\s+(in|notin)\s*\((.*)\)$", term)
+        m = re.fullmatch(r"(\S+?)\s+(in|notin)\s*\((.*)\)", term)
         if m:
             values = tuple(_check_value(v.strip()) for v in m.group(3).split(",")) if m.group(3).strip() else ()
             if not values:
@@ -213,7 +213,7 @@ def parse_field_selector(text: str | None) -> tuple[FieldRequirement, ...]:
         else:
             raise SelectorError("field selector terms need an operator")
         f = f.strip()
-        if not _FIELD.match(f):
+        if not _FIELD.fullmatch(f):
             raise SelectorError("invalid field name")
         out.append(FieldRequirement(f, op, v.strip()))
         if len(out) > MAX_REQUIREMENTS:

@@ -42,11 +42,11 @@ TRUSTED_ARTIFACT_BUILDERS = frozenset(
     )
 )
 
-_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _SEMVER = re.compile(
-    r"^v(0|[1-9]\d*)(?:\.(0|[1-9]\d*)(?:\.(0|[1-9]\d*)"
+    r"v(0|[1-9]\d*)(?:\.(0|[1-9]\d*)(?:\.(0|[1-9]\d*)"
     r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?"
-    r"(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?)?)?$"
+    r"(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?)?)?"
 )
 _MAX_OPTION = 1024
 
@@ -80,7 +80,7 @@ class SlsaOptions:
     workflow_inputs: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        if not _SHA256_HEX.match(self.artifact_sha256):
+        if not _SHA256_HEX.fullmatch(self.artifact_sha256):
             raise ValueError("artifact_sha256 must be 64 lowercase hex characters")
         object.__setattr__(self, "source_uri", normalize_source_uri(self.source_uri))
         chosen = [x for x in (self.source_branch, self.source_tag, self.source_versioned_tag) if x is not None]
@@ -89,7 +89,7 @@ class SlsaOptions:
         for value in (*chosen, self.builder_id or ""):
             if len(value) > _MAX_OPTION:
                 raise ValueError("option value too long")
-        if self.source_versioned_tag is not None and not _SEMVER.match(self.source_versioned_tag):
+        if self.source_versioned_tag is not None and not _SEMVER.fullmatch(self.source_versioned_tag):
             raise ValueError("--source-versioned-tag must be a semantic version like v1, v1.2 or v1.2.3")
 
 
@@ -129,7 +129,7 @@ def builder_matches(actual: str, expected: str) -> bool:
 def _is_release_tag(ref: str) -> bool:
     if not ref.startswith("refs/tags/"):
         return False
-    m = _SEMVER.match(ref[len("refs/tags/") :])
+    m = _SEMVER.fullmatch(ref[len("refs/tags/") :])
     return bool(m and m.group(3) is not None and m.group(4) is None and m.group(5) is None)
 
 
@@ -210,8 +210,8 @@ def _branch_of(ref: str, facts: prov.ProvenanceFacts) -> str | None:
 
 
 def _versioned_tag_matches(tag: str, expected: str) -> bool:
-    t = _SEMVER.match(tag)
-    e = _SEMVER.match(expected)
+    t = _SEMVER.fullmatch(tag)
+    e = _SEMVER.fullmatch(expected)
     if not t or not e:
         return False
     t_parts = [int(t.group(i) or 0) for i in (1, 2, 3)]

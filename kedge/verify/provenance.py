@@ -27,7 +27,7 @@ KIND_SLSA_V02 = "slsa-v0.2"
 KIND_SLSA_V1 = "slsa-v1"
 KIND_PYPI_PUBLISH = "pypi-publish-v1"
 
-_HEX = re.compile(r"^[0-9a-f]+$")
+_HEX = re.compile(r"[0-9a-f]+")
 
 
 def _malformed(msg: str) -> VerificationError:

@@ -46,9 +46,9 @@ MAX_PROPERTIES_PER_MODEL = 256
 PROPERTY_TYPES = frozenset({"INT", "FLOAT", "DOUBLE", "STRING", "BOOLEAN", "BYTES", "STREAM"})
 DEVICE_STATES = frozenset({"online", "offline", "unknown", "ok", "unhealthy"})
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-_PROP_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,126}[A-Za-z0-9])?$")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+_PROP_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,126}[A-Za-z0-9])?")
 
 
 class TwinRejected(PeerError):
@@ -62,13 +62,13 @@ def _reject(code: str, msg: str = "") -> TwinRejected:
 
 
 def check_namespace(ns: Any) -> str:
-    if not isinstance(ns, str) or not _DNS_LABEL.match(ns):
+    if not isinstance(ns, str) or not _DNS_LABEL.fullmatch(ns):
         raise _reject("bad_namespace")
     return ns
 
 
 def check_name(name: Any) -> str:
-    if not isinstance(name, str) or not _DNS_SUBDOMAIN.match(name) or ".." in name:
+    if not isinstance(name, str) or not _DNS_SUBDOMAIN.fullmatch(name) or ".." in name:
         raise _reject("bad_name")
     return name
 
@@ -78,7 +78,7 @@ def check_property_name(name: Any) -> str:
         raise _reject("bad_property_name")
     if len(name.encode()) > MAX_KEY_BYTES:
         raise _reject("key_too_long")
-    if not _PROP_NAME.match(name):
+    if not _PROP_NAME.fullmatch(name):
         raise _reject("bad_property_name")
     return name
 
