@@ -83,9 +83,8 @@ def _verify_candidate(
         stmt = Statement.from_payload(payload, limits)
         result = policy.evaluate(None, env["payloadType"], stmt, opts)
         return VerifyOutcome(result, payload, cand.fmt)
-    bundle = bundles.parse_bundle(cand.doc)
     cert, payload_type, payload = bundles.verify_bundle_dsse(
-        bundle, root_getter(), bundles.IssuerPolicy(GITHUB_ACTIONS_ISSUER)
+        cand.doc, root_getter(), bundles.IssuerPolicy(GITHUB_ACTIONS_ISSUER), limits
     )
     identity = identity_from_certificate(cert)
     stmt = Statement.from_payload(payload, limits)
@@ -147,9 +146,7 @@ def conformance_verify(
     limits: VerifyLimits = DEFAULT,
 ) -> str:
     """Verify one bundle against an identity+issuer (or a key). Returns a short description."""
-    from sigstore.hashes import Hashed
     from sigstore.verify.policy import Identity
-    from sigstore_models.common.v1 import HashAlgorithm
 
     docs = bundles.load_documents(bundle_bytes, limits)
     if len(docs) != 1:
@@ -166,16 +163,14 @@ def conformance_verify(
         return managed_key.verify(cand.doc, digest_hex, key, root, limits)
     if not identity or not issuer:
         raise ConfigError("need --certificate-identity and --certificate-oidc-issuer, or --key", code="usage")
-    bundle = bundles.parse_bundle(cand.doc)
-    pol = Identity(identity=identity, issuer=issuer)
-    if bundle._dsse_envelope is not None:
-        _cert, payload_type, payload = bundles.verify_bundle_dsse(bundle, root, pol)
+    pol = bundles.CodedPolicy(Identity(identity=identity, issuer=issuer), "identity_mismatch")
+    if bundles.is_dsse_bundle(cand.doc):
+        _cert, payload_type, payload = bundles.verify_bundle_dsse(cand.doc, root, pol, limits)
         if payload_type != dsse.INTOTO_PAYLOAD_TYPE:
             raise VerificationError("DSSE payload is not an in-toto statement", code="payload_type_invalid")
         stmt = Statement.from_payload(payload, limits)
         if not stmt.has_sha256(digest_hex):
             raise VerificationError("artifact digest is not a subject of the statement", code="digest_mismatch")
         return "dsse"
-    hashed = Hashed(algorithm=HashAlgorithm.SHA2_256, digest=bytes.fromhex(digest_hex))
-    bundles.verify_bundle_artifact(bundle, hashed, root, pol)
+    bundles.verify_bundle_artifact(cand.doc, bytes.fromhex(digest_hex), root, pol)
     return "message-signature"

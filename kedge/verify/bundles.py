@@ -1,12 +1,13 @@
 """Reading provenance/bundle files and checking their signatures with sigstore-python.
 
-This is the thin shell around sigstore-python 4.5.1: it recognises the input
-format (Sigstore bundle v0.1-v0.3, PEP 740 attestation or provenance file, plain
-DSSE envelope, one document per line of a ``.jsonl``), converts PEP 740 objects
-to v0.3 bundles, refuses what cannot be verified offline with
-:class:`~kedge.errors.UnsupportedFormat`, and maps sigstore's exceptions to
-kedge codes. It never talks to the network: the ``Verifier`` is built from an
-explicit ``TrustedRoot``.
+This is the thin shell around sigstore-python 4.5 (public API only; the few
+private members kedge needs are in :mod:`kedge.verify._sigstore_adapter`): it
+recognises the input format (Sigstore bundle v0.1-v0.3, PEP 740 attestation or
+provenance file, plain DSSE envelope, one document per line of a ``.jsonl``),
+converts PEP 740 objects to bundles with pypi-attestations, refuses what cannot
+be verified offline with :class:`~kedge.errors.UnsupportedFormat`, and maps
+sigstore's exceptions to kedge codes by their type. It never talks to the
+network: the ``Verifier`` is built from an explicit ``TrustedRoot``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,21 @@ import dataclasses
 import json
 from typing import Any
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, utils
+from sigstore.errors import CertValidationError
+from sigstore.errors import Error as SigstoreError
+from sigstore.errors import VerificationError as SigstoreVerificationError
+from sigstore.hashes import Hashed
+from sigstore.models import Bundle, InvalidBundle, TrustedRoot
+from sigstore.verify import Verifier
+from sigstore_models.bundle.v1 import Bundle as BundleModel
+from sigstore_models.common.v1 import HashAlgorithm
+
 from kedge.errors import UnsupportedFormat, VerificationError
-from kedge.verify import _json
+from kedge.verify import _json, _sigstore_adapter, dsse
 from kedge.verify._limits import DEFAULT, VerifyLimits
 
 BUNDLE_MEDIA_PREFIX = "application/vnd.dev.sigstore.bundle"
@@ -53,29 +67,39 @@ def load_documents(data: bytes, limits: VerifyLimits = DEFAULT) -> list[Any]:
     return [_json.loads(line, limits) for line in lines]
 
 
-def _pep740_to_bundle(att: Any) -> dict[str, Any]:
-    """PEP 740 attestation object -> equivalent Sigstore bundle v0.3 (DSSE) dict."""
-    if not isinstance(att, dict) or att.get("version") != 1:
-        raise VerificationError("unsupported PEP 740 attestation version", code="malformed_bundle")
-    vm = att.get("verification_material")
-    env = att.get("envelope")
-    if not isinstance(vm, dict) or not isinstance(env, dict):
-        raise VerificationError("PEP 740 attestation lacks material or envelope", code="malformed_bundle")
-    cert = vm.get("certificate")
-    entries = vm.get("transparency_entries")
-    statement = env.get("statement")
-    signature = env.get("signature")
-    if not all(isinstance(x, str) for x in (cert, statement, signature)) or not isinstance(entries, list):
-        raise VerificationError("PEP 740 attestation fields malformed", code="malformed_bundle")
-    return {
-        "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
-        "verificationMaterial": {"certificate": {"rawBytes": cert}, "tlogEntries": entries},
-        "dsseEnvelope": {
-            "payload": statement,
-            "payloadType": "application/vnd.in-toto+json",
-            "signatures": [{"sig": signature}],
-        },
-    }
+def _pep740_bundle(att: Any) -> dict[str, Any]:
+    """PEP 740 attestation object -> the equivalent Sigstore bundle dict (pypi-attestations)."""
+    from pypi_attestations import Attestation
+
+    try:
+        bundle = Attestation.model_validate(att).to_bundle()
+    except (ValueError, SigstoreError) as exc:  # pydantic, pypi-attestations and sigstore model errors
+        raise VerificationError("PEP 740 attestation is malformed", code="malformed_bundle") from exc
+    doc: dict[str, Any] = json.loads(bundle.to_json())
+    return doc
+
+
+def _pep740_provenance(doc: dict[str, Any], limits: VerifyLimits) -> list[Candidate]:
+    """A PEP 740 provenance object -> one candidate per attestation, with its publisher."""
+    from pypi_attestations import Provenance
+
+    raw = doc.get("attestation_bundles")
+    if not isinstance(raw, list) or not raw or len(raw) > limits.max_signatures:
+        raise VerificationError("PEP 740 provenance has no attestation bundles", code="malformed_bundle")
+    for ab in raw:
+        atts = ab.get("attestations") if isinstance(ab, dict) else None
+        if not isinstance(atts, list) or not atts or len(atts) > limits.max_signatures:
+            raise VerificationError("PEP 740 attestation bundle is empty", code="malformed_bundle")
+    try:
+        prov = Provenance.model_validate(doc)
+    except ValueError as exc:  # pydantic's ValidationError: no or an unknown publisher, bad fields
+        raise VerificationError("PEP 740 provenance is malformed", code="malformed_bundle") from exc
+    out = []
+    for ab in prov.attestation_bundles:
+        publisher = ab.publisher.model_dump(mode="json")
+        for att in ab.attestations:
+            out.append(Candidate(FORMAT_PEP740_PROVENANCE, _pep740_bundle(att.model_dump(mode="json")), publisher))
+    return out
 
 
 def candidates(docs: list[Any], limits: VerifyLimits = DEFAULT) -> list[Candidate]:
@@ -88,19 +112,9 @@ def candidates(docs: list[Any], limits: VerifyLimits = DEFAULT) -> list[Candidat
         if isinstance(media, str) and media.startswith(BUNDLE_MEDIA_PREFIX):
             out.append(Candidate(FORMAT_BUNDLE, doc))
         elif "attestation_bundles" in doc:
-            bundles = doc.get("attestation_bundles")
-            if not isinstance(bundles, list) or not bundles or len(bundles) > limits.max_signatures:
-                raise VerificationError("PEP 740 provenance has no attestation bundles", code="malformed_bundle")
-            for ab in bundles:
-                atts = ab.get("attestations") if isinstance(ab, dict) else None
-                publisher = ab.get("publisher") if isinstance(ab, dict) else None
-                if not isinstance(atts, list) or not atts or len(atts) > limits.max_signatures:
-                    raise VerificationError("PEP 740 attestation bundle is empty", code="malformed_bundle")
-                if not isinstance(publisher, dict):
-                    raise VerificationError("PEP 740 attestation bundle has no publisher", code="malformed_bundle")
-                out.extend(Candidate(FORMAT_PEP740_PROVENANCE, _pep740_to_bundle(a), publisher) for a in atts)
+            out.extend(_pep740_provenance(doc, limits))
         elif "verification_material" in doc and "envelope" in doc:
-            out.append(Candidate(FORMAT_PEP740_ATTESTATION, _pep740_to_bundle(doc)))
+            out.append(Candidate(FORMAT_PEP740_ATTESTATION, _pep740_bundle(doc)))
         elif "payloadType" in doc and "signatures" in doc:
             out.append(Candidate(FORMAT_DSSE, doc))
         else:
@@ -131,110 +145,40 @@ def refuse_unsupported(cand: Candidate, *, have_key: bool) -> None:
                 )
 
 
+def is_dsse_bundle(doc: dict[str, Any]) -> bool:
+    """Whether a Sigstore bundle dict carries a DSSE envelope (else a message signature)."""
+    return isinstance(doc.get("dsseEnvelope"), dict)
+
+
 # --- sigstore-python boundary -------------------------------------------------
-
-_MESSAGE_CODES = (
-    ("OIDC issuer", "oidc_issuer_mismatch"),
-    ("DSSE", "dsse_bad_signature"),
-    ("Signature is invalid", "signature_invalid"),
-    ("message digest mismatch", "digest_mismatch"),
-    ("certificate chain", "certificate_chain_invalid"),
-    ("expired at time of signing", "certificate_expired_at_signing"),
-    ("SCT", "sct_invalid"),
-    ("verified time", "no_verified_time"),
-    ("Timestamp", "timestamp_invalid"),
-    ("timestamp", "timestamp_invalid"),
-    ("log entry", "tlog_invalid"),
-    ("inclusion", "tlog_invalid"),
-    ("checkpoint", "tlog_invalid"),
-    ("Certificate's", "identity_mismatch"),
-    ("Identity", "identity_mismatch"),
-    ("issuer", "identity_mismatch"),
-)
+#
+# Codes come from the type of what failed, never from exception text: kedge's own
+# checks (signature over the envelope or digest, the identity policy) run first or
+# raise their own types; what is left is told apart by sigstore's exception type.
 
 
-def _code_for(message: str) -> str:
-    for needle, code in _MESSAGE_CODES:
-        if needle in message:
-            return code
-    return "bundle_verification_failed"
+class PolicyRefused(SigstoreVerificationError):
+    """A kedge ``VerificationPolicy`` refused the signing certificate; carries the code."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
-def parse_bundle(doc: dict[str, Any]):  # type: ignore[no-untyped-def]
-    """sigstore ``Bundle`` from a bundle dict; malformed bundles -> ``malformed_bundle``."""
-    from sigstore.errors import Error as SigstoreError
-    from sigstore.models import Bundle
+class CodedPolicy:
+    """Wrap a sigstore ``VerificationPolicy`` so that its refusal carries ``code``."""
 
-    try:
-        return Bundle.from_json(json.dumps(doc))
-    except (SigstoreError, ValueError, TypeError, KeyError, IndexError) as exc:
-        raise VerificationError("Sigstore bundle is malformed", code="malformed_bundle") from exc
+    def __init__(self, inner: Any, code: str) -> None:
+        self._wrapped = inner
+        self._code = code
 
-
-def _wrap(exc: Exception) -> VerificationError:
-    message = str(exc)[:500]
-    return VerificationError(f"Sigstore verification failed: {message}", code=_code_for(message))
-
-
-def make_verifier(trusted_root):  # type: ignore[no-untyped-def]
-    """A sigstore-python ``Verifier`` whose TSA validity window is a closed interval.
-
-    The trusted-root spec defines ``validFor`` as a closed time range, but
-    sigstore-python 4.5.1 rejects a timestamp equal to a TSA's ``validFor.end``
-    (sigstore-conformance ``trust-root-tsa-validity-end-inclusive``). Only that
-    one comparison differs; the timestamp's signature and chain are still checked
-    by rfc3161-client against the trusted root's TSA certificates.
-    """
-    from rfc3161_client import VerificationError as Rfc3161VerificationError
-    from rfc3161_client import VerifierBuilder
-    from sigstore._internal.timestamp import TimestampSource, TimestampVerificationResult
-    from sigstore.verify import Verifier
-
-    class _ClosedRangeTsaVerifier(Verifier):
-        def _verify_signed_timestamp(self, timestamp_response, message):  # type: ignore[no-untyped-def]
-            when = timestamp_response.tst_info.gen_time
-            for authority in self._trusted_root.get_timestamp_authorities():
-                chain = authority.certificates(allow_expired=True)
-                if len(chain) < 2:  # need at least the TSA leaf and a root
-                    continue
-                builder = VerifierBuilder().tsa_certificate(chain[0]).add_root_certificate(chain[-1])
-                for intermediate in chain[1:-1]:
-                    builder = builder.add_intermediate_certificate(intermediate)
-                try:
-                    builder.build().verify_message(timestamp_response, message)
-                except Rfc3161VerificationError:
-                    continue
-                start, end = authority.validity_period_start, authority.validity_period_end
-                if start <= when and (end is None or when <= end):
-                    return TimestampVerificationResult(source=TimestampSource.TIMESTAMP_AUTHORITY, time=when)
-            return None
-
-    return _ClosedRangeTsaVerifier(trusted_root=trusted_root)
-
-
-def verify_bundle_dsse(bundle, trusted_root, policy):  # type: ignore[no-untyped-def]
-    """Signature, log proof, signing time and chain; returns (cert, payload_type, payload)."""
-    from sigstore.errors import Error as SigstoreError
-
-    if bundle._dsse_envelope is None:
-        raise VerificationError("bundle holds no DSSE envelope", code="malformed_bundle")
-    try:
-        verifier = make_verifier(trusted_root)
-        payload_type, payload = verifier.verify_dsse(bundle, policy)
-    except (SigstoreError, ValueError, TypeError, KeyError, IndexError) as exc:
-        raise _wrap(exc) from exc
-    return bundle.signing_certificate, payload_type, payload
-
-
-def verify_bundle_artifact(bundle, hashed, trusted_root, policy) -> None:  # type: ignore[no-untyped-def]
-    """hashedrekord path: the bundle's message signature over the artifact digest."""
-    from sigstore.errors import Error as SigstoreError
-
-    try:
-        verifier = make_verifier(trusted_root)
-        verifier.verify_artifact(hashed, bundle, policy)
-    except (SigstoreError, ValueError, TypeError, KeyError, IndexError) as exc:
-        raise _wrap(exc) from exc
+    def verify(self, cert: x509.Certificate) -> None:
+        try:
+            self._wrapped.verify(cert)
+        except PolicyRefused:
+            raise
+        except SigstoreVerificationError as exc:
+            raise PolicyRefused(f"signing certificate refused: {exc}", code=self._code) from exc
 
 
 class IssuerPolicy:
@@ -247,14 +191,122 @@ class IssuerPolicy:
     def __init__(self, issuer: str) -> None:
         self._issuer = issuer
 
-    def verify(self, cert) -> None:  # type: ignore[no-untyped-def]
-        from sigstore.errors import VerificationError as SigstoreVerificationError
-
+    def verify(self, cert: x509.Certificate) -> None:
         from kedge.verify.fulcio import identity_from_certificate
 
         try:
             ident = identity_from_certificate(cert)
         except VerificationError as exc:
-            raise SigstoreVerificationError(f"certificate malformed: {exc}") from exc
+            raise PolicyRefused(f"certificate malformed: {exc}", code="certificate_malformed") from exc
         if ident.issuer != self._issuer:
-            raise SigstoreVerificationError(f"Certificate's OIDC issuer {ident.issuer!r} is not {self._issuer!r}")
+            raise PolicyRefused(
+                f"certificate's OIDC issuer {ident.issuer[:200]!r} is not {self._issuer!r}",
+                code="oidc_issuer_mismatch",
+            )
+
+
+#: sigstore-python's exception types -> kedge codes, most specific first.
+_TYPE_CODES: tuple[tuple[type[Exception], str], ...] = (
+    (CertValidationError, "certificate_chain_invalid"),
+    (InvalidBundle, "malformed_bundle"),
+    (SigstoreVerificationError, "bundle_verification_failed"),
+    (SigstoreError, "bundle_verification_failed"),
+)
+#: What sigstore-python may raise from a verification besides its own errors
+#: (malformed data met deep inside it).
+_FOREIGN = (SigstoreError, ValueError, TypeError, KeyError, IndexError)
+
+
+def code_for(exc: BaseException) -> str:
+    """The kedge code for an exception raised by sigstore-python, by type."""
+    if isinstance(exc, PolicyRefused):
+        return exc.code
+    for kind, code in _TYPE_CODES:
+        if isinstance(exc, kind):
+            return code
+    return "bundle_verification_failed"
+
+
+def _wrap(exc: Exception) -> VerificationError:
+    return VerificationError(f"Sigstore verification failed: {str(exc)[:500]}", code=code_for(exc))
+
+
+def parse_bundle(doc: dict[str, Any]) -> Bundle:
+    """sigstore ``Bundle`` from a bundle dict; malformed bundles -> ``malformed_bundle``."""
+    try:
+        return Bundle.from_json(json.dumps(doc))
+    except _FOREIGN as exc:
+        raise VerificationError("Sigstore bundle is malformed", code="malformed_bundle") from exc
+
+
+def make_verifier(trusted_root: TrustedRoot) -> Verifier:
+    """An offline sigstore-python ``Verifier`` over ``trusted_root`` (see the adapter)."""
+    return _sigstore_adapter.make_verifier(trusted_root)
+
+
+def _check_dsse_signature(doc: dict[str, Any], cert: x509.Certificate, limits: VerifyLimits) -> None:
+    """The envelope's one signature must verify with the signing certificate's key.
+
+    sigstore-python checks this too, after the certificate; checking it first
+    gives an edited or swapped envelope its own code. Passing here trusts nothing.
+    """
+    env = dsse.envelope_from_dict(doc.get("dsseEnvelope"), limits)
+    key = cert.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        return  # sigstore-python refuses such a certificate itself
+    if len(env["signatures"]) != 1:
+        raise VerificationError("a bundle's DSSE envelope must hold exactly one signature", code="dsse_bad_signature")
+    message = dsse.pae(env["payloadType"], dsse.b64decode(env["payload"], "DSSE payload"))
+    signature = dsse.b64decode(env["signatures"][0]["sig"], "DSSE signature")
+    try:
+        key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature as exc:
+        raise VerificationError(
+            "DSSE signature does not verify with the signing certificate's key", code="dsse_bad_signature"
+        ) from exc
+
+
+def verify_bundle_dsse(
+    doc: dict[str, Any], trusted_root: TrustedRoot, policy: Any, limits: VerifyLimits = DEFAULT
+) -> tuple[x509.Certificate, str, bytes]:
+    """Signature, log proof, signing time and chain; returns (cert, payload_type, payload)."""
+    if not is_dsse_bundle(doc):
+        raise VerificationError("bundle holds no DSSE envelope", code="malformed_bundle")
+    bundle = parse_bundle(doc)
+    _check_dsse_signature(doc, bundle.signing_certificate, limits)
+    try:
+        payload_type, payload = make_verifier(trusted_root).verify_dsse(bundle, policy)
+    except _FOREIGN as exc:
+        raise _wrap(exc) from exc
+    return bundle.signing_certificate, payload_type, payload
+
+
+def _check_message_signature(doc: dict[str, Any], cert: x509.Certificate, digest: bytes) -> None:
+    """The bundle's recorded digest and its signature over ``digest`` (SHA-256), checked first."""
+    try:
+        inner = BundleModel.from_json(json.dumps(doc))
+    except _FOREIGN as exc:
+        raise VerificationError("Sigstore bundle is malformed", code="malformed_bundle") from exc
+    ms = inner.message_signature
+    if ms is None:
+        raise VerificationError("bundle holds no message signature", code="malformed_bundle")
+    if ms.message_digest is not None and ms.message_digest.digest != digest:
+        raise VerificationError("bundle message digest differs from the artifact", code="digest_mismatch")
+    key = cert.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        return  # sigstore-python refuses such a certificate itself
+    try:
+        key.verify(ms.signature, digest, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
+    except InvalidSignature as exc:
+        raise VerificationError("signature does not verify over the artifact", code="signature_invalid") from exc
+
+
+def verify_bundle_artifact(doc: dict[str, Any], digest: bytes, trusted_root: TrustedRoot, policy: Any) -> None:
+    """hashedrekord path: the bundle's message signature over the artifact's SHA-256 ``digest``."""
+    bundle = parse_bundle(doc)
+    _check_message_signature(doc, bundle.signing_certificate, digest)
+    hashed = Hashed(algorithm=HashAlgorithm.SHA2_256, digest=digest)
+    try:
+        make_verifier(trusted_root).verify_artifact(hashed, bundle, policy)
+    except _FOREIGN as exc:
+        raise _wrap(exc) from exc

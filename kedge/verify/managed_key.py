@@ -3,7 +3,8 @@
 sigstore-python 4.5.1 only verifies certificate-bearing bundles, so the
 sigstore-conformance ``managed-key-*`` vectors need this path. It reuses
 sigstore-python's log-entry proof checks (Merkle inclusion, signed checkpoint,
-signed entry timestamp) and RFC 3161 timestamp checks, and does the rest here:
+signed entry timestamp; through :mod:`kedge.verify._sigstore_adapter`) and
+rfc3161-client's timestamp checks, and does the rest here:
 the message signature against the given key, and the consistency of the log
 entry body (digest, signature, public key) with the bundle -- so a bundle cannot
 borrow another artifact's log entry.
@@ -25,8 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
 from kedge.errors import UnsupportedFormat, VerificationError
-from kedge.verify import _json
-from kedge.verify.bundles import make_verifier
+from kedge.verify import _json, _sigstore_adapter
 from kedge.verify._limits import DEFAULT, VerifyLimits
 
 _MAX_TIMESTAMPS = 32
@@ -65,15 +65,28 @@ def _check_body(body: bytes, digest: bytes, signature: bytes, key: ec.EllipticCu
         raise VerificationError("log entry records another public key", code="tlog_inconsistent")
 
 
+def _timestamps(vm: Any) -> list[Any]:
+    """The bundle's RFC 3161 timestamp responses, decoded (bounded)."""
+    from rfc3161_client import decode_timestamp_response
+
+    tvd = vm.timestamp_verification_data
+    raw = (tvd.rfc3161_timestamps or []) if tvd is not None else []
+    if len(raw) > _MAX_TIMESTAMPS:
+        raise VerificationError("too many timestamps", code="limit_exceeded")
+    try:
+        return [decode_timestamp_response(ts.signed_timestamp) for ts in raw]
+    except ValueError as exc:
+        raise VerificationError("timestamp malformed", code="timestamp_invalid") from exc
+
+
 def verify(doc: dict[str, Any], digest_hex: str, key: ec.EllipticCurvePublicKey, trusted_root: Any, limits: VerifyLimits = DEFAULT) -> str:
     """Verify ``doc`` (a bundle dict) for the artifact ``digest_hex`` with ``key``."""
-    from sigstore._internal.trust import KeyringPurpose
     from sigstore.errors import Error as SigstoreError
-    from sigstore.models import Bundle, InvalidBundle, TimestampVerificationData, TransparencyLogEntry
-    from sigstore_models.bundle.v1 import Bundle as _Bundle
+    from sigstore.models import Bundle
+    from sigstore_models.bundle.v1 import Bundle as BundleModel
 
     try:
-        inner = _Bundle.from_json(json.dumps(doc))
+        inner = BundleModel.from_json(json.dumps(doc))
         Bundle.BundleType(inner.media_type)
     except (ValueError, TypeError, KeyError) as exc:
         raise VerificationError("Sigstore bundle is malformed", code="malformed_bundle") from exc
@@ -88,42 +101,32 @@ def verify(doc: dict[str, Any], digest_hex: str, key: ec.EllipticCurvePublicKey,
     digest = bytes.fromhex(digest_hex)
     if ms.message_digest is not None and ms.message_digest.digest != digest:
         raise VerificationError("bundle message digest differs from the artifact", code="digest_mismatch")
-    try:
-        entry = TransparencyLogEntry(vm.tlog_entries[0])
-    except (InvalidBundle, SigstoreError) as exc:
-        raise VerificationError("log entry lacks an inclusion proof", code="tlog_invalid") from exc
-    kv = entry._inner.kind_version
+    entry = vm.tlog_entries[0]
+    kv = entry.kind_version
     if (kv.kind, kv.version) != ("hashedrekord", "0.0.1"):
-        raise UnsupportedFormat(f"unsupported format: {kv.kind} {kv.version} entry for a key-signed bundle")
+        raise UnsupportedFormat(f"unsupported format: {kv.kind[:40]} {kv.version[:20]} entry for a key-signed bundle")
     try:
         key.verify(ms.signature, digest, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
     except InvalidSignature as exc:
         raise VerificationError("signature does not verify with the given key", code="signature_invalid") from exc
-    _check_body(entry._inner.canonicalized_body, digest, ms.signature, key, limits)
+    _check_body(entry.canonicalized_body, digest, ms.signature, key, limits)
     try:
-        entry._verify(trusted_root.rekor_keyring(KeyringPurpose.VERIFY))
-    except (SigstoreError, ValueError) as exc:
+        _sigstore_adapter.verify_log_entry(entry, trusted_root)
+    except (SigstoreError, ValueError) as exc:  # InvalidBundle (no proof) is a SigstoreError too
         raise VerificationError(f"invalid log entry: {str(exc)[:300]}", code="tlog_invalid") from exc
     # Signing time: RFC 3161 timestamps from trusted TSAs and/or the log's promise.
     times: list[datetime] = []
-    if vm.timestamp_verification_data is not None:
-        try:
-            tsrs = TimestampVerificationData(vm.timestamp_verification_data).rfc3161_timestamps
-        except (SigstoreError, ValueError) as exc:
-            raise VerificationError("timestamp malformed", code="timestamp_invalid") from exc
-        if len(tsrs) > _MAX_TIMESTAMPS:
-            raise VerificationError("too many timestamps", code="limit_exceeded")
-        if tsrs:
-            if not trusted_root.get_timestamp_authorities():
-                raise VerificationError("bundle has timestamps but no TSA is trusted", code="timestamp_invalid")
-            verifier = make_verifier(trusted_root)
-            for tsr in tsrs:
-                result = verifier._verify_signed_timestamp(tsr, ms.signature)
-                if result is None:
-                    raise VerificationError("timestamp not signed by a trusted TSA", code="timestamp_invalid")
-                times.append(result.time)
-    if entry._inner.integrated_time and entry._inner.inclusion_promise:
-        times.append(datetime.fromtimestamp(entry._inner.integrated_time, tz=timezone.utc))
+    tsrs = _timestamps(vm)
+    if tsrs:
+        if not trusted_root.get_timestamp_authorities():
+            raise VerificationError("bundle has timestamps but no TSA is trusted", code="timestamp_invalid")
+        for tsr in tsrs:
+            when = _sigstore_adapter.timestamp_time(trusted_root, tsr, ms.signature)
+            if when is None:
+                raise VerificationError("timestamp not signed by a trusted TSA", code="timestamp_invalid")
+            times.append(when)
+    if entry.integrated_time and entry.inclusion_promise:
+        times.append(datetime.fromtimestamp(entry.integrated_time, tz=timezone.utc))
     if not times:
         raise VerificationError("no verified signing time", code="no_verified_time")
     return "managed-key"

@@ -59,14 +59,14 @@ def vendored_root_bytes() -> bytes:
 def load_trusted_root(path: str | Path | None = None, limits: VerifyLimits = DEFAULT):  # type: ignore[no-untyped-def]
     """Return a sigstore ``TrustedRoot`` from ``path`` or the pinned vendored copy."""
     from sigstore.errors import Error as SigstoreError
-    from sigstore.models import TrustedRoot
-    from sigstore_models.trustroot import v1 as trustroot_v1
+
+    from kedge.verify import _sigstore_adapter
 
     if path is None:
         data = vendored_root_bytes()
     else:
         data = read_bounded(path, limits.max_trusted_root_bytes, "trusted root")
     try:
-        return TrustedRoot(trustroot_v1.TrustedRoot.from_json(data))
+        return _sigstore_adapter.trusted_root_from_json(data)
     except (SigstoreError, ValueError, TypeError, KeyError) as exc:
         raise TrustRootError("trusted root is malformed") from exc

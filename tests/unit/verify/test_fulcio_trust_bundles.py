@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -124,17 +125,46 @@ def test_rekor_intoto_entry_is_unsupported() -> None:
     assert "unsupported format" in str(info.value)
 
 
+PEP740 = Path(__file__).resolve().parents[2] / "interop" / "pep740"
+
+
 def test_pep740_attestation_becomes_a_v03_bundle() -> None:
-    att = {"version": 1, "verification_material": {"certificate": "Y2VydA==", "transparency_entries": []},
-           "envelope": {"statement": "e30=", "signature": "c2ln"}}
+    att = json.loads((PEP740 / "pypi_attestations-0.0.19.tar.gz.slsa.attestation").read_bytes())
     (cand,) = bundles.candidates([att])
     assert cand.fmt == bundles.FORMAT_PEP740_ATTESTATION
     assert cand.doc["mediaType"] == "application/vnd.dev.sigstore.bundle.v0.3+json"
-    assert cand.doc["dsseEnvelope"]["signatures"] == [{"sig": "c2ln"}]
+    assert bundles.is_dsse_bundle(cand.doc)
+    assert cand.doc["dsseEnvelope"]["payload"] == att["envelope"]["statement"]
+    assert cand.doc["dsseEnvelope"]["signatures"] == [{"sig": att["envelope"]["signature"]}]
+    assert cand.doc["verificationMaterial"]["certificate"]["rawBytes"] == att["verification_material"]["certificate"]
+
+
+def test_pep740_provenance_keeps_each_attestations_publisher() -> None:
+    doc = json.loads((PEP740 / "pypi_attestations-0.0.19.tar.gz.provenance").read_bytes())
+    cands = bundles.candidates([doc])
+    assert cands and all(c.fmt == bundles.FORMAT_PEP740_PROVENANCE for c in cands)
+    assert cands[0].publisher is not None
+    assert cands[0].publisher["kind"] == "GitHub"
+    assert cands[0].publisher["repository"] == "trailofbits/pypi-attestations"
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda a: a["verification_material"].update(certificate="Y2VydA=="),  # not a certificate
+    lambda a: a["verification_material"].update(transparency_entries=[]),
+    lambda a: a.update(version=2),
+    lambda a: a["envelope"].update(signature="%%%"),
+])
+def test_malformed_pep740_attestation_is_a_malformed_bundle(mutate) -> None:  # type: ignore[no-untyped-def]
+    att = json.loads((PEP740 / "pypi_attestations-0.0.19.tar.gz.slsa.attestation").read_bytes())
+    mutate(att)
+    with pytest.raises(VerificationError) as info:
+        bundles.candidates([att])
+    assert info.value.code == "malformed_bundle"
 
 
 @pytest.mark.parametrize("doc", [[], "x", {"hello": 1}, {"attestation_bundles": []},
-                                 {"attestation_bundles": [{"attestations": [], "publisher": {}}]}])
+                                 {"attestation_bundles": [{"attestations": [], "publisher": {}}]},
+                                 {"attestation_bundles": [{"attestations": [{}], "publisher": {"kind": "x"}}]}])
 def test_unrecognised_documents_are_refused(doc: object) -> None:
     with pytest.raises(VerificationError):
         bundles.candidates([doc])
