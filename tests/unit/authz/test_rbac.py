@@ -256,3 +256,65 @@ def test_roles_with_malformed_labels_are_never_aggregated():
     assert authorize(attrs(resource="pods"), p).allowed       # no label x: selected
     assert not authorize(attrs(resource="secrets"), p).allowed
     assert not authorize(attrs(resource="nodes"), p).allowed
+
+
+# -- review findings: Kubernetes' order and lookups in the escalation checks -------------
+
+def test_binding_to_a_missing_role_is_not_found_unless_bind_is_held():
+    p = Policy.build(role_bindings=[binding("w", "ClusterRole", "writer", [user("mal")], ns="a")],
+                     cluster_roles=[role("writer", [{"verbs": ["create"], "apiGroups": [RBAC],
+                                                      "resources": ["rolebindings"]}], kind="ClusterRole")])
+    d = binding_allowed(p, "mal", (), "a", {"apiGroup": RBAC, "kind": "Role", "name": "later"})
+    assert not d.allowed and d.not_found == ("roles", "later")
+    d = binding_allowed(p, "mal", (), "", {"apiGroup": RBAC, "kind": "ClusterRole", "name": "later"})
+    assert not d.allowed and d.not_found == ("clusterroles", "later")
+    assert binding_allowed(p, "root", ("system:masters",), "a", {"apiGroup": RBAC, "kind": "Role",
+                                                                  "name": "later"}).allowed
+    binder = Policy.build(
+        cluster_roles=[role("b", [{"verbs": ["bind"], "apiGroups": [RBAC], "resources": ["roles"],
+                                   "resourceNames": ["later"]}], kind="ClusterRole")],
+        role_bindings=[binding("b", "ClusterRole", "b", [user("mal")], ns="a")])
+    assert binding_allowed(binder, "mal", (), "a", {"apiGroup": RBAC, "kind": "Role", "name": "later"}).allowed
+
+
+def test_escalate_narrowed_by_name_does_not_apply_to_a_create():
+    p = Policy.build(
+        cluster_roles=[role("esc", [{"verbs": ["escalate"], "apiGroups": [RBAC], "resources": ["roles"],
+                                     "resourceNames": ["x"]}], kind="ClusterRole")],
+        role_bindings=[binding("e", "ClusterRole", "esc", [user("eve")], ns="a")])
+    wide = [Rule.from_dict({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]})]
+    assert not escalate_allowed(p, "eve", (), "a", "Role", "", wide).allowed  # a create names nothing
+    assert escalate_allowed(p, "eve", (), "a", "Role", "x", wide).allowed     # an update of x
+
+
+def test_aggregation_gathers_aggregated_roles_until_nothing_changes():
+    pods = [{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}]
+    p = Policy.build(cluster_roles=[
+        role("top", [], kind="ClusterRole", aggregation=[{"matchLabels": {"to-top": "y"}}]),
+        role("mid", [], kind="ClusterRole", labels={"to-top": "y"}, aggregation=[{"matchLabels": {"to-mid": "y"}}]),
+        role("leaf", pods, kind="ClusterRole", labels={"to-mid": "y"}),
+        role("loop", [], kind="ClusterRole", labels={"to-mid": "y"}, aggregation=[{"matchLabels": {"to-top": "y"}}]),
+    ], cluster_role_bindings=[binding("t", "ClusterRole", "top", [user("alice")])])
+    assert authorize(attrs(), p).allowed
+    assert p.cluster_role_rules("loop") == p.cluster_role_rules("top") == (Rule.from_dict(pods[0]),)
+
+
+def test_rule_and_subject_validation_follow_kubernetes():
+    assert rbac.validate_rule({"verbs": ["get"], "nonResourceURLs": ["/x"], "resources": ["pods"]},
+                              namespaced=False)
+    assert rbac.validate_rule({"verbs": ["get"], "nonResourceURLs": ["/x"]}, namespaced=True)
+    assert rbac.validate_rule({"verbs": ["get"], "resources": ["pods"]}, namespaced=True)  # no apiGroups
+    assert not rbac.validate_rule({"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}, namespaced=True)
+    s = {"kind": "User", "name": "u"}
+    rbac.default_subject(s)
+    assert s["apiGroup"] == RBAC and not rbac.validate_subject(s, namespaced=True)
+    assert rbac.validate_subject({"kind": "User", "name": "u", "apiGroup": "x"}, namespaced=True)
+    assert rbac.validate_subject({"kind": "ServiceAccount", "name": "sa"}, namespaced=False)  # needs namespace
+    assert rbac.validate_subject({"kind": "Robot", "name": "r"}, namespaced=True)
+
+
+def test_only_gc_field_updates_are_recognised():
+    old = {"metadata": {"name": "r", "resourceVersion": "3"}, "rules": []}
+    assert rbac.only_gc_fields_change({"metadata": {"name": "r", "finalizers": ["f"]}, "rules": []}, old)
+    assert not rbac.only_gc_fields_change({"metadata": {"name": "r", "labels": {"a": "b"}}, "rules": []}, old)
+    assert not rbac.only_gc_fields_change(old, None)
