@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterable, Mapping
 
+from kedge.authz import podrefs
+
 POD, CONFIGMAP, SECRET, NODE = "pod", "configmap", "secret", "node"
 
 
@@ -47,43 +49,19 @@ def _rv_int(rv: str | None) -> int:
 
 
 def referenced(pod: Mapping[str, Any]) -> set[tuple[str, str, str]]:
-    """The (type, namespace, name) of every configmap and secret a pod references.
+    """The (type, namespace, name) of every configmap and secret a pod's containers consume.
 
-    The same references the Kubernetes Node authorizer follows: volumes (configMap,
-    secret, projected sources), env ``valueFrom`` and ``envFrom`` of every container
-    kind, and imagePullSecrets.
+    Found by :func:`kedge.authz.podrefs.graph_refs`, the walker the Node authorizer's graph
+    uses: volumes (configMap, secret, projected sources), env ``valueFrom`` and ``envFrom``
+    of every container kind, and imagePullSecrets -- nothing for a mirror pod, whose
+    references the authorizer never follows. Secrets only a volume plugin reads (CSI
+    node-publish, flexVolume, ...) stay in the cloud: no edge runtime mounts those.
     """
-    ns = (pod.get("metadata") or {}).get("namespace") or "default"
-    spec = pod.get("spec") or {}
-    out: set[tuple[str, str, str]] = set()
-
-    def add(kind: str, name: Any) -> None:
-        if isinstance(name, str) and name:
-            out.add((kind, ns, name))
-
-    for vol in spec.get("volumes") or []:
-        if not isinstance(vol, dict):
-            continue
-        add(CONFIGMAP, (vol.get("configMap") or {}).get("name"))
-        add(SECRET, (vol.get("secret") or {}).get("secretName"))
-        for src in (vol.get("projected") or {}).get("sources") or []:
-            if isinstance(src, dict):
-                add(CONFIGMAP, (src.get("configMap") or {}).get("name"))
-                add(SECRET, (src.get("secret") or {}).get("name"))
-    for field in ("initContainers", "containers", "ephemeralContainers"):
-        for c in spec.get(field) or []:
-            if not isinstance(c, dict):
-                continue
-            for env in c.get("env") or []:
-                vf = (env or {}).get("valueFrom") or {}
-                add(CONFIGMAP, (vf.get("configMapKeyRef") or {}).get("name"))
-                add(SECRET, (vf.get("secretKeyRef") or {}).get("name"))
-            for ef in c.get("envFrom") or []:
-                add(CONFIGMAP, ((ef or {}).get("configMapRef") or {}).get("name"))
-                add(SECRET, ((ef or {}).get("secretRef") or {}).get("name"))
-    for ref in spec.get("imagePullSecrets") or []:
-        add(SECRET, (ref or {}).get("name"))
-    return out
+    meta = pod.get("metadata")
+    ns = meta.get("namespace") if isinstance(meta, Mapping) else None
+    ns = ns if isinstance(ns, str) and ns else "default"
+    refs = podrefs.graph_refs(pod)
+    return {(CONFIGMAP, ns, n) for n in refs.configmaps} | {(SECRET, ns, n) for n in refs.secrets}
 
 
 def desired_state(pods: Iterable[Mapping[str, Any]],
