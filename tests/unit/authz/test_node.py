@@ -150,7 +150,11 @@ def test_node_pod_writes_limited_to_own_pods():
     assert not admit_node_request(NODE_USER, NODE_GROUPS, "CREATE", "/pods", "", "pa", mine, None).allowed  # not mirror
     mirror = pod("m", "node-a")
     mirror["metadata"]["annotations"] = {"kubernetes.io/config.mirror": "x"}
-    assert admit_node_request(NODE_USER, NODE_GROUPS, "CREATE", "/pods", "", "m", mirror, None).allowed
+    mirror["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "Node", "name": "node-a", "uid": "a-uid",
+                                              "controller": True}]
+    node_a = {"metadata": {"name": "node-a", "uid": "a-uid"}}
+    assert admit_node_request(NODE_USER, NODE_GROUPS, "CREATE", "/pods", "", "m", mirror, None, node=node_a).allowed
+    assert not admit_node_request(NODE_USER, NODE_GROUPS, "CREATE", "/pods", "", "m", mirror, None).allowed  # no Node
 
 
 def test_admission_ignores_non_nodes():
@@ -186,9 +190,14 @@ def test_masters_are_cluster_admin_and_authenticated_can_discover():
                                           resource="pods", namespace="x"), p, g).allowed
 
 
+def _pv(name, claim, **source):
+    return {"metadata": {"name": name}, "spec": dict({"claimRef": {"namespace": "ns", "name": claim}}, **source)}
+
+
 def test_persistent_volumes_and_attachments_follow_the_graph(graph):
-    graph.set_pvc({"metadata": {"namespace": "ns", "name": "a-pvc"}, "spec": {"volumeName": "pv-1"}})
-    graph.set_pvc({"metadata": {"namespace": "ns", "name": "other"}, "spec": {"volumeName": "pv-2"}})
+    # node <- pod <- pvc <- pv, the PV naming its claim (spec.claimRef), as Kubernetes' graph links them
+    graph.set_pv(_pv("pv-1", "a-pvc"))
+    graph.set_pv(_pv("pv-2", "other"))
     graph.set_volume_attachment({"metadata": {"name": "va-1"}, "spec": {"nodeName": "node-a"}})
     ok = lambda **kw: authorize_node(node_attrs(**kw), graph).allowed  # noqa: E731
     assert ok(resource="persistentvolumes", name="pv-1")
@@ -197,18 +206,82 @@ def test_persistent_volumes_and_attachments_follow_the_graph(graph):
     assert ok(api_group="storage.k8s.io", resource="volumeattachments", name="va-1")
     assert not authorize_node(node_attrs("node-b", api_group="storage.k8s.io", resource="volumeattachments",
                                          name="va-1"), graph).allowed
-    graph.remove_pvc("ns", "a-pvc")
+    graph.remove_pv("pv-1")
     assert not ok(resource="persistentvolumes", name="pv-1")
+
+
+def test_a_claims_volume_name_grants_nothing(graph):
+    """Whoever may write a PVC in a namespace must not be able to point a node at any PV.
+
+    The claim's own ``spec.volumeName`` is the claimant's word; Kubernetes' graph follows
+    the PV's ``spec.claimRef`` only.
+    """
+    graph.set_pv(_pv("victim-pv", "someone-elses-claim", csi={"driver": "d", "volumeHandle": "h",
+                                                                "nodePublishSecretRef": {"namespace": "ns",
+                                                                                         "name": "victim"}}))
+    graph.set_pvc({"metadata": {"namespace": "ns", "name": "a-pvc"}, "spec": {"volumeName": "victim-pv"}})
+    assert not authorize_node(node_attrs(resource="persistentvolumes", name="victim-pv"), graph).allowed
+    assert not authorize_node(node_attrs(resource="secrets", namespace="ns", name="victim"), graph).allowed
 
 
 def test_secret_reachable_through_a_persistent_volume(graph):
     # node <- pod <- pvc <- pv <- secret (Kubernetes: "allowed shared secret via pvc")
-    graph.set_pvc({"metadata": {"namespace": "ns", "name": "a-pvc"}, "spec": {"volumeName": "pv-1"}})
-    graph.set_pv({"metadata": {"name": "pv-1"}, "spec": {"csi": {"driver": "d", "volumeHandle": "h",
-                                                                  "nodePublishSecretRef": {"namespace": "ns",
-                                                                                           "name": "csi-secret"}}}})
+    graph.set_pv(_pv("pv-1", "a-pvc", csi={"driver": "d", "volumeHandle": "h",
+                                          "nodePublishSecretRef": {"namespace": "ns", "name": "csi-secret"},
+                                          "controllerPublishSecretRef": {"namespace": "ns", "name": "ctrl"},
+                                          "controllerExpandSecretRef": {"namespace": "ns", "name": "ctrl-x"}}))
     assert authorize_node(node_attrs(resource="secrets", namespace="ns", name="csi-secret"), graph).allowed
+    # the CSI controller's secrets are not the kubelet's to read
+    assert not authorize_node(node_attrs(resource="secrets", namespace="ns", name="ctrl"), graph).allowed
+    assert not authorize_node(node_attrs(resource="secrets", namespace="ns", name="ctrl-x"), graph).allowed
     assert not authorize_node(node_attrs("node-b", resource="secrets", namespace="ns", name="csi-secret"),
                               graph).allowed
     graph.remove_pv("pv-1")
     assert not authorize_node(node_attrs(resource="secrets", namespace="ns", name="csi-secret"), graph).allowed
+
+
+@pytest.mark.parametrize("source,secret", [
+    ({"flexVolume": {"driver": "d", "secretRef": {"name": "flex"}}}, ("ns", "flex")),  # claim's namespace
+    ({"flexVolume": {"driver": "d", "secretRef": {"name": "flex", "namespace": "other"}}}, ("other", "flex")),
+    ({"rbd": {"monitors": ["m"], "image": "i", "secretRef": {"name": "rbd"}}}, ("ns", "rbd")),
+    ({"azureFile": {"shareName": "s", "secretName": "az"}}, ("ns", "az")),
+    ({"azureFile": {"shareName": "s", "secretName": "az", "secretNamespace": "x"}}, ("x", "az")),
+    ({"cinder": {"volumeID": "v", "secretRef": {"name": "cin"}}}, ("", "cin")),  # no claimRef fallback
+])
+def test_pv_driver_secret_namespaces(graph, source, secret):
+    graph.set_pv(_pv("pv-1", "a-pvc", **source))
+    ns, name = secret
+    assert authorize_node(node_attrs(resource="secrets", namespace=ns, name=name), graph).allowed is bool(ns)
+    if ns != "ns":
+        assert not authorize_node(node_attrs(resource="secrets", namespace="ns", name=name), graph).allowed
+
+
+def test_mirror_pods_link_only_to_their_node():
+    """Kubernetes' graph adds no edge from a mirror pod's references (defence behind NodeRestriction)."""
+    g = NodeGraph()
+    m = pod("static-web", "node-a", secret="db-password", cm="c", pvc="p", sa="admin-sa", env_secret="e")
+    m["metadata"]["annotations"] = {"kubernetes.io/config.mirror": "hash"}
+    g.set_pod(m)
+    ok = lambda **kw: authorize_node(node_attrs(**kw), g).allowed  # noqa: E731
+    assert ok(resource="pods", namespace="ns", name="static-web")
+    assert not ok(resource="secrets", namespace="ns", name="db-password")
+    assert not ok(resource="secrets", namespace="ns", name="e")
+    assert not ok(resource="configmaps", namespace="ns", name="c")
+    assert not ok(resource="persistentvolumeclaims", namespace="ns", name="p")
+    assert not ok(resource="serviceaccounts", namespace="ns", name="admin-sa", verb="create", subresource="token")
+    # the same pod without the annotation links everything
+    del m["metadata"]["annotations"]
+    g.set_pod(m)
+    assert ok(resource="secrets", namespace="ns", name="db-password")
+
+
+def test_graph_survives_ill_typed_pods():
+    g = NodeGraph()
+    for bad in ({}, {"metadata": "x"}, {"metadata": {"name": 3, "namespace": []}, "spec": {"nodeName": "n"}},
+                {"metadata": {"name": "p", "namespace": "ns"}, "spec": {"nodeName": ["n"]}},
+                {"metadata": {"name": "p", "namespace": "ns"}, "spec": {"nodeName": "n", "volumes": [
+                    {"name": "v", "configMap": "oops"}, {"secret": ["x"]}, 7]}}):
+        g.set_pod(bad)
+    g.set_pv({"metadata": {"name": "pv"}, "spec": {"claimRef": "x", "csi": 1}})
+    g.set_volume_attachment({"metadata": None, "spec": {"nodeName": 5}})
+    assert g.has_path("n", "pods", "ns", "p")
