@@ -1,7 +1,8 @@
-"""CycloneDX 1.5 JSON SBOM of kedge's runtime dependencies, written by hand.
+"""CycloneDX 1.5 JSON SBOM of kedge's runtime dependencies (cyclonedx-python-lib).
 
-Two halves: :func:`make_bom` is pure (components in, document out, timestamp a
-parameter) so two builds from the same inputs write identical bytes; and
+Two halves: :func:`make_bom` is pure (components in, a cyclonedx-python-lib
+``Bom`` out, timestamp a parameter, serial number derived from the content) so
+two builds from the same inputs write identical bytes; and
 :func:`resolve_runtime` walks ``Requires-Dist`` of the built wheel through the
 installed distributions (``importlib.metadata``) -- the versions that were actually
 resolved next to the build, not the ranges in ``pyproject.toml``. A requirement
@@ -18,8 +19,15 @@ import importlib.metadata
 import json
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
+
+from cyclonedx.model import HashAlgorithm, HashType
+from cyclonedx.model import component as cdx
+from cyclonedx.model.bom import Bom, BomMetaData
+from cyclonedx.model.license import DisjunctiveLicense, LicenseExpression
+from cyclonedx.output.json import JsonV1Dot5
+from packageurl import PackageURL
 
 from kedge.errors import ConfigError, StateError
 
@@ -63,20 +71,27 @@ class Component:
     def ref(self) -> str:
         return purl(self.name, self.version)
 
-    def to_dict(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "type": "library",
-            "bom-ref": self.ref,
-            "name": canonical_name(self.name),
-            "version": self.version,
-            "purl": self.ref,
-            "scope": self.scope,
-        }
+    def to_cyclonedx(self, *, with_scope: bool = True) -> cdx.Component:
+        licenses: list[Any] = []
         if self.license_expression:
-            doc["licenses"] = [{"expression": self.license_expression}]
+            licenses.append(LicenseExpression(self.license_expression))
         elif self.license_name:
-            doc["licenses"] = [{"license": {"name": self.license_name}}]
-        return doc
+            licenses.append(DisjunctiveLicense(name=self.license_name))
+        return cdx.Component(
+            type=cdx.ComponentType.LIBRARY,
+            bom_ref=self.ref,
+            name=canonical_name(self.name),
+            version=self.version,
+            purl=PackageURL(type="pypi", name=canonical_name(self.name), version=self.version),
+            scope=(cdx.ComponentScope.REQUIRED if self.scope == "required" else cdx.ComponentScope.OPTIONAL)
+            if with_scope
+            else None,
+            licenses=licenses,
+        )
+
+
+#: Stands in for the serial number while the content it is derived from is hashed.
+_PLACEHOLDER_SERIAL = uuid.UUID(int=0)
 
 
 def make_bom(
@@ -86,11 +101,12 @@ def make_bom(
     *,
     timestamp: int,
     tool_version: str,
-) -> dict[str, Any]:
-    """The CycloneDX document for ``root`` (the built wheel) and its dependencies.
+) -> Bom:
+    """The CycloneDX BOM for ``root`` (the built wheel) and its dependencies.
 
-    ``serialNumber`` is a UUIDv5 of the content, so it is unique per distinct SBOM
-    yet reproducible; ``metadata.timestamp`` is ``SOURCE_DATE_EPOCH``.
+    Built with cyclonedx-python-lib. ``serialNumber`` is a UUIDv5 of the rest of
+    the content, so it is unique per distinct SBOM yet reproducible;
+    ``metadata.timestamp`` is ``SOURCE_DATE_EPOCH``.
     """
     if not _HEX64.fullmatch(root_sha256):
         raise ConfigError("bad root sha256", code="bad_sbom_input")
@@ -99,39 +115,41 @@ def make_bom(
     by_name = {canonical_name(c.name): c for c in components}
     if len(by_name) != len(components):
         raise ConfigError("duplicate component", code="bad_sbom_input")
-    ordered = sorted(components, key=lambda c: canonical_name(c.name))
-    deps = []
-    for comp in [root, *ordered]:
-        targets = sorted({by_name[d].ref for d in comp.depends_on if d in by_name})
+    for comp in [root, *components]:
         missing = [d for d in comp.depends_on if d not in by_name]
         if missing:
             raise ConfigError(f"{comp.name} depends on unresolved {missing}", code="bad_sbom_input")
-        deps.append({"ref": comp.ref, "dependsOn": targets})
-    root_doc = root.to_dict()
-    root_doc.pop("scope")
-    root_doc["hashes"] = [{"alg": "SHA-256", "content": root_sha256}]
-    body: dict[str, Any] = {
-        "bomFormat": "CycloneDX",
-        "specVersion": SPEC_VERSION,
-        "version": 1,
-        "metadata": {
-            "timestamp": dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "tools": {
-                "components": [
-                    {"type": "application", "name": "kedge-release", "version": tool_version},
-                ],
-            },
-            "component": root_doc,
-        },
-        "components": [c.to_dict() for c in ordered],
-        "dependencies": deps,
-    }
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-    body["serialNumber"] = "urn:uuid:" + str(uuid.uuid5(uuid.NAMESPACE_URL, f"kedge-sbom:{digest}"))
-    return body
+    root_cdx = root.to_cyclonedx(with_scope=False)
+    root_cdx.hashes.add(HashType(alg=HashAlgorithm.SHA_256, content=root_sha256))
+    cdx_of = {key: comp.to_cyclonedx() for key, comp in sorted(by_name.items())}
+    bom = Bom(
+        serial_number=_PLACEHOLDER_SERIAL,
+        metadata=BomMetaData(
+            timestamp=dt.datetime.fromtimestamp(timestamp, dt.timezone.utc),
+            component=root_cdx,
+        ),
+        components=cdx_of.values(),
+    )
+    bom.metadata.tools.components.add(
+        cdx.Component(type=cdx.ComponentType.APPLICATION, name="kedge-release", version=tool_version)
+    )
+    bom.register_dependency(root_cdx, [cdx_of[d] for d in root.depends_on])
+    for key, comp in by_name.items():
+        bom.register_dependency(cdx_of[key], [cdx_of[d] for d in comp.depends_on])
+    doc = json.loads(_serialise(bom))
+    doc.pop("serialNumber", None)
+    digest = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+    bom.serial_number = uuid.uuid5(uuid.NAMESPACE_URL, f"kedge-sbom:{digest}")
+    return bom
 
 
-def dump(doc: Mapping[str, Any]) -> bytes:
+def _serialise(bom: Bom) -> str:
+    return JsonV1Dot5(bom).output_as_string()
+
+
+def dump(bom: Bom) -> bytes:
+    """The SBOM file's bytes: CycloneDX 1.5 JSON, keys sorted, ASCII, one trailing newline."""
+    doc = json.loads(_serialise(bom))
     return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=True) + "\n").encode("ascii")
 
 
