@@ -56,7 +56,7 @@ class CloudCore:
             self.api_server, self.api_store, url = await start_apiserver(d.root)
             self.endpoints["api"] = url
             api = await asyncio.to_thread(KubeAPI, host=url, ca=d.ca_crt, cert=d.cloudcore_crt, key=d.cloudcore_key)
-        self.controller = EdgeController(api, node_grace_s=self.cfg.node_monitor_grace_s)
+        self.controller = EdgeController(api, node_grace_s=self.cfg.node_monitor_grace_s, audit=self.audit.write)
         from kedge.cloud import devicecontroller
 
         if self.api_server is not None:

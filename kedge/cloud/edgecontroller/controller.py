@@ -11,7 +11,10 @@ Per connected node:
    as the node, and just those keys go out at once (:func:`.plan.delta`), a pod only
    after the configmaps/secrets it needs were acked. A message counts as delivered only
    when the edge acked it after its durable write; one the edge refused is retried by
-   the periodic pass;
+   the periodic pass. One the tunnel itself cannot carry (a name outside the resource
+   grammar, a message over the frame limit) is skipped at that resourceVersion: logged
+   with its code, counted and audited once, not retried until the object changes, and
+   the rest of the node's objects still go out (:meth:`NodeSync._deliver`);
 4. the periodic pass (every ``resync_interval_s``, off the event path) is the safety
    net: it re-lists the pods, re-reads the referenced configmaps/secrets not read in
    the last half interval (that is how their updates are noticed) and compares
@@ -39,8 +42,10 @@ from typing import Any, Awaitable, Callable, Iterable
 from kedge.cloud.edgecontroller import plan
 from kedge.cloud.edgecontroller.cache import GONE, NodeCache, Ref
 from kedge.cloud.edgecontroller.kubeapi import ApiGone, KubeAPI
-from kedge.errors import KedgeError, PeerError
+from kedge.errors import KedgeError, PeerError, ProtocolError
 from kedge.protocol import message as m
+from kedge.protocol.codec import EncodeError
+from kedge.protocol.session import MessageTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +85,7 @@ class NodeSync:
         self._fetch_backoff = 0.2
         self._tasks: set[asyncio.Task] = set()
         self._window = asyncio.Semaphore(PUSH_WINDOW)
+        self.refused: dict[str, str] = {}  # key -> resourceVersion the tunnel refused to carry
 
     # -- the cache, fed on the event loop ----------------------------------------------------
 
@@ -141,12 +147,38 @@ class NodeSync:
 
     # -- pushing -------------------------------------------------------------------------------
 
+    def _skipped(self, p: plan.Push) -> bool:
+        """True if the tunnel already refused ``p``'s key at this very resourceVersion."""
+        return self.refused.get(p.key) == p.rv
+
+    def _refuse(self, p: plan.Push, code: str) -> None:
+        """The tunnel cannot carry ``p``: skip it until the object changes, and say so once."""
+        if self._skipped(p):
+            return
+        self.refused[p.key] = p.rv
+        self.ctrl.refused_total += 1
+        # %r: the key may hold the very control characters that got it refused.
+        log.warning("node %s: %s %r at rv %r not sent: %s (skipped until it changes)",
+                    self.node, p.operation, p.key[:300], p.rv[:20], code)
+        self.ctrl.audit("sync_refused", node=self.node, operation=p.operation, resource=p.key[:300], rv=p.rv[:20],
+                        code=code)
+
     async def _deliver(self, p: plan.Push) -> None:
-        msg = m.Message.new(
-            source="edgecontroller", destination="metamanager", group="resource", operation=p.operation,
-            resource=p.key, content=p.obj, now_ms=int(time.time() * 1000), resourceversion=p.rv,
-            msg_id=self.session.session.new_msg_id())
-        reply = await self.session.request(msg, timeout=ACK_TIMEOUT_S)
+        """Send ``p`` and wait for the edge's ack. What the tunnel cannot carry is skipped, not raised:
+        one such object must not stop the rest of the node's sync, nor be retried every pass."""
+        if self._skipped(p):
+            return
+        try:
+            m.Resource.parse(p.key)  # the edge's own grammar: refused here once, not there every pass
+            msg = m.Message.new(
+                source="edgecontroller", destination="metamanager", group="resource", operation=p.operation,
+                resource=p.key, content=p.obj, now_ms=int(time.time() * 1000), resourceversion=p.rv,
+                msg_id=self.session.session.new_msg_id())
+            reply = await self.session.request(msg, timeout=ACK_TIMEOUT_S)
+        except (ProtocolError, EncodeError, MessageTooLarge) as exc:
+            self._refuse(p, exc.code)
+            return
+        self.refused.pop(p.key, None)
         if reply.route.operation == m.ERROR:
             log.warning("node %s refused %s %s: %s", self.node, p.operation, p.key, reply.content)
             return
@@ -164,6 +196,7 @@ class NodeSync:
         def is_pod(p: plan.Push) -> bool:
             return p.key.split("/", 2)[1:2] == [plan.POD]
 
+        pushes = [p for p in pushes if not self._skipped(p)]
         await asyncio.gather(*(one(p) for p in pushes if not is_pod(p)))
         await asyncio.gather(*(one(p) for p in pushes if is_pod(p)))
 
@@ -205,7 +238,7 @@ class NodeSync:
                 self._sweep.discard(key)
                 push = plan.delta(key, self._want(key), self.held.get(key), self.cache.deleted_rv(key),
                                   defer_status=not sweep)
-                if push is None:
+                if push is None or self._skipped(push):
                     continue
                 self._inflight.add(key)
                 self._spawn(self._send(push))
@@ -419,8 +452,12 @@ class StatusWriter:
 class EdgeController:
     """Plugged into CloudHub as its router."""
 
-    def __init__(self, api: KubeAPI, *, resync_interval_s: float = 5.0, node_grace_s: float = 40.0) -> None:
+    def __init__(self, api: KubeAPI, *, resync_interval_s: float = 5.0, node_grace_s: float = 40.0,
+                 audit: Callable[..., None] | None = None) -> None:
         self.api = api
+        # cloudcore's audit log (event, **fields): what the tunnel refused to carry goes there.
+        self.audit: Callable[..., None] = audit or (lambda event, **fields: None)
+        self.refused_total = 0  # pushes skipped because the tunnel refused them
         self.node_grace_s = node_grace_s
         self.resync_interval_s = resync_interval_s
         self.syncs: dict[str, NodeSync] = {}
