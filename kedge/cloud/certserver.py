@@ -7,7 +7,11 @@
 - ``POST /edge.crt`` over mutual TLS with the node's current certificate: renewal for
   that same node (fresh key); refused once the node is revoked.
 
-Failed attempts are rate-limited per source address; bodies are capped.
+Issuance and revocation are serialised (:meth:`kedge.cloud.state.CloudState.record_cert`):
+a certificate signed while its node is being revoked is recorded revoked and never handed
+out. Successful renewals are rate-limited per node (``renewals_per_node_per_hour``, never
+below four times what the node certificate validity needs: code ``renewal_rate_limited``,
+429, audited); failed attempts per source address; bodies are capped.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import math
 import time
 from typing import Callable
 
@@ -30,6 +35,8 @@ from kedge.pki import ca as pki
 from kedge.pki import tokens
 
 log = logging.getLogger(__name__)
+
+RENEWAL_WINDOW = dt.timedelta(hours=1)  # the window renewals_per_node_per_hour counts in
 
 
 class CertService:
@@ -56,6 +63,13 @@ class CertService:
         self.hub_url = hub_url
         self.clock = clock
         self.failures = KeyedLimiter(limits.bootstrap_fail_per_s, limits.bootstrap_fail_burst)
+
+    @property
+    def renewal_limit(self) -> int:
+        """Certificates a node may be issued per hour: the configured limit, but never fewer than
+        four times what a node renewing at 70 % of its certificate's lifetime needs."""
+        needed = math.ceil(4 * RENEWAL_WINDOW.total_seconds() / max(self.validity.total_seconds() * 0.7, 1.0))
+        return max(self.limits.renewals_per_node_per_hour, needed)
 
     def _now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc)
@@ -88,7 +102,12 @@ class CertService:
         except PeerError as exc:
             self.failures.charge(source, self.clock())
             self.audit.write("renewal" if renewal else "bootstrap", peer=req.peer, result="refused", code=exc.code)
-            status = 401 if exc.code.startswith(("token_", "unauth", "not_a_node", "revoked", "cert_")) else 400
+            if exc.code == "renewal_rate_limited":
+                status = 429
+            elif exc.code.startswith(("token_", "unauth", "not_a_node", "revoked", "cert_")):
+                status = 401
+            else:
+                status = 400
             return Response.error(status, exc.code)
         serial = format(cert.serial_number, "x")
         self.audit.write("renewal" if renewal else "bootstrap", peer=req.peer, node=node, result="accepted",
@@ -105,12 +124,18 @@ class CertService:
         # request does not burn it. Raises CsrError (a PeerError) with a stable code.
         pki.check_node_csr(body, max_csr_bytes=self.limits.max_http_body_bytes)
 
-    async def _issue(self, node: str, body: bytes) -> x509.Certificate:
+    async def _issue(self, node: str, body: bytes, *, token_id: str | None = None,
+                     renewed_from: int | None = None) -> x509.Certificate:
+        """Sign, then record -- in the transaction that also checks the node was not revoked
+        since its token or certificate was granted (and the renewal rate). Only a recorded
+        certificate is handed out."""
         now = self._now()
         cert = pki.sign_node_csr(self.ca_key, self.ca_cert, body, node_name=node, now=now, validity=self.validity)
+        limit = (self.renewal_limit, RENEWAL_WINDOW) if renewed_from is not None else None
         await asyncio.to_thread(
             self.state.record_cert, serial=cert.serial_number, node=node, not_before=cert.not_valid_before_utc,
-            not_after=cert.not_valid_after_utc, issued_at=now)
+            not_after=cert.not_valid_after_utc, issued_at=now, token_id=token_id, renewed_from=renewed_from,
+            max_recent=limit)
         return cert
 
     async def _bootstrap(self, req: Request) -> tuple[str, x509.Certificate]:
@@ -129,7 +154,7 @@ class CertService:
                 raise PeerError("bad node name", code="bad_node_name") from exc
         node = await asyncio.to_thread(self.state.consume_token, token_id=tok.token_id, secret=tok.secret,
                                        now=self._now(), expect_node=expect)
-        return node, await self._issue(node, req.body)
+        return node, await self._issue(node, req.body, token_id=tok.token_id)
 
     async def _renew(self, req: Request) -> tuple[str, x509.Certificate]:
         assert req.peer_cert_der is not None  # nosec B101 - guarded by caller
@@ -138,7 +163,7 @@ class CertService:
         if await asyncio.to_thread(self.state.is_cert_revoked, node=node, serial=current.serial_number):
             raise PeerError("node certificate revoked", code="revoked")
         self._precheck_csr(req.body)
-        return node, await self._issue(node, req.body)
+        return node, await self._issue(node, req.body, renewed_from=current.serial_number)
 
 
 async def start_cert_server(service: CertService, ssl_ctx, host: str, port: int, limits: Limits) -> asyncio.Server:

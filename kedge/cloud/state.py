@@ -27,7 +27,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from kedge.errors import AuthenticationError, ConfigError, StateError
+from kedge.errors import AuthenticationError, ConfigError, RateLimited, StateError
 from kedge.pki.ca import validate_node_name
 from kedge.pki.tokens import is_secret_hash, is_token_id, secret_matches
 
@@ -90,16 +90,29 @@ def _create_private_file(path: Path) -> None:
     """Create the database file 0600 before SQLite opens it; refuse a loose existing one.
 
     SQLite gives its ``-wal`` and ``-shm`` files the main file's permissions, so the
-    whole state stays private. O_NOFOLLOW: a planted symlink is not followed.
+    whole state stays private. A planted symlink is refused, never followed.
+
+    An existing file is only ``lstat``-ed, never opened and closed: closing any descriptor
+    of the file drops every POSIX lock this process holds on it -- including those of a
+    ``CloudState`` already open in the same process (cloudcore's, while its embedded API
+    server opens its own), whose WAL another process would then delete under it.
     """
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        st = os.lstat(path)
+    except FileNotFoundError:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            st = os.lstat(path)  # created concurrently: check theirs
+        except OSError as exc:
+            raise StateError(f"cannot create {path}: {exc.strerror}", code="state_unavailable") from exc
+        else:
+            try:
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)  # a new file: no SQLite connection of ours has it open yet
     except OSError as exc:
-        raise StateError(f"cannot create {path}: {exc.strerror}", code="state_unavailable") from exc
-    try:
-        st = os.fstat(fd)
-    finally:
-        os.close(fd)
+        raise StateError(f"cannot read {path}: {exc.strerror}", code="state_unavailable") from exc
     if not stat.S_ISREG(st.st_mode):
         raise StateError(f"{path} is not a regular file", code="state_unavailable")
     if st.st_mode & 0o077:
@@ -301,24 +314,69 @@ class CloudState:
         not_before: _dt.datetime,
         not_after: _dt.datetime,
         issued_at: _dt.datetime,
+        renewed_from: int | None = None,
+        token_id: str | None = None,
+        max_recent: tuple[int, _dt.timedelta] | None = None,
     ) -> None:
-        """Remember an issued node certificate (for revocation and the CRL)."""
+        """Remember an issued node certificate (for revocation and the CRL).
+
+        With the authority the certificate was issued on -- ``renewed_from`` (the serial of
+        the certificate that asked for a renewal) or ``token_id`` (the bootstrap token) --
+        issuance is serialised with :meth:`revoke_node` by the database write lock: in the
+        same transaction that records the certificate, a revocation of the node committed
+        since that authority was granted (or at or after ``issued_at``) is looked for, and if
+        there is one the certificate is recorded *as revoked* (so later CRLs list it) and
+        ``AuthenticationError('revoked')`` is raised: the caller must not hand it out. A
+        revocation committed after this transaction revokes the certificate itself. So a
+        certificate issued while its node is being revoked cannot escape the revocation.
+
+        ``max_recent = (n, window)``: refuse (``RateLimited('renewal_rate_limited')``, nothing
+        recorded) if ``n`` certificates of this node were issued within ``window`` before
+        ``issued_at``.
+        """
         s = _check_serial(serial)
         validate_node_name(node)
         row = (s, node, _to_us(not_before), _to_us(not_after), _to_us(issued_at))
+        parent = None if renewed_from is None else _check_serial(renewed_from)
+        strict = parent is not None or token_id is not None
 
-        def tx(db: sqlite3.Connection) -> None:
+        def tx(db: sqlite3.Connection) -> bool:
+            doomed = False
+            if strict:
+                nrow = db.execute("SELECT revoked_at FROM nodes WHERE name = ?", (node,)).fetchone()
+                node_revoked_at = None if nrow is None else int(nrow[0])
+                if parent is not None and self._revoked_in(db, node=node, serial=parent):
+                    doomed = True
+                if node_revoked_at is not None:
+                    if row[4] <= node_revoked_at:
+                        doomed = True
+                    if token_id is not None:
+                        trow = db.execute("SELECT created_at FROM tokens WHERE id = ?", (token_id,)).fetchone()
+                        doomed = doomed or trow is None or int(trow[0]) <= node_revoked_at
+                if not doomed and max_recent is not None:
+                    limit, window = max_recent
+                    recent = db.execute("SELECT COUNT(*) FROM certs WHERE node = ? AND issued_at > ?",
+                                        (node, row[4] - window // _US)).fetchone()[0]
+                    if int(recent) >= limit:
+                        raise RateLimited("too many certificates issued to this node", code="renewal_rate_limited")
             try:
                 db.execute(
-                    "INSERT INTO certs(serial, node, not_before, not_after, issued_at) VALUES (?, ?, ?, ?, ?)", row
+                    "INSERT INTO certs(serial, node, not_before, not_after, issued_at, revoked_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)", (*row, row[4] if doomed else None)
                 )
             except sqlite3.IntegrityError as exc:
                 raise StateError("certificate serial already recorded", code="serial_exists") from exc
+            if doomed:
+                self._bump(db)
+            return doomed
 
-        self._write(tx)
+        if self._write(tx):
+            raise AuthenticationError("the node was revoked while this certificate was issued", code="revoked")
 
     def revoke_node(self, node: str, *, now: _dt.datetime) -> int:
-        """Revoke every certificate of ``node`` issued at or before ``now``.
+        """Revoke every certificate of ``node`` recorded so far (issued at or before ``now``,
+        or recorded before this transaction -- a renewal that committed a moment earlier with a
+        later clock reading is revoked too).
 
         Also records the node as revoked at ``now`` (so certificates this store never
         saw are refused too) and revokes the node's unused bootstrap tokens created
@@ -334,10 +392,7 @@ class CloudState:
                 " ON CONFLICT(name) DO UPDATE SET revoked_at = MAX(revoked_at, excluded.revoked_at)",
                 (node, t),
             )
-            cur = db.execute(
-                "UPDATE certs SET revoked_at = ? WHERE node = ? AND revoked_at IS NULL AND issued_at <= ?",
-                (t, node, t),
-            )
+            cur = db.execute("UPDATE certs SET revoked_at = ? WHERE node = ? AND revoked_at IS NULL", (t, node))
             db.execute(
                 "UPDATE tokens SET revoked_at = ? WHERE node = ? AND used_at IS NULL AND revoked_at IS NULL"
                 " AND created_at <= ?",
@@ -359,12 +414,14 @@ class CloudState:
         s = _check_serial(serial)
         with self._lock:
             try:
-                cert = self._db.execute(
-                    "SELECT node, issued_at, revoked_at FROM certs WHERE serial = ?", (s,)
-                ).fetchone()
-                nrow = self._db.execute("SELECT revoked_at FROM nodes WHERE name = ?", (node,)).fetchone()
+                return self._revoked_in(self._db, node=node, serial=s)
             except sqlite3.OperationalError as exc:
                 raise StateError("state database is busy", code="state_busy") from exc
+
+    @staticmethod
+    def _revoked_in(db: sqlite3.Connection, *, node: str, serial: str) -> bool:
+        cert = db.execute("SELECT node, issued_at, revoked_at FROM certs WHERE serial = ?", (serial,)).fetchone()
+        nrow = db.execute("SELECT revoked_at FROM nodes WHERE name = ?", (node,)).fetchone()
         node_revoked_at = None if nrow is None else nrow[0]
         if cert is None:
             return node_revoked_at is not None
