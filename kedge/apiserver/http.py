@@ -10,22 +10,29 @@ requests are answered ``401`` -- there is no anonymous user.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as _dt
 import json
 import logging
 import os
 import ssl
+import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 import h11
-from cryptography import x509
 
 from kedge.apiserver.api import API, LogStream, Request, Response, User, Watch, _dumps
 from kedge.apiserver.status import status_body
 from kedge.authz.rbac import AUTHENTICATED
+from kedge.errors import KedgeError
 from kedge.limits import DEFAULT, Limits
+from kedge.pki import ca as pki
+from kedge.pki import crl as crl_mod
+
+if TYPE_CHECKING:
+    from kedge.pki.crl import CrlKeeper
 
 log = logging.getLogger(__name__)
 
@@ -43,49 +50,100 @@ AUDIT_MAX_BYTES = 100 * 1024 * 1024
 AUDIT_KEEP_FILES = 5
 BODY_TIMEOUT_S = 60.0  # a whole request body (at most 3 MiB) must arrive within this
 LINGER_MAX_BYTES = 4 * 1024 * 1024
+# Open watches and log streams are re-authenticated this often: a revoked certificate (CRL) or
+# a service-account token whose pod or account is gone ends its streams within about this long
+# (the requirement is 2 s). Bearer tokens cost two store reads each, so they are re-checked less often.
+REVOCATION_POLL_S = 0.25
+BEARER_RECHECK_S = 1.0
 
 
 class RevocationList:
-    """The CA's CRL (``pki/crl.pem``), reloaded when the file changes; verified against the CA."""
+    """The CA's CRL (``pki/crl.pem``), reloaded when the file changes; fails closed.
 
-    def __init__(self, crl_path: Path | None, ca_path: Path) -> None:
+    A certificate is refused (:meth:`refuses`) if its serial is listed -- or if the CRL is
+    missing, unreadable, not signed by the cluster CA or past its ``nextUpdate``: then
+    nothing can be known about revocation and every client certificate is refused
+    (:attr:`error` says why, logged once per cause). Every question costs one ``stat`` of
+    the file (about a microsecond); it is parsed and verified again only when it changed.
+    :attr:`generation` grows whenever what the list refuses may have changed; the server's
+    revocation watcher follows it.
+    """
+
+    def __init__(self, crl_path: Path | None, ca_path: Path, *, clock: Callable[[], float] = time.time) -> None:
         self.crl_path, self.ca_path = crl_path, ca_path
-        self._mtime: float | None = None
-        self._serials: frozenset[int] = frozenset()
+        self.clock = clock
+        self._stamp: tuple[int, int, int] | None = None  # (mtime_ns, size, inode) of the loaded file
+        self._view: crl_mod.CrlView | None = None
+        self._load_error: str | None = None
+        self._logged: str | None = None
+        self.generation = 0
+
+    # -- queries ---------------------------------------------------------------
+
+    def refuses(self, serial: int | None) -> bool:
+        """Whether a client certificate with ``serial`` must be refused now (fail closed)."""
+        if self.crl_path is None:
+            return False  # no CRL configured at all (tests of the bare shell)
+        if self.error is not None:  # refreshes the view
+            return True
+        return serial is None or (self._view is not None and serial in self._view.serials)
 
     def revoked(self, serial: int) -> bool:
+        """Whether ``serial`` is listed (without the fail-closed part; see :meth:`refuses`)."""
         self._refresh()
-        return serial in self._serials
+        return self._view is not None and serial in self._view.serials
+
+    @property
+    def error(self) -> str | None:
+        """Why no certificate can be trusted now (a :class:`kedge.pki.crl.CrlError` code), or None."""
+        if self.crl_path is None:
+            return None
+        self._refresh()
+        code = self._load_error
+        if code is None and self._view is not None and self._view.expired(self._now()):
+            code = "crl_expired"
+        if code != self._logged:
+            self._logged = code
+            if code is not None:
+                self.generation += 1
+                log.error("CRL %s cannot be trusted (%s): refusing every client certificate", self.crl_path, code)
+            else:
+                log.info("CRL %s loaded: %d revoked serial(s)", self.crl_path, len(self._view.serials) if self._view else 0)
+        return code
+
+    @property
+    def fail_closed(self) -> bool:
+        return self.error is not None
+
+    # -- loading ---------------------------------------------------------------
+
+    def _now(self) -> _dt.datetime:
+        return _dt.datetime.fromtimestamp(self.clock(), _dt.timezone.utc)
 
     def _refresh(self) -> None:
         if self.crl_path is None:
             return
         try:
-            mtime = os.stat(self.crl_path).st_mtime_ns
+            st = os.stat(self.crl_path)
         except FileNotFoundError:
-            self._serials, self._mtime = frozenset(), None
+            stamp = None
+        except OSError:
+            stamp = (-1, -1, -1)
+        else:
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if stamp == self._stamp and (self._view is not None or self._load_error is not None):
             return
-        if mtime == self._mtime:
-            return
+        self._stamp = stamp
         try:
-            crl = x509.load_pem_x509_crl(self.crl_path.read_bytes())
-            ca = x509.load_pem_x509_certificate(self.ca_path.read_bytes())
-            if not crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
-                log.error("CRL %s is not signed by the cluster CA; refusing all client certificates", self.crl_path)
-                self._serials = frozenset({-1})
-                self._fail_closed = True
-            else:
-                self._serials = frozenset(r.serial_number for r in crl)
-                self._fail_closed = False
-        except (ValueError, OSError):
-            log.error("CRL %s is unreadable; refusing all client certificates", self.crl_path)
-            self._fail_closed = True
-        self._mtime = mtime
-
-    @property
-    def fail_closed(self) -> bool:
-        self._refresh()
-        return getattr(self, "_fail_closed", False)
+            issuers = pki.load_cert_bundle_file(self.ca_path)
+            view = crl_mod.load_crl_file(self.crl_path, issuers, now=self._now())
+        except crl_mod.CrlError as exc:
+            self._view, self._load_error = None, exc.code
+        except pki.PemError:
+            self._view, self._load_error = None, "crl_ca_unreadable"
+        else:
+            self._view, self._load_error = view, None
+        self.generation += 1
 
 
 def user_from_cert(peercert: dict[str, Any] | None) -> tuple[User | None, int | None]:
@@ -114,14 +172,17 @@ class ApiServer:
 
     def __init__(self, api: API, ssl_context: ssl.SSLContext, *, host: str = "127.0.0.1", port: int = 0,
                  limits: Limits = DEFAULT, revocations: RevocationList | None = None,
-                 audit_path: Path | None = None) -> None:
+                 audit_path: Path | None = None, crl_keeper: "CrlKeeper | None" = None) -> None:
         self.api = api
         self.ssl_context = ssl_context
         self.host, self.port = host, port
         self.limits = limits
         self.revocations = revocations
+        self.crl_keeper = crl_keeper
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[asyncio.Task[Any]] = set()
+        self._streams: set[_Connection] = set()  # connections serving a watch or a log stream
+        self._watcher: asyncio.Task[None] | None = None
         self._audit_fd: int | None = None
         self._audit_path = audit_path
         self._audit_bytes = 0
@@ -133,9 +194,16 @@ class ApiServer:
             self._on_connect, self.host, self.port, ssl=self.ssl_context,
             ssl_handshake_timeout=self.limits.handshake_timeout_s, limit=READ_CHUNK, backlog=512)
         self.port = self._server.sockets[0].getsockname()[1]
+        self._watcher = asyncio.create_task(self._watch_revocations(), name="apiserver-revocations")
         return self.port
 
     async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+            self._watcher = None
+        if self.crl_keeper is not None:
+            self.crl_keeper.close()
         if self._server is not None:
             self._server.close()
         for t in list(self._conns):
@@ -167,6 +235,35 @@ class ApiServer:
                 await asyncio.wait_for(writer.wait_closed(), 2)
             except (ConnectionError, asyncio.TimeoutError, ssl.SSLError, OSError):
                 pass
+
+    def certificate_refused(self, serial: int | None) -> bool:
+        """Whether a client certificate (by serial) must be refused now: revoked, or the CRL
+        cannot be trusted (missing, unreadable, expired -- fail closed). Asked on every request,
+        over HTTPS and in-process alike, and by the watcher of open streams."""
+        return self.revocations is not None and self.revocations.refuses(serial)
+
+    async def _watch_revocations(self) -> None:
+        """End open watches and log streams whose identity is no longer valid, within
+        ``REVOCATION_POLL_S`` (certificates) or ``BEARER_RECHECK_S`` (tokens); keep our own
+        CRL fresh (:class:`CrlKeeper`)."""
+        loop = asyncio.get_running_loop()
+        next_bearer = loop.time()
+        while True:
+            await asyncio.sleep(REVOCATION_POLL_S)
+            try:
+                if self.crl_keeper is not None and self.crl_keeper.due(loop.time()):
+                    try:
+                        await asyncio.to_thread(self.crl_keeper.refresh)
+                    except KedgeError as exc:  # the CRL is missing or untrustworthy: say so, stay closed
+                        log.error("cannot keep %s current: %s", self.crl_keeper.path, exc.code)
+                bearer = loop.time() >= next_bearer
+                if bearer:
+                    next_bearer = loop.time() + BEARER_RECHECK_S
+                for conn in list(self._streams):
+                    if not conn.still_authenticated(bearer=bearer):
+                        conn.end_stream("revoked")
+            except Exception:  # noqa: BLE001 - the watcher must outlive a transient failure
+                log.exception("API server revocation watcher")
 
     def _open_audit(self) -> None:
         if self._audit_path is None:
@@ -222,7 +319,7 @@ def _now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-async def _cancel_read(read: asyncio.Future) -> None:
+async def _cancel_read(read: asyncio.Future) -> None:  # also any other helper future
     """Stop a pending read that watched for the client going away."""
     if not read.done():
         read.cancel()
@@ -248,10 +345,12 @@ class _Connection:
         sslobj = writer.get_extra_info("ssl_object")
         peercert = sslobj.getpeercert() if sslobj else None
         self.cert_presented = bool(peercert)
-        self.user, serial = user_from_cert(peercert)
-        rev = server.revocations
-        if self.user is not None and rev is not None and (rev.fail_closed or (serial is not None and rev.revoked(serial))):
-            self.user = None
+        # The certificate's user; whether it is still good is asked per request (revocation).
+        self.cert_user, self.serial = user_from_cert(peercert)
+        self.stream_user: User | None = None  # who the open watch / log stream is for
+        self.stream_token: str | None = None  # and the bearer token that authenticated it
+        self.stream_ended: asyncio.Event | None = None
+        self.stream_end_reason = ""
 
     async def _next_event(self, idle_timeout: float, total_timeout: float | None = None) -> Any:
         """Next h11 event. ``idle_timeout`` bounds the wait for the first byte; once bytes of
@@ -330,15 +429,7 @@ class _Connection:
             target = event.target.decode("latin-1")
             method = event.method.decode("ascii", "replace")
             audit_base = audit_record_base([self.peer.rsplit(":", 1)[0]], headers.get("user-agent", [""])[-1])
-            user = self.user
-            if user is None and not self.cert_presented:
-                auth = headers.get("authorization", [""])[-1]
-                if auth[:7].lower() == "bearer " and len(auth) <= 8192:
-                    try:
-                        user = self.server.api.authenticate_bearer(auth[7:].strip())
-                    except Exception:  # any failure to authenticate is a 401, never a dropped connection
-                        log.exception("bearer token authentication failed unexpectedly")
-                        user = None
+            user, token = self._authenticate(headers)
             if user is None:
                 resp: Response | Watch = Response(401, _dumps(status_body(401, "Unauthorized", "Unauthorized")))
                 resp.audit = {"requestURI": target[:2048], "verb": method.lower(), "user": {"username": "system:anonymous"},
@@ -355,10 +446,12 @@ class _Connection:
             if isinstance(resp, Watch):
                 self.server.audit(dict(audit_base, **resp.audit, responseStatus={"code": 200},
                                        stageTimestamp=_now_iso()))
-                await self._stream(resp)
+                async with self._streaming(user, token, "watch"):
+                    await self._stream(resp)
             elif isinstance(resp, LogStream):
                 self.server.audit(dict(audit_base, **resp.audit, stageTimestamp=_now_iso()))
-                await self._stream_log(resp)
+                async with self._streaming(user, token, "log stream"):
+                    await self._stream_log(resp)
             else:
                 self.server.audit(dict(audit_base, **resp.audit, stageTimestamp=_now_iso()))
                 hdrs = [("content-type", resp.content_type), ("content-length", str(len(resp.body))),
@@ -372,6 +465,61 @@ class _Connection:
                 self.conn.start_next_cycle()
             except h11.LocalProtocolError:
                 return
+
+    def _authenticate(self, headers: dict[str, list[str]]) -> tuple[User | None, str | None]:
+        """This request's user (and bearer token, if that is what authenticated it), or None.
+
+        Asked for every request on the connection, not once per connection: a certificate
+        revoked while a keep-alive connection is open gets ``401`` on its next request."""
+        if self.cert_user is not None:
+            return (None if self.server.certificate_refused(self.serial) else self.cert_user), None
+        if self.cert_presented:
+            return None, None  # a certificate without a usable identity is not a bearer fallback
+        auth = headers.get("authorization", [""])[-1]
+        if auth[:7].lower() != "bearer " or len(auth) > 8192:
+            return None, None
+        token = auth[7:].strip()
+        try:
+            return self.server.api.authenticate_bearer(token), token
+        except Exception:  # any failure to authenticate is a 401, never a dropped connection
+            log.exception("bearer token authentication failed unexpectedly")
+            return None, None
+
+    @contextlib.asynccontextmanager
+    async def _streaming(self, user: User, token: str | None, kind: str) -> AsyncIterator[None]:
+        """While a watch or log stream is open, the server's revocation watcher may end it."""
+        self.stream_user, self.stream_token = user, token
+        self.stream_ended = asyncio.Event()
+        self.server._streams.add(self)
+        try:
+            yield
+        finally:
+            self.server._streams.discard(self)
+            if self.stream_end_reason:
+                log.info("%s of %s ended: %s", kind, user.name, self.stream_end_reason)
+
+    def still_authenticated(self, *, bearer: bool = True) -> bool:
+        """Whether the identity of the open stream is still valid (certificate not revoked,
+        CRL trustworthy; the bearer token still bound to a live pod / service account --
+        checked only when ``bearer``)."""
+        user = self.stream_user
+        if user is None:
+            return True
+        if self.cert_user is not None:
+            return not self.server.certificate_refused(self.serial)
+        if self.stream_token is None or not bearer:
+            return True
+        try:
+            now = self.server.api.authenticate_bearer(self.stream_token)
+        except Exception:  # noqa: BLE001 - cannot tell: fail closed, the client re-watches
+            log.exception("bearer token re-check failed unexpectedly")
+            return False
+        return now is not None and now.name == user.name and now.uid == user.uid
+
+    def end_stream(self, reason: str) -> None:
+        if self.stream_ended is not None and not self.stream_ended.is_set():
+            self.stream_end_reason = reason
+            self.stream_ended.set()
 
     async def _linger(self) -> None:
         """Read and discard a bounded amount for a moment, so the client can read our error before we close."""
@@ -397,9 +545,17 @@ class _Connection:
         except (h11.LocalProtocolError, ConnectionError, asyncio.TimeoutError):
             pass
 
+    async def _stream_end(self) -> None:
+        """Returns when the revocation watcher ends this connection's stream."""
+        if self.stream_ended is None:
+            await asyncio.Event().wait()  # not registered: never
+        else:
+            await self.stream_ended.wait()
+
     async def _stream_log(self, stream: LogStream) -> None:
         """``kubectl logs -f``: chunked text until the follow ends or the client goes away."""
         eof = asyncio.ensure_future(self.reader.read(1))
+        ended = asyncio.ensure_future(self._stream_end())
         chunks = stream.chunks.__aiter__()
         try:
             await self._send(h11.Response(status_code=200, headers=[
@@ -409,10 +565,12 @@ class _Connection:
                 await self._send(h11.Data(data=stream.initial))
             while True:
                 nxt = asyncio.ensure_future(chunks.__anext__())
-                done, _ = await asyncio.wait({nxt, eof}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait({nxt, eof, ended}, return_when=asyncio.FIRST_COMPLETED)
                 if nxt not in done:
                     nxt.cancel()
                     await asyncio.wait({nxt})  # let the follow finish before it is closed
+                    if ended in done:
+                        break  # the identity was revoked: end the stream cleanly
                     return  # the client went away
                 try:
                     data = nxt.result()
@@ -423,6 +581,7 @@ class _Connection:
         finally:
             await chunks.aclose()
             await _cancel_read(eof)
+            await _cancel_read(ended)
         raise ConnectionResetError("log stream finished")  # the pending read may have consumed bytes
 
     async def _stream(self, watch: Watch) -> None:
@@ -433,6 +592,7 @@ class _Connection:
         next_bookmark = loop.time() + BOOKMARK_INTERVAL_S
         # Watch for the client going away while we wait for events.
         eof = asyncio.ensure_future(self.reader.read(1))
+        ended = asyncio.ensure_future(self._stream_end())
         try:
             await self._send(h11.Response(status_code=200, headers=[
                 ("content-type", "application/json"), ("transfer-encoding", "chunked"),
@@ -441,7 +601,7 @@ class _Connection:
                 if watch.lines:
                     await self._send(h11.Data(data=b"".join(watch.take(256))))
                     continue
-                if watch.overflowed or watch.closed:
+                if watch.overflowed or watch.closed or ended.done():
                     break
                 now = loop.time()
                 if now >= deadline:
@@ -453,7 +613,7 @@ class _Connection:
                 wake.clear()
                 waiter = asyncio.ensure_future(wake.wait())
                 timeout = min(deadline, next_bookmark if watch.bookmarks else deadline) - now
-                done, _ = await asyncio.wait({waiter, eof}, timeout=max(0.0, timeout),
+                done, _ = await asyncio.wait({waiter, eof, ended}, timeout=max(0.0, timeout),
                                              return_when=asyncio.FIRST_COMPLETED)
                 if not waiter.done():
                     waiter.cancel()
@@ -463,9 +623,11 @@ class _Connection:
         finally:
             watch.close()
             await _cancel_read(eof)
+            await _cancel_read(ended)
         # After a watch we do not reuse the connection: the pending read may have consumed bytes.
         raise ConnectionResetError("watch finished")
 
 
-__all__ = ["ApiServer", "RevocationList", "audit_record_base", "user_from_cert", "MAX_API_BODY_BYTES"]
+__all__ = ["ApiServer", "RevocationList", "audit_record_base", "user_from_cert", "MAX_API_BODY_BYTES",
+           "REVOCATION_POLL_S"]
 

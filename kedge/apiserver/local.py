@@ -4,7 +4,8 @@ cloudcore embeds the API server; the controllers in the same process may call it
 TLS round trip through loopback. A :class:`LocalClient` speaks as the identity of one
 client certificate (cloudcore's) and every request takes the path a request from the
 network takes once TLS has authenticated it: the certificate's revocation is checked on
-each request (a revoked identity gets ``401``), then impersonation, authorization,
+each request with the HTTPS shell's own check (a revoked identity gets ``401``; an open
+watch ends), then impersonation, authorization,
 admission, validation, durable (group-committed) writes, and one audit record per request
 in the API server's audit log (``userAgent`` ``kedge-cloudcore/in-process``, no source IP).
 What is skipped is what only exists on a socket: TLS, HTTP framing and the per-connection
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from kedge.apiserver.api import LogStream, Request, Response, User, Watch, _dumps
-from kedge.apiserver.http import ApiServer, _now_iso, audit_record_base
+from kedge.apiserver.http import REVOCATION_POLL_S, ApiServer, _now_iso, audit_record_base
 from kedge.apiserver.status import status_body
 from kedge.authz.rbac import AUTHENTICATED
 from kedge.errors import LocalError
@@ -62,8 +63,8 @@ class LocalClient:
         return cls(server, user, serial)
 
     def _revoked(self) -> bool:
-        rev = self.server.revocations
-        return rev is not None and self.serial is not None and (rev.fail_closed or rev.revoked(self.serial))
+        """The HTTPS shell's own per-request check (revoked, or the CRL untrustworthy)."""
+        return self.serial is not None and self.server.certificate_refused(self.serial)
 
     async def _serve(self, method: str, target: str, body: bytes, headers: dict[str, list[str]]) -> Response | Watch:
         base = audit_record_base([], USER_AGENT)
@@ -98,9 +99,11 @@ class LocalClient:
         """Events of a watch request (``target`` carries ``watch=1`` and its resourceVersion).
 
         Ends when the server ends the watch (its timeout); raises :class:`WatchEnded` when
-        the watch overflowed (the consumer fell too far behind) and ``LocalError`` with the
-        status when the request itself was refused. An ``ERROR`` event (410 Gone) is yielded
-        like any other: the caller decides."""
+        the watch overflowed (the consumer fell too far behind), ``LocalError`` with the
+        status when the request itself was refused and ``LocalError('revoked')`` within
+        ``REVOCATION_POLL_S`` of the certificate's revocation, as the HTTPS shell ends a
+        revoked identity's watch. An ``ERROR`` event (410 Gone) is yielded like any other:
+        the caller decides."""
         resp = await self._serve("GET", target, b"", {"accept": ["application/json"]})
         if not isinstance(resp, Watch):
             raise LocalError(f"watch refused with {resp.status}", code=f"http_{resp.status}")
@@ -118,11 +121,13 @@ class LocalClient:
                     raise WatchEnded("the watch fell behind and was dropped")
                 if resp.closed or loop.time() >= deadline:
                     return
+                if self._revoked():
+                    raise LocalError("the watch's certificate was revoked", code="revoked")
                 wake.clear()
                 try:
-                    await asyncio.wait_for(wake.wait(), timeout=max(0.0, deadline - loop.time()))
+                    await asyncio.wait_for(wake.wait(), timeout=min(REVOCATION_POLL_S, max(0.0, deadline - loop.time())))
                 except asyncio.TimeoutError:
-                    return
+                    continue  # the deadline and the revocation are checked above
         finally:
             resp.close()
 

@@ -23,6 +23,8 @@ from kedge.apiserver.api import API
 from kedge.apiserver.http import ApiServer, RevocationList
 from kedge.cloud.config import CloudDir
 from kedge.errors import StateError
+from kedge.pki import crl as crl_mod
+from kedge.pki.crl import CrlKeeper
 from kedge.store.sqlite import Store
 
 log = logging.getLogger(__name__)
@@ -53,24 +55,56 @@ def load_or_create_sa_key(path: Path) -> ec.EllipticCurvePrivateKey:
 
 
 
+def open_revocations(d: CloudDir) -> tuple[RevocationList, CrlKeeper]:
+    """The cluster CA's CRL as the API server checks it, and the keeper that re-issues it
+    before its nextUpdate (from ``state.db``). Refuses to go on -- ``StateError`` with the
+    CRL's code -- if the CRL is missing or cannot be trusted: without it a revoked
+    certificate would be accepted. A CRL that merely expired while the cloud was down is
+    re-issued here (the cloud is its issuer)."""
+    from kedge.cloud.state import CloudState
+
+    if not d.crl.exists():  # never created here: a missing CRL is lost revocations, not "none"
+        raise StateError(f"{d.crl} is missing: refusing to serve without a revocation list, which would "
+                         f"accept revoked certificates (restore it from a backup of {d.pki})", code="crl_missing")
+    state = CloudState(d.state_db)
+    keeper = CrlKeeper(d.crl, ca_key_path=d.ca_key, ca_cert_path=d.ca_crt,
+                       revoked=lambda now: state.revoked_serials(now=now), generation=state.generation,
+                       close=state.close)
+    try:
+        keeper.refresh(allow_expired=True)
+    except crl_mod.CrlError as exc:
+        keeper.close()
+        raise StateError(f"{d.crl} cannot be trusted ({exc.code}): refusing to serve", code=exc.code) from exc
+    except BaseException:
+        keeper.close()
+        raise
+    return RevocationList(d.crl, d.ca_crt), keeper
+
+
 async def start_apiserver(data_dir: str | Path, *, port: int | None = None,
                           watch_window: int = DEFAULT_WATCH_WINDOW) -> tuple[ApiServer, Store, str]:
     """Open the store and start listening; returns ``(server, store, url)``. Caller stops both."""
     d = CloudDir(data_dir)
     cfg = d.load_config()
     limits = cfg.build_limits()
+    revocations, keeper = await asyncio.to_thread(open_revocations, d)
     ctx = tls.server_context(d.hub_crt, d.hub_key, d.ca_crt, client_cert="optional", allow_tls12=cfg.allow_tls12)
     from kedge.store.sealing import Sealer
 
-    store = Store(d.root / API_DB, window=watch_window, sealer=Sealer.load_or_create(d.pki / ENCRYPTION_CONFIG))
+    try:
+        store = Store(d.root / API_DB, window=watch_window, sealer=Sealer.load_or_create(d.pki / ENCRYPTION_CONFIG))
+    except BaseException:
+        keeper.close()
+        raise
     try:
         api = API(store, node_authorization=True, sa_key=load_or_create_sa_key(d.pki / SA_KEY))
         store.attach(asyncio.get_running_loop())  # writes are published on this loop as they commit
         server = ApiServer(api, ctx, host=cfg.bind_address, port=cfg.api_port if port is None else port,
-                           limits=limits, revocations=RevocationList(d.crl, d.ca_crt),
-                           audit_path=d.root / API_AUDIT_LOG)
+                           limits=limits, revocations=revocations, audit_path=d.root / API_AUDIT_LOG,
+                           crl_keeper=keeper)
         bound = await server.start()
     except BaseException:
+        keeper.close()
         store.close()
         raise
     url = f"https://{_url_host(cfg.advertise_addresses[0])}:{bound}"

@@ -43,6 +43,7 @@ __all__ = [
     "issue_client_cert",
     "issue_server_cert",
     "key_to_pem",
+    "load_cert_bundle_file",
     "load_cert_bundle_pem",
     "load_cert_file",
     "load_cert_pem",
@@ -585,6 +586,10 @@ def _read_bounded(path: str | Path) -> bytes:
 
 def load_cert_file(path: str | Path) -> x509.Certificate:
     return load_cert_pem(_read_bounded(path))
+
+
+def load_cert_bundle_file(path: str | Path) -> list[x509.Certificate]:
+    return load_cert_bundle_pem(_read_bounded(path))
 
 
 def load_key_file(path: str | Path) -> PrivateKey:
