@@ -124,3 +124,49 @@ def test_bearer_authentication_failure_inside_the_store_is_401_not_a_dropped_con
     store = Store(tmp_path / "api.db", window=50, synchronous="NORMAL")
     good = _service_account_token(store)
     assert _run(store, pki_files, [good], close_store_first=True) == [401]
+
+
+def test_open_watch_of_a_token_whose_service_account_is_deleted_ends_within_2s(tmp_path, pki_files):
+    """A bearer token is checked again while its watch is open: once it no longer authenticates
+    (its service account -- or bound pod -- is gone) the watch ends, as a revoked certificate's does."""
+    store = Store(tmp_path / "api.db", window=50, synchronous="NORMAL")
+    try:
+        token = _service_account_token(store)
+        api = API(store, clock=lambda: float(NOW), sa_key=SA_KEY)
+        binding = (b'{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRoleBinding",'
+                   b'"metadata":{"name":"robot-admin"},"roleRef":{"apiGroup":"rbac.authorization.k8s.io",'
+                   b'"kind":"ClusterRole","name":"cluster-admin"},"subjects":[{"kind":"ServiceAccount",'
+                   b'"name":"robot","namespace":"default"}]}')
+        resp = api.handle(Request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+                                  {"content-type": ["application/json"]}, binding, ADMIN))
+        assert resp.status == 201, resp.body
+        server = ApiServer(api, tls.server_context(pki_files["crt"], pki_files["key"], pki_files["ca"],
+                                                   client_cert="optional"))
+
+        async def main() -> float:
+            port = await server.start()
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls.client_context(pki_files["ca"]),
+                                                               server_hostname="127.0.0.1")
+                writer.write(f"GET /api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=300 HTTP/1.1\r\n"
+                             f"Host: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n".encode("latin-1"))
+                await writer.drain()
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IO_TIMEOUT_S)
+                assert _status(head) == 200, head
+                with pytest.raises(TimeoutError):  # open while the token is good
+                    await asyncio.wait_for(reader.read(65536), 1.5)
+                gone = api.handle(Request("DELETE", "/api/v1/namespaces/default/serviceaccounts/robot", {}, b"", ADMIN))
+                assert gone.status == 200, gone.body
+                t0 = asyncio.get_running_loop().time()
+                async with asyncio.timeout(10):
+                    while await reader.read(65536):
+                        pass
+                writer.close()
+                return asyncio.get_running_loop().time() - t0
+            finally:
+                await server.stop()
+
+        elapsed = asyncio.run(main())
+    finally:
+        store.close()
+    assert elapsed <= 2.0, f"watch ended {elapsed:.2f}s after its service account was deleted"
