@@ -17,7 +17,7 @@ import json
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 from sigstore.errors import CertValidationError
@@ -244,6 +244,15 @@ def make_verifier(trusted_root: TrustedRoot) -> Verifier:
     return _sigstore_adapter.make_verifier(trusted_root)
 
 
+def _leaf_ec_key(cert: x509.Certificate) -> ec.EllipticCurvePublicKey | None:
+    """The signing certificate's EC key; None for another key type (sigstore-python refuses those)."""
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise VerificationError("signing certificate's public key is malformed", code="certificate_malformed") from exc
+    return key if isinstance(key, ec.EllipticCurvePublicKey) else None
+
+
 def _check_dsse_signature(doc: dict[str, Any], cert: x509.Certificate, limits: VerifyLimits) -> None:
     """The envelope's one signature must verify with the signing certificate's key.
 
@@ -251,9 +260,9 @@ def _check_dsse_signature(doc: dict[str, Any], cert: x509.Certificate, limits: V
     gives an edited or swapped envelope its own code. Passing here trusts nothing.
     """
     env = dsse.envelope_from_dict(doc.get("dsseEnvelope"), limits)
-    key = cert.public_key()
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        return  # sigstore-python refuses such a certificate itself
+    key = _leaf_ec_key(cert)
+    if key is None:
+        return
     if len(env["signatures"]) != 1:
         raise VerificationError("a bundle's DSSE envelope must hold exactly one signature", code="dsse_bad_signature")
     message = dsse.pae(env["payloadType"], dsse.b64decode(env["payload"], "DSSE payload"))
@@ -292,9 +301,9 @@ def _check_message_signature(doc: dict[str, Any], cert: x509.Certificate, digest
         raise VerificationError("bundle holds no message signature", code="malformed_bundle")
     if ms.message_digest is not None and ms.message_digest.digest != digest:
         raise VerificationError("bundle message digest differs from the artifact", code="digest_mismatch")
-    key = cert.public_key()
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        return  # sigstore-python refuses such a certificate itself
+    key = _leaf_ec_key(cert)
+    if key is None:
+        return
     try:
         key.verify(ms.signature, digest, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
     except InvalidSignature as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
 import hashlib
 import json
@@ -190,3 +191,24 @@ def test_statement_requires_subjects_and_known_type() -> None:
             VerifyLimits(max_subjects=2),
         )
     assert info.value.code == "limit_exceeded"
+
+
+
+def test_bundle_whose_certificate_key_is_off_curve_is_refused_not_crashed() -> None:
+    """Found by mutating the PEP 740 vector: a leaf whose EC point is not on the curve made
+    the signature pre-check raise a bare ValueError."""
+    from cryptography.hazmat.primitives import serialization
+
+    from kedge.verify import api, policy
+
+    att = json.loads((PEP740 / "pypi_attestations-0.0.19.tar.gz.slsa.attestation").read_bytes())
+    der = bytearray(base64.b64decode(att["verification_material"]["certificate"]))
+    cert = x509.load_der_x509_certificate(bytes(der))
+    point = cert.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    at = bytes(der).index(point)
+    der[at + 10] ^= 0x01  # X changes, Y stays: the point leaves the curve
+    att["verification_material"]["certificate"] = base64.b64encode(bytes(der)).decode()
+    opts = policy.SlsaOptions(artifact_sha256="00" * 32, source_uri="github.com/trailofbits/pypi-attestations")
+    with pytest.raises(VerificationError) as info:
+        api.verify_provenance(json.dumps(att).encode(), opts)
+    assert info.value.code == "certificate_malformed"
