@@ -32,7 +32,7 @@ from kedge.apiserver import openapi
 from kedge.apiserver.protobuf import ProtobufError, decode_review
 from kedge.apiserver.patch import PatchError, json_copy, json_patch, merge_patch, strategic_merge_patch
 from kedge.apiserver.request import BadRequest, RequestInfo, parse_request
-from kedge.apiserver import podlog, satoken
+from kedge.apiserver import podlog, satoken, schema
 from kedge.apiserver.resources import CRDError, Registry, ResourceType, from_crd
 from kedge.apiserver.status import ApiError, already_exists, conflict, invalid, not_found, status_body
 from kedge.authz.bootstrap import authorize_chain, bootstrap_cluster_role_bindings, bootstrap_cluster_roles
@@ -40,10 +40,12 @@ from kedge.authz.labels import (
     FieldRequirement, SelectorError, field_value, fields_match, parse_field_selector, parse_label_selector,
     selector_from_struct,
 )
+from kedge.authz import podrefs
 from kedge.authz.node import NodeGraph, admit_node_request, node_identity
 from kedge.authz.rbac import (
-    AUTHENTICATED, RBAC_GROUP, Attributes, Decision, Policy, Rule, applicable_rules, binding_allowed,
-    escalate_allowed,
+    AUTHENTICATED, FULL_AUTHORITY, RBAC_GROUP, Attributes, Decision, Policy, Rule, applicable_rules,
+    binding_allowed, default_subject, escalate_allowed, has_aggregation_rule, only_gc_fields_change, repr_go,
+    validate_rule, validate_subject,
 )
 from kedge.store.sqlite import (
     AlreadyExists, Conflict, Expired, NotFound, Store, StoreError, WatchEvent, parse_rv,
@@ -318,6 +320,17 @@ class API:
             self.registry.remove_crd(name)
 
     def _on_event(self, ev: WatchEvent) -> None:
+        # Index maintenance first; whatever it does with one odd object, the event still
+        # reaches every open watch (a listener's failure must never hide an event).
+        try:
+            self._index_event(ev)
+        except Exception:  # noqa: BLE001 - logged with the object's key; the watches below still run
+            log.exception("index update failed on %s %s %s/%s", ev.type, ev.resource, ev.namespace, ev.name)
+        if self._watchers:
+            self._dispatch(ev)
+
+    def _index_event(self, ev: WatchEvent) -> None:
+        """Keep the node graph, the RBAC policy cache and the CRD registry in step with ``ev``."""
         if ev.resource == "/pods":
             if ev.type == "DELETED":
                 self.graph.remove_pod(ev.namespace, ev.name)
@@ -345,8 +358,6 @@ class API:
                 self.registry.remove_crd(ev.name)
             else:
                 self._register_crd(ev.obj())
-        if self._watchers:
-            self._dispatch(ev)
 
     @property
     def policy(self) -> Policy:
@@ -612,6 +623,8 @@ class API:
         meta.pop("managedFields", None)
         obj["kind"], obj["apiVersion"] = (rt.kind, rt.api_version) if not info.subresource else (
             obj.get("kind", rt.kind), obj.get("apiVersion", rt.api_version))
+        if not rt.crd:
+            schema.check_types(obj)
         return obj
 
     def _ok(self, status: int, obj: Any, rt: ResourceType | None = None) -> Response:
@@ -654,6 +667,7 @@ class API:
 
     def _list(self, req: Request, info: RequestInfo, rt: ResourceType) -> Response:
         labels, fields = self._selectors(info, rt)
+        fields = _named(info, fields)
         namespace = info.namespace if rt.namespaced and info.namespace else None
         index = None
         if rt.field_index:
@@ -737,6 +751,7 @@ class API:
 
     def _watch(self, req: Request, info: RequestInfo, rt: ResourceType) -> Watch:
         labels, fields = self._selectors(info, rt)
+        fields = _named(info, fields)
         timeout = _int_param(info.query.get("timeoutSeconds"), 0, MAX_WATCH_TIMEOUT_S) or DEFAULT_WATCH_TIMEOUT_S
         bookmarks = info.query.get("allowWatchBookmarks", "").lower() in ("1", "true")
         namespace = info.namespace if rt.namespaced and info.namespace else None
@@ -774,7 +789,14 @@ class API:
                 continue
             if w.index_value is not None and w.index_value != ev.index and w.index_value != ev.prev_index:
                 continue
-            self._offer(w, ev, cache=cache)
+            try:
+                self._offer(w, ev, cache=cache)
+            except Exception:  # noqa: BLE001 - one watch's failure ends that watch, never the others' events
+                log.exception("watch of %s failed on %s %s/%s; ending it", w.rt.resource, ev.type, ev.namespace,
+                              ev.name)
+                w.overflowed = True
+                w.lines.clear()
+                w.notify()
 
     def _offer(self, w: Watch, ev: WatchEvent, *, initial: bool = False,
                cache: dict[str, Any] | None = None) -> None:
@@ -829,7 +851,7 @@ class API:
             gen = str(meta["generateName"])[:58]
             name = gen + "".join(secrets.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5))
         if not isinstance(name, str) or not rt.valid_name(name):
-            raise invalid(rt.kind, str(name), "metadata.name: Invalid value: a valid name is required", rt.group)
+            raise invalid(rt.kind, str(name), rt.name_error(str(name)), rt.group)
         ns = ""
         if rt.namespaced:
             body_ns = meta.get("namespace")
@@ -873,7 +895,8 @@ class API:
             obj["status"] = status
             spec = obj.get("spec")
             if isinstance(spec, dict):
-                spec.setdefault("serviceAccountName", "default")
+                if not podrefs.is_mirror_pod(obj):  # a mirror pod gets no service account
+                    spec.setdefault("serviceAccountName", "default")
                 spec.setdefault("restartPolicy", "Always")
                 spec.setdefault("terminationGracePeriodSeconds", 30)
         elif rt.storage_key == "/namespaces":
@@ -915,65 +938,7 @@ class API:
         name = _meta(obj).get("name", "")
         ns = _meta(obj).get("namespace", "")
         if rt.group == RBAC_GROUP:
-            if rt.resource in ("roles", "clusterroles"):
-                rules_raw = obj.get("rules") or []
-                if not isinstance(rules_raw, list):
-                    raise invalid(rt.kind, name, "rules must be a list", rt.group)
-                try:
-                    rules = [Rule.from_dict(r) for r in rules_raw]
-                except (ValueError, AttributeError) as exc:
-                    raise invalid(rt.kind, name, "rules are malformed", rt.group) from exc
-                for r in rules:
-                    if not r.verbs:
-                        raise invalid(rt.kind, name, "rules[].verbs: Required value", rt.group)
-                    if r.non_resource_urls and rt.resource == "roles":
-                        raise invalid(rt.kind, name, "rules[].nonResourceURLs: Roles are namespaced", rt.group)
-                agg = obj.get("aggregationRule")
-                if rt.resource == "clusterroles" and agg is not None:
-                    sels = agg.get("clusterRoleSelectors") if isinstance(agg, dict) else None
-                    if not isinstance(sels, list):
-                        raise invalid(rt.kind, name, "aggregationRule.clusterRoleSelectors must be a list", rt.group)
-                    for sel in sels:
-                        try:
-                            selector_from_struct(sel)
-                        except SelectorError as exc:
-                            raise invalid(rt.kind, name, "aggregationRule.clusterRoleSelectors: invalid selector",
-                                          rt.group) from exc
-                if rt.resource == "clusterroles" and obj.get("aggregationRule") is not None and \
-                        (old is None or old.get("aggregationRule") != obj.get("aggregationRule")):
-                    # Kubernetes: an aggregation rule can pull in any role's rules, so setting one
-                    # needs the escalate verb (or system:masters), whatever the rules look like now.
-                    d = escalate_allowed(self.policy, user.name, user.groups, ns, rt.kind, name,
-                                         [Rule(("*",), ("*",), ("*",)), Rule(("*",), non_resource_urls=("*",))])
-                    if not d.allowed:
-                        raise ApiError(403, f'{rt.resource}.{rt.group} "{name}" is forbidden: must have '
-                                       "cluster-admin privileges to use the aggregationRule",
-                                       details={"name": name, "group": rt.group, "kind": rt.resource})
-                    rules = []
-                d = escalate_allowed(self.policy, user.name, user.groups, ns, rt.kind, name, rules)
-                if not d.allowed:
-                    raise ApiError(403, f'{rt.resource}.{rt.group} "{name}" is forbidden: user "{user.name}" '
-                                   f"(groups={list(user.groups)}) is attempting to grant RBAC permissions not "
-                                   f"currently held: {d.reason}", details={"name": name, "group": rt.group,
-                                                                           "kind": rt.resource})
-            else:
-                ref = obj.get("roleRef")
-                if not isinstance(ref, dict) or ref.get("kind") not in ("Role", "ClusterRole") or \
-                        ref.get("apiGroup") != RBAC_GROUP or not ref.get("name"):
-                    raise invalid(rt.kind, name, "roleRef: a Role or ClusterRole reference is required", rt.group)
-                if rt.resource == "clusterrolebindings" and ref["kind"] != "ClusterRole":
-                    raise invalid(rt.kind, name, "roleRef.kind: Unsupported value", rt.group)
-                if old is not None and old.get("roleRef") != ref:
-                    raise invalid(rt.kind, name, "roleRef: Invalid value: cannot change roleRef", rt.group)
-                subjects = obj.get("subjects") or []
-                if not isinstance(subjects, list) or not all(isinstance(s, dict) for s in subjects):
-                    raise invalid(rt.kind, name, "subjects must be a list of objects", rt.group)
-                d = binding_allowed(self.policy, user.name, user.groups, ns, ref)
-                if not d.allowed:
-                    raise ApiError(403, f'{rt.resource}.{rt.group} "{name}" is forbidden: user "{user.name}" '
-                                   f"(groups={list(user.groups)}) is attempting to grant RBAC permissions not "
-                                   f"currently held: {d.reason}", details={"name": name, "group": rt.group,
-                                                                           "kind": rt.resource})
+            self._validate_rbac(rt, obj, old, user, info, name, ns)
         elif rt.storage_key == "apiextensions.k8s.io/customresourcedefinitions":
             try:
                 types = from_crd(obj)
@@ -1018,12 +983,116 @@ class API:
                     except ValueError as exc:
                         raise invalid("Secret", name, f"data[{k}]: must be base64") from exc
 
+    def _validate_rbac(self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None, user: User,
+                       info: RequestInfo, name: str, ns: str) -> None:
+        """Kubernetes' RBAC validation, then its escalation checks (rbac policybased storage)."""
+        def refuse(reason: str) -> ApiError:
+            return ApiError(403, f'{rt.resource}.{rt.group} "{name}" is forbidden: {reason}',
+                            details={"name": name, "group": rt.group, "kind": rt.resource})
+
+        def grant_refused(d: Decision) -> ApiError:
+            groups = " ".join(repr_go(g) for g in user.groups)
+            return refuse(f"user {repr_go(user.name)} (groups=[{groups}]) is attempting to grant RBAC permissions "
+                          f"not currently held: {d.reason}")
+
+        gc_only = only_gc_fields_change(obj, old)
+        if rt.resource in ("roles", "clusterroles"):
+            rules_raw = obj.get("rules") or []
+            if not isinstance(rules_raw, list):
+                raise invalid(rt.kind, name, "rules must be a list", rt.group)
+            for i, raw in enumerate(rules_raw):
+                errs = validate_rule(raw, namespaced=rt.resource == "roles")
+                if errs:
+                    raise invalid(rt.kind, name, f"rules[{i}].{errs[0]}", rt.group)
+            rules = [Rule.from_dict(r) for r in rules_raw]
+            agg = obj.get("aggregationRule")
+            if rt.resource == "clusterroles" and agg is not None:
+                sels = agg.get("clusterRoleSelectors") if isinstance(agg, dict) else None
+                if not isinstance(sels, list):
+                    raise invalid(rt.kind, name, "aggregationRule.clusterRoleSelectors must be a list", rt.group)
+                if not sels:
+                    raise invalid(rt.kind, name, "aggregationRule.clusterRoleSelectors: Required value: at least "
+                                  "one clusterRoleSelector required if aggregationRule is non-nil", rt.group)
+                for sel in sels:
+                    try:
+                        selector_from_struct(sel)
+                    except SelectorError as exc:
+                        raise invalid(rt.kind, name, "aggregationRule.clusterRoleSelectors: invalid selector",
+                                      rt.group) from exc
+            if gc_only:
+                return
+            # The escalate verb is asked with the request's own name: none on a create.
+            d = escalate_allowed(self.policy, user.name, user.groups, ns, rt.kind, info.name, rules)
+            if not d.allowed:
+                raise grant_refused(d)
+            if rt.resource == "clusterroles" and (has_aggregation_rule(obj) or has_aggregation_rule(old)):
+                # An aggregation rule can gather any role's rules (and, on an old role, keep
+                # them from tightening): setting, changing or keeping one needs * on *.*
+                d = escalate_allowed(self.policy, user.name, user.groups, ns, rt.kind, info.name, FULL_AUTHORITY)
+                if not d.allowed:
+                    raise refuse("must have cluster-admin privileges to use the aggregationRule")
+            return
+        ref = obj.get("roleRef")
+        if isinstance(ref, dict) and not ref.get("apiGroup"):
+            ref["apiGroup"] = RBAC_GROUP  # rbac/v1 defaulting, as for subjects below
+        if not isinstance(ref, dict) or ref.get("kind") not in ("Role", "ClusterRole") or \
+                ref.get("apiGroup") != RBAC_GROUP or not ref.get("name"):
+            raise invalid(rt.kind, name, "roleRef: a Role or ClusterRole reference is required", rt.group)
+        if rt.resource == "clusterrolebindings" and ref["kind"] != "ClusterRole":
+            raise invalid(rt.kind, name, "roleRef.kind: Unsupported value", rt.group)
+        if old is not None and old.get("roleRef") != ref:
+            raise invalid(rt.kind, name, "roleRef: Invalid value: cannot change roleRef", rt.group)
+        subjects = obj.get("subjects") or []
+        if not isinstance(subjects, list) or not all(isinstance(s, dict) for s in subjects):
+            raise invalid(rt.kind, name, "subjects must be a list of objects", rt.group)
+        for i, subject in enumerate(subjects):
+            default_subject(subject)
+            errs = validate_subject(subject, namespaced=rt.resource == "rolebindings")
+            if errs:
+                raise invalid(rt.kind, name, f"subjects[{i}].{errs[0]}", rt.group)
+        if gc_only:
+            return
+        d = binding_allowed(self.policy, user.name, user.groups, ns, ref)
+        if d.not_found is not None:
+            # Kubernetes: the role lookup's NotFound, as it is (a binding to a role that does
+            # not exist yet needs bind on it, or system:masters).
+            raise not_found(d.not_found[0], d.not_found[1], RBAC_GROUP)
+        if not d.allowed:
+            raise grant_refused(d)
+
     def _admit(self, user: User, op: str, rt: ResourceType, sub: str, name: str,
-               new: dict[str, Any] | None, old: dict[str, Any] | None) -> None:
-        d = admit_node_request(user.name, user.groups, op, rt.storage_key, sub, name, new, old)
+               new: dict[str, Any] | None, old: dict[str, Any] | None, *, namespace: str | None = None,
+               bound_pod: dict[str, Any] | None = None) -> None:
+        """NodeRestriction, fed what Kubernetes' plugin reads from its informers.
+
+        ``old`` is the stored object (for an eviction, the pod evicted); ``bound_pod`` the
+        pod a TokenRequest binds to. A mirror pod's creation needs the node's own Node
+        (its uid must match the pod's owner reference).
+        """
+        is_node, node_name = node_identity(user.name, user.groups)
+        if not is_node:
+            self._admit_service_account(op, rt, sub, new)
+            return
+        if namespace is None:
+            namespace = str(_meta(new if new is not None else (old or {})).get("namespace") or "")
+        node = None
+        if node_name and rt.storage_key == "/pods" and op == "CREATE" and not sub:
+            node = self.store.get("/nodes", "", node_name)
+        d = admit_node_request(user.name, user.groups, op, rt.storage_key, sub, name, new, old,
+                               namespace=namespace, node=node, bound_pod=bound_pod)
+        if not d.allowed and d.not_found is not None:
+            raise not_found(d.not_found[0], d.not_found[1])
         if not d.allowed:
             raise ApiError(403, f'{rt.resource} "{name}" is forbidden: {d.reason}',
                            details={"name": name, "group": rt.group, "kind": rt.resource})
+        self._admit_service_account(op, rt, sub, new)
+
+    @staticmethod
+    def _admit_service_account(op: str, rt: ResourceType, sub: str, new: dict[str, Any] | None) -> None:
+        """Kubernetes' ServiceAccount admission (validating, after NodeRestriction): mirror pods."""
+        if op == "CREATE" and rt.storage_key == "/pods" and not sub and new is not None and \
+                podrefs.is_mirror_pod(new):
+            _admit_mirror_pod(new)
 
     def _update(self, req: Request, info: RequestInfo, rt: ResourceType, user: User) -> Response:
         body = self._object_body(req, info, rt)
@@ -1036,7 +1105,64 @@ class API:
             expected = parse_rv(_meta(body).get("resourceVersion"))
         except StoreError as exc:
             raise ApiError(400, "invalid resourceVersion") from exc
+        if not info.subresource and rt.storage_key in CREATE_ON_UPDATE and \
+                self.store.get_raw(rt.storage_key, info.namespace if rt.namespaced else "", info.name) is None:
+            return self._create_on_update(info, rt, user, body)
         return self._apply_update(info, rt, user, body, expected)
+
+    def _create_on_update(self, info: RequestInfo, rt: ResourceType, user: User, body: dict[str, Any]) -> Response:
+        """PUT of a missing object of a kind Kubernetes lets PUT create (``AllowCreateOnUpdate``).
+
+        As in Kubernetes' update handler, the request was authorized as ``update``; creating
+        needs ``create`` as well, asked with the same attributes once the object is built
+        and validated (escalation checks included), before admission. Any resourceVersion
+        in the body is ignored, as on a create.
+        """
+        obj = body
+        meta = _meta(obj)
+        ns = ""
+        if rt.namespaced:
+            body_ns = meta.get("namespace")
+            if body_ns and body_ns != info.namespace:
+                raise ApiError(400, "the namespace of the provided object does not match the namespace sent "
+                               "on the request")
+            ns = info.namespace
+            ns_raw = self.store.get_raw("/namespaces", "", ns)
+            if ns_raw is None:
+                raise ApiError(404, f'namespaces "{ns}" not found', details={"name": ns, "kind": "namespaces"})
+            if '"deletionTimestamp"' in ns_raw and _meta(json.loads(ns_raw)).get("deletionTimestamp"):
+                raise ApiError(403, f"unable to create new content in namespace {ns} because it is being terminated")
+        else:
+            meta.pop("namespace", None)
+        now = rfc3339(self.clock())
+        meta.update({"name": info.name, "uid": str(uuid.uuid4()), "creationTimestamp": now})
+        if rt.namespaced:
+            meta["namespace"] = ns
+        for k in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "generateName"):
+            meta.pop(k, None)
+        if "spec" in obj:
+            meta["generation"] = 1
+        else:
+            meta.pop("generation", None)
+        self._prepare_create(rt, obj, now)
+        self._validate(rt, obj, None, user, info)
+        create = Attributes(user=user.name, groups=user.groups, verb="create", namespace=ns,
+                            api_group=rt.group, resource=rt.resource, name=info.name, path=info.path)
+        decision = self.authorize(create)
+        if not decision.allowed:
+            qual = f"{rt.resource}.{rt.group}" if rt.group else rt.resource
+            raise ApiError(403, f'{qual} "{info.name}" is forbidden: User "{user.name}" cannot create resource '
+                           f'"{rt.resource}" in API group "{rt.group}" '
+                           + (f'in the namespace "{ns}"' if ns else "at the cluster scope"),
+                           details={"name": info.name, "group": rt.group, "kind": rt.resource})
+        self._admit(user, "CREATE", rt, "", info.name, obj, None)
+        if self._dry_run(info):
+            return self._ok(201, obj, rt)
+        try:
+            stored = self.store.create(rt.storage_key, ns, info.name, obj, index=self._index(rt, obj))
+        except AlreadyExists as exc:  # created meanwhile: Kubernetes would have retried as an update
+            raise conflict(rt.resource, info.name, rt.group) from exc
+        return self._ok(201, stored, rt)
 
     def _apply_update(self, info: RequestInfo, rt: ResourceType, user: User, body: dict[str, Any],
                       expected: int | None) -> Response:
@@ -1140,6 +1266,8 @@ class API:
             raise ApiError(422, "the patched object is too large or too deep")
         patched["kind"], patched["apiVersion"] = old.get("kind", rt.kind), old.get("apiVersion", rt.api_version)
         check_shape(rt, patched)
+        if not rt.crd:
+            schema.check_types(patched)
         if strict_fields(req):
             check_known_fields(rt, patched)
         if _meta(patched).get("name") != info.name:
@@ -1256,7 +1384,7 @@ class API:
         if rt.storage_key != "/pods":
             raise ApiError(405, "method not allowed")
         old = self._load(rt, info.namespace, info.name)
-        self._admit(user, "CREATE", rt, "eviction", info.name, old, None)
+        self._admit(user, "CREATE", rt, "eviction", info.name, None, old)
         self._do_delete(rt, info.namespace, info.name, old, None, None)
         return Response(201, _dumps(status_body(201, "", "")))
 
@@ -1268,6 +1396,11 @@ class API:
         sa = self._load(rt, info.namespace, info.name)
         body = self._object_body(req, info, rt)
         spec = body.get("spec") if isinstance(body.get("spec"), dict) else {}
+        ref = spec.get("boundObjectRef") if isinstance(spec.get("boundObjectRef"), dict) else None
+        ref_name = ref.get("name") if ref is not None and isinstance(ref.get("name"), str) else ""
+        pod = self.store.get("/pods", info.namespace, ref_name) if ref_name else None
+        # NodeRestriction: a node's token must be bound to a pod on it (uid given and matching).
+        self._admit(user, "CREATE", rt, "token", info.name, body, None, namespace=info.namespace, bound_pod=pod)
         audiences = spec.get("audiences") or [satoken.API_AUDIENCE]
         if not isinstance(audiences, list) or not all(isinstance(a, str) and 0 < len(a) <= 256 for a in audiences) \
                 or len(audiences) > 16:
@@ -1277,24 +1410,21 @@ class API:
             raise invalid("TokenRequest", info.name, "spec.expirationSeconds: may not specify a duration less "
                           "than 10 minutes", "authentication.k8s.io")
         expiry = min(expiry, satoken.MAX_EXPIRATION_S)
-        ref = spec.get("boundObjectRef") if isinstance(spec.get("boundObjectRef"), dict) else None
         pod_name = pod_uid = ""
         if ref is not None:
             if ref.get("kind") != "Pod":
                 raise invalid("TokenRequest", info.name, "spec.boundObjectRef.kind: only Pod is supported",
                               "authentication.k8s.io")
-            pod = self.store.get("/pods", info.namespace, str(ref.get("name", "")))
             if pod is None or (ref.get("uid") and ref["uid"] != _meta(pod).get("uid")):
-                raise ApiError(404, f'pods "{ref.get("name", "")}" not found')
+                raise ApiError(404, f'pods "{ref_name}" not found')
             pod_name, pod_uid = _meta(pod)["name"], _meta(pod)["uid"]
-            if (pod.get("spec") or {}).get("serviceAccountName", "default") != info.name:
-                raise ApiError(400, "the pod does not run as this service account")
-        is_node, node = node_identity(user.name, user.groups)
-        if is_node:
-            # NodeRestriction: a node may only request tokens bound to its own pods
-            bound = self.store.get("/pods", info.namespace, pod_name) if pod_name else None
-            if bound is None or (bound.get("spec") or {}).get("nodeName") != node:
-                raise ApiError(403, f'node "{node}" can only request tokens bound to pods scheduled on it')
+            # As Kubernetes' token REST: the pod must run as exactly this service account
+            # (a pod naming none -- a mirror pod -- runs as none, never as "default").
+            from kedge.authz.podrefs import service_account_name
+
+            if service_account_name(pod) != info.name:
+                raise ApiError(400, f"cannot bind token for serviceaccount {info.name!r} to pod running with "
+                                    "different serviceaccount name.")
         now = int(self.clock())
         claims = satoken.TokenClaims(namespace=info.namespace, name=info.name, uid=_meta(sa).get("uid", ""),
                                      audiences=tuple(audiences), issued_at=now, expires_at=now + expiry,
@@ -1445,6 +1575,55 @@ class API:
 _SUBRESOURCE_VERBS = {"status": ("get", "update", "patch"), "scale": ("get", "update", "patch"),
                       "ephemeralcontainers": ("get", "update", "patch"), "eviction": ("create",),
                       "token": ("create",), "finalize": ("update",), "log": ("get",)}
+
+
+def _admit_mirror_pod(pod: dict[str, Any]) -> None:
+    """Kubernetes' ServiceAccount admission for mirror pods, whoever creates them.
+
+    A mirror pod stands for a static pod the node runs from its own files: it gets no
+    service account (none is defaulted) and may name none, nor any secret, nor a projected
+    service-account token -- the API server would otherwise hand the node credentials
+    through it.
+    """
+    refs = podrefs.pod_refs(pod)
+    name = str(_meta(pod).get("name", ""))
+    if podrefs.service_account_name(pod):
+        raise ApiError(403, f'pods "{name}" is forbidden: a mirror pod may not reference service accounts',
+                       details={"name": name, "kind": "pods"})
+    if refs.secrets:
+        raise ApiError(403, f'pods "{name}" is forbidden: a mirror pod may not reference secrets',
+                       details={"name": name, "kind": "pods"})
+    for volume in (pod.get("spec") or {}).get("volumes") or ():
+        projected = volume.get("projected") if isinstance(volume, dict) else None
+        sources = projected.get("sources") if isinstance(projected, dict) else None
+        if isinstance(sources, list) and any(isinstance(s, dict) and "serviceAccountToken" in s for s in sources):
+            raise ApiError(403, f'pods "{name}" is forbidden: a mirror pod may not use ServiceAccountToken '
+                                "volume projections", details={"name": name, "kind": "pods"})
+
+
+def _named(info: RequestInfo, fields: tuple[FieldRequirement, ...]) -> tuple[FieldRequirement, ...]:
+    """The field selector a list/watch is served with: it always selects the name it was authorized for.
+
+    A watch of ``.../secrets/NAME?watch=true`` (or a list/watch whose ``metadata.name=`` field
+    selector named the object) is authorized for NAME alone -- per-object rules (``resourceNames``,
+    the Node authorizer) -- so it must stream NAME alone, initial state and replay included.
+    As in Kubernetes, a field selector naming another object than the path is a bad request.
+    """
+    if not info.name:
+        return fields
+    for r in fields:
+        if r.field == "metadata.name" and not (r.op == "=" and r.value == info.name):
+            raise ApiError(400, "fieldSelector metadata.name doesn't match requested name")
+    return fields + (FieldRequirement("metadata.name", "=", info.name),)
+
+
+# Kinds whose Kubernetes strategy has AllowCreateOnUpdate: a PUT of a missing one creates it
+# (and must be allowed to create). Every other kind answers such a PUT with 404 NotFound.
+CREATE_ON_UPDATE = frozenset({
+    "/events", "/services", "/endpoints", "coordination.k8s.io/leases",
+    f"{RBAC_GROUP}/roles", f"{RBAC_GROUP}/rolebindings", f"{RBAC_GROUP}/clusterroles",
+    f"{RBAC_GROUP}/clusterrolebindings",
+})
 
 
 def _verb_allowed(rt: ResourceType, verb: str, sub: str) -> bool:

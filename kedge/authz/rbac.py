@@ -627,7 +627,7 @@ def validate_rule(raw: Any, *, namespaced: bool) -> list[str]:
     return errs
 
 
-_SA_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_SA_NAME = re.compile(r"\A[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
 
 
 def default_subject(subject: Any) -> None:

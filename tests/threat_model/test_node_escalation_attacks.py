@@ -128,12 +128,19 @@ def test_mirror_pod_referencing_api_objects_is_refused(apis, what, spec, meta):
 
 @pytest.mark.threat("K-NODE-MIRROR-POD-ESCALATION")
 def test_node_cannot_read_secrets_or_get_tokens_through_a_mirror_pod(apis):
-    """Even a mirror pod that exists (made by someone allowed to) grants its node nothing."""
+    """Nobody can plant a mirror pod that names credentials (Kubernetes' ServiceAccount admission),
+    and a mirror pod that exists grants its node nothing (the graph follows none of its references:
+    tests/unit/authz/test_node.py::test_mirror_pods_link_only_to_their_node)."""
     admin, node, uid = apis
-    planted = _mirror_pod("planted", uid, serviceAccountName="admin-sa", volumes=[
-        {"name": "v", "secret": {"secretName": "crown-jewels"}}])
-    status, body = _create_pod(admin, planted)
+    for extra, what in (({"serviceAccountName": "admin-sa"}, "service accounts"),
+                        ({"volumes": [{"name": "v", "secret": {"secretName": "crown-jewels"}}]}, "secrets"),
+                        ({"volumes": [{"name": "v", "projected": {"sources": [{"serviceAccountToken": {
+                            "path": "t"}}]}}]}, "ServiceAccountToken")):
+        status, body = _create_pod(admin, _mirror_pod("planted", uid, **extra))
+        assert status == 403 and what in body["message"], body
+    status, body = _create_pod(admin, _mirror_pod("planted", uid))
     assert status == 201, body
+    assert body["spec"].get("serviceAccountName", "") == ""  # no service account defaulted into a mirror pod
     assert node.request("GET", f"/api/v1/namespaces/{NS}/pods/planted")[0] == 200  # its own mirror pod: yes
     assert node.request("GET", f"/api/v1/namespaces/{NS}/secrets/crown-jewels")[0] == 403
     status, body = node.request("POST", f"/api/v1/namespaces/{NS}/serviceaccounts/admin-sa/token", {
