@@ -22,6 +22,10 @@ class EdgeConfig:
     # "ca": file, "cert": file, "key": file} (edgecore's client identity there). Checked live
     # at every start (kedge.edge.brokercheck); device management stays off if it falls short.
     mqtt_broker: dict[str, str] | None = None
+    # The uids/gids pods run as, one (or a requested one) per pod: "FIRST-LAST", inclusive,
+    # within 65536..2147483646 (kedge.edge.edged.ids). Ids of local accounts and of
+    # /etc/subuid, /etc/subgid ranges inside it are skipped.
+    pod_uid_range: str = "200000-265535"
 
     @classmethod
     def from_dict(cls, data: Any) -> "EdgeConfig":
@@ -45,6 +49,7 @@ class EdgeConfig:
         _check_limits(cfg.limits)
         if cfg.mqtt_broker is not None:
             check_mqtt_broker(cfg.mqtt_broker)
+        check_pod_uid_range(cfg.pod_uid_range)
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
@@ -52,6 +57,16 @@ class EdgeConfig:
 
 
 MQTT_BROKER_KEYS = ("url", "ca", "cert", "key")
+
+
+def check_pod_uid_range(raw: Any) -> None:
+    """``pod_uid_range`` parses strictly (decimal ``FIRST-LAST``, no root, system or human ids)."""
+    from kedge.edge.edged.ids import parse_id_range
+
+    try:
+        parse_id_range(raw)
+    except ValueError as exc:
+        raise ConfigError(f"edge config: pod_uid_range: {exc}") from exc
 
 
 def check_mqtt_broker(raw: Any) -> None:

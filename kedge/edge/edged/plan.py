@@ -30,11 +30,20 @@ ERROR = "Error"
 START_ERROR = "StartError"
 STATUS_UNKNOWN = "ContainerStatusUnknown"  # the process vanished while we were not watching
 NODE_RESTART = "Unknown"  # the node rebooted under a running container (kubelet reports this)
+# The node will not run the pod as asked (see kedge.edge.edged.ids): a securityContext id
+# outside the node's pod id range, root, supplementary groups...
+RUN_AS_REFUSED = "SecurityContextRefused"
+# edgecore is not root, so it cannot give the pod a uid of its own: no pod runs.
+RUNTIME_NEEDS_ROOT = "RuntimeNeedsRoot"
+# EDGEDIR (node key, store) is open to other users: no pod runs until it is 0700 again.
+NODE_DIR_EXPOSED = "NodeDataDirExposed"
 
 # Containers lost to a node reboot come back at once, without back-off.
 _IMMEDIATE = frozenset({NODE_RESTART})
-# Refusals that retrying cannot fix until the spec changes.
-_PERMANENT = frozenset({NO_COMMAND})
+# Refusals that retrying cannot fix until the spec changes (or, for the node's own
+# conditions, until edgecore restarts: the manager forgets those when it loads).
+NODE_REFUSALS = frozenset({RUN_AS_REFUSED, RUNTIME_NEEDS_ROOT})
+_PERMANENT = frozenset({NO_COMMAND}) | NODE_REFUSALS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,15 +30,16 @@ MAX_MOUNTS = 64
 MAX_ITEMS = 256
 MAX_PORTS = 64
 MAX_HEADERS = 32
+MAX_GROUPS = 32
 MAX_GRACE_S = 3600
 MAX_PROBE_S = 3600
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-_UID = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9]{0,63}$")
-_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]{0,255}$")
-_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
+_DNS_LABEL = re.compile(r"\A[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
+_DNS_SUBDOMAIN = re.compile(r"\A[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\Z")
+_UID = re.compile(r"\A[A-Za-z0-9][-A-Za-z0-9]{0,63}\Z")
+_ENV_NAME = re.compile(r"\A[-._a-zA-Z][-._a-zA-Z0-9]{0,255}\Z")
+_KEY = re.compile(r"\A[-._a-zA-Z0-9]{1,253}\Z")
+_HEADER_NAME = re.compile(r"\A[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}\Z")
 
 RESTART_POLICIES = ("Always", "OnFailure", "Never")
 
@@ -192,7 +193,7 @@ class ContainerDef:
     ports: tuple[tuple[str, int], ...]
     run_as_user: int | None
     run_as_group: int | None
-    run_as_non_root: bool
+    run_as_non_root: bool | None  # None: not set anywhere (False: explicitly set false)
     liveness: ProbeDef | None
     readiness: ProbeDef | None
     spec_hash: str
@@ -218,6 +219,8 @@ class PodDef:
     restart_policy: str
     grace_period_s: float
     deleting: bool
+    fs_group: int | None = None
+    supplemental_groups: tuple[int, ...] = ()
 
     @property
     def dir_name(self) -> str:
@@ -361,13 +364,24 @@ def _security(ctx: dict[str, Any], what: str) -> tuple[int | None, int | None, b
     return user, group, non_root
 
 
+def _pod_groups(ctx: dict[str, Any]) -> tuple[int | None, tuple[int, ...]]:
+    """``fsGroup`` and ``supplementalGroups`` of a pod's securityContext (whether edged
+    gives them is :mod:`~kedge.edge.edged.ids`' decision, reported on the pod's status)."""
+    fs_group = _opt_int(ctx.get("fsGroup"), "spec.securityContext.fsGroup", lo=0, hi=2**31 - 1)
+    groups = tuple(_int(g, "spec.securityContext.supplementalGroups[]", default=0, lo=0, hi=2**31 - 1)
+                   for g in _list(ctx.get("supplementalGroups"), "spec.securityContext.supplementalGroups",
+                                  MAX_GROUPS))
+    return fs_group, groups
+
+
 def _hash(obj: Any) -> str:
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _parse_container(raw: Any, what: str, pod_sec: tuple[int | None, int | None, bool | None],
-                     volumes: dict[str, dict[str, Any]]) -> ContainerDef:
+                     volumes: dict[str, dict[str, Any]],
+                     pod_groups: tuple[int | None, tuple[int, ...]] = (None, ())) -> ContainerDef:
     raw = _dict(raw, what)
     name = _str(raw.get("name"), f"{what}.name", required=True, max_len=63)
     if not _DNS_LABEL.match(name):
@@ -405,13 +419,15 @@ def _parse_container(raw: Any, what: str, pod_sec: tuple[int | None, int | None,
                                       f"{what}.securityContext")
     user = user if user is not None else pod_sec[0]
     group = group if group is not None else pod_sec[1]
-    non_root = bool(non_root if non_root is not None else pod_sec[2])
+    non_root = non_root if non_root is not None else pod_sec[2]
     # What a change restarts the container for (kubelet hashes the container spec): the
     # process's identity and inputs. Probes are applied live; configmap/secret *contents*
     # reach volumes in place and are not part of the hash.
     relevant = {k: raw.get(k) for k in ("image", "command", "args", "env", "envFrom", "workingDir",
                                         "volumeMounts", "ports")}
-    relevant["user"] = [user, group, non_root]
+    relevant["user"] = [user, group, bool(non_root)]
+    if pod_groups != (None, ()):  # only when set: the hashes of pods without them stay as they were
+        relevant["groups"] = [pod_groups[0], list(pod_groups[1])]
     relevant["volumes"] = {m.name: volumes[m.name] for m in mounts}
     return ContainerDef(
         name=name, image=image, command=command, args=args, env=env, env_from=env_from,
@@ -438,11 +454,13 @@ def parse_pod(obj: Any) -> PodDef:
     if len({v.name for v in volumes}) != len(volumes):
         raise _fail("spec.volumes has duplicate names")
     raw_by_name = {v.name: raw for v, raw in zip(volumes, raw_volumes)}
-    pod_sec = _security(_dict(spec.get("securityContext"), "spec.securityContext"), "spec.securityContext")
+    pod_ctx = _dict(spec.get("securityContext"), "spec.securityContext")
+    pod_sec = _security(pod_ctx, "spec.securityContext")
+    pod_groups = _pod_groups(pod_ctx)
     raw_containers = _list(spec.get("containers"), "spec.containers", MAX_CONTAINERS)
     if not raw_containers:
         raise _fail("spec.containers must not be empty")
-    containers = tuple(_parse_container(c, f"spec.containers[{i}]", pod_sec, raw_by_name)
+    containers = tuple(_parse_container(c, f"spec.containers[{i}]", pod_sec, raw_by_name, pod_groups)
                        for i, c in enumerate(raw_containers))
     if len({c.name for c in containers}) != len(containers):
         raise _fail("spec.containers has duplicate names")
@@ -458,4 +476,5 @@ def parse_pod(obj: Any) -> PodDef:
     return PodDef(uid=uid, namespace=namespace, name=name,
                   node_name=_str(spec.get("nodeName"), "spec.nodeName", max_len=253),
                   containers=containers, volumes=volumes, restart_policy=policy,
-                  grace_period_s=float(grace), deleting=meta.get("deletionTimestamp") is not None)
+                  grace_period_s=float(grace), deleting=meta.get("deletionTimestamp") is not None,
+                  fs_group=pod_groups[0], supplemental_groups=pod_groups[1])

@@ -1,4 +1,4 @@
-"""Pod parsing (peer input) and what a container gets: env, volume files, user."""
+"""Pod parsing (peer input) and what a container gets: env, volume files (its user: test_ids.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import base64
 
 import pytest
 
-from kedge.edge.edged.content import (ContainerConfigError, RunAsPolicy, decide_user, expand, resolve_env,
-                                      volume_files)
+from kedge.edge.edged.content import ContainerConfigError, expand, resolve_env, volume_files
 from kedge.edge.edged.spec import PodSpecError, parse_pod
 
 
@@ -126,28 +125,24 @@ def test_expand_is_single_pass():
     assert expand("$(A)$(B)", {"A": "$(B)", "B": "x"}) == "$(B)x"
 
 
-@pytest.mark.parametrize("container,euid,policy,expect", [
-    ({}, 0, RunAsPolicy(), (65534, 65534)),
-    ({"securityContext": {"runAsUser": 1000}}, 0, RunAsPolicy(), (1000, 1000)),
-    ({"securityContext": {"runAsUser": 1000, "runAsGroup": 5}}, 0, RunAsPolicy(), (1000, 5)),
-    ({"securityContext": {"runAsUser": 0}}, 0, RunAsPolicy(), ContainerConfigError),
-    ({"securityContext": {"runAsUser": 0}}, 0, RunAsPolicy(allow_root=True), (0, 65534)),
-    ({"securityContext": {"runAsUser": 0, "runAsGroup": 0}}, 0, RunAsPolicy(allow_root=True), (0, 0)),
-    ({"securityContext": {"runAsUser": 0, "runAsNonRoot": True}}, 0, RunAsPolicy(allow_root=True),
-     ContainerConfigError),
-    ({"securityContext": {"runAsGroup": 0}}, 0, RunAsPolicy(), ContainerConfigError),
-    ({}, 1000, RunAsPolicy(), (1000, 1000)),
-    ({"securityContext": {"runAsUser": 1001}}, 1000, RunAsPolicy(), ContainerConfigError),
-])
-def test_pods_run_unprivileged_unless_root_is_explicit_and_allowed(container, euid, policy, expect):
-    c = parse_pod(raw(container)).containers[0]
-    if expect is ContainerConfigError:
-        with pytest.raises(ContainerConfigError):
-            decide_user(c, policy, euid, euid)
-    else:
-        assert decide_user(c, policy, euid, euid) == expect
+def test_security_context_ids_are_parsed_and_the_hash_of_pods_without_groups_is_unchanged():
+    plain = parse_pod(raw({"securityContext": {"runAsUser": 200001}}))
+    assert plain.fs_group is None and plain.supplemental_groups == ()
+    c = plain.containers[0]
+    assert (c.run_as_user, c.run_as_group, c.run_as_non_root) == (200001, None, None)
+    # The hash input of a pod without fsGroup/supplementalGroups is what it was before they
+    # were parsed: an upgraded edgecore does not restart its healthy pods.
+    assert c.spec_hash == "6adabfc77597a129"  # as computed before this change
+    grouped = parse_pod(raw({"securityContext": {"runAsUser": 200001}},
+                            securityContext={"fsGroup": 200001, "supplementalGroups": [6, 42],
+                                             "runAsNonRoot": False}))
+    assert grouped.fs_group == 200001 and grouped.supplemental_groups == (6, 42)
+    assert grouped.containers[0].run_as_non_root is False
+    assert grouped.containers[0].spec_hash != c.spec_hash
 
 
-def test_default_user_policy_cannot_be_root():
-    with pytest.raises(ValueError):
-        RunAsPolicy(default_uid=0)
+@pytest.mark.parametrize("ctx", [{"fsGroup": -1}, {"fsGroup": "6"}, {"supplementalGroups": 6},
+                                 {"supplementalGroups": [True]}, {"supplementalGroups": list(range(33))}])
+def test_malformed_pod_groups_are_refused_at_parse(ctx):
+    with pytest.raises(PodSpecError):
+        parse_pod(raw(securityContext=ctx))
