@@ -128,7 +128,8 @@ class EdgeCore:
     async def _run_pods(self) -> None:
         """Keep the pod runtime in line with the store -- also while offline (edge autonomy)."""
         self.pods = PodManager(self.pods_root, runtime=ProcessRuntime(), lookup=self._lookup,
-                               on_status=self._on_pod_status)
+                               on_status=self._on_pod_status, uid_range=self.hub.cfg.pod_uid_range,
+                               private_dirs=(self.dir.root,))
         supervisor = asyncio.create_task(self.pods.run())
         self._pods_dirty.set()  # start what the store holds, e.g. after a reboot
         try:

@@ -1,7 +1,8 @@
 """edged with real processes: start, env, volumes, restarts, probes, termination, re-adoption.
 
 Each test runs a real PodManager + ProcessRuntime in an event loop, with pods that are
-``python3 -c`` scripts (run as ``nobody`` when the suite runs as root), real HTTP/TCP
+``python3 -c`` scripts (each pod as a uid of its own from the pod id range: the suite
+runs as root, as CI does, and fails otherwise), real HTTP/TCP
 servers on 127.0.0.1 for probes and real signals. Back-off, probe periods and the
 supervision tick are scaled down through constructor parameters, not slept through.
 Every pod's argv carries the test's private directory as a marker, so a test can count
@@ -27,12 +28,12 @@ from pathlib import Path
 
 import pytest
 
-from kedge.edge.edged import BackoffPolicy, PodManager, ProcessRuntime
+from kedge.edge.edged import DEFAULT_POD_UID_RANGE, BackoffPolicy, PodManager, ProcessRuntime, parse_id_range
 from kedge.edge.edged.runtime import SHELL, proc_stat
 
 # The system interpreter: the venv's may live under /root, which nobody cannot reach.
 PY = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
-POD_UID = 65534 if os.geteuid() == 0 else os.getuid()
+POD_IDS = parse_id_range(DEFAULT_POD_UID_RANGE)
 FAST = BackoffPolicy(base_s=0.2, cap_s=0.8, reset_after_s=30)
 
 
@@ -86,7 +87,9 @@ class Edge:
         self.history[name].append(status)
 
     async def start(self) -> "Edge":
-        self.mgr = PodManager(self.root, runtime=ProcessRuntime(), lookup=self.lookup,
+        # no_new_privs=False: the flag would stick to pytest itself; the real edgecore's pods
+        # are checked for it in tests/threat_model/test_pod_escape_attacks.py.
+        self.mgr = PodManager(self.root, runtime=ProcessRuntime(no_new_privs=False), lookup=self.lookup,
                               on_status=self.on_status, **self.kw)
         self.task = asyncio.create_task(self.mgr.run())
         return self
@@ -140,6 +143,18 @@ class Edge:
                 raise AssertionError(f"timed out waiting for {what}; statuses: "
                                      f"{json.dumps(self.status)[:2000]}")
             await asyncio.sleep(0.02)
+
+
+@pytest.fixture(autouse=True)
+def _root():
+    if os.geteuid() != 0:
+        pytest.fail("edged runs pods only as root (each pod gets a uid of its own): run these tests as root")
+
+
+def proc_ids(pid: int) -> tuple[set[str], set[str], str]:
+    """(uids, gids, supplementary groups) of a process, from /proc/<pid>/status."""
+    lines = dict(ln.split(":", 1) for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in ln)
+    return set(lines["Uid"].split()), set(lines["Gid"].split()), lines["Groups"].strip()
 
 
 @pytest.fixture
@@ -198,15 +213,16 @@ def test_pod_runs_unprivileged_with_env_from_configmap_and_secret_and_private_se
         assert [k for k in seen["env"] if k != "LC_CTYPE"] == sorted(["PATH", "HOSTNAME", "CFG_A", "CFG_app.conf", "PASS",
                                       "KEDGE_VOLUME_CREDS", "KEDGE_VOLUME_CONFIG"])
         assert set(seen["fds"]) <= {"0", "1", "2", "3"}  # stdio + the listing itself
-        assert out == {"uid": POD_UID, "A": "alpha", "PASS": "s3cr3t", "home": None, "secret": "s3cr3t",
+        pod_uid = out["uid"]
+        assert pod_uid in POD_IDS
+        assert out == {"uid": pod_uid, "A": "alpha", "PASS": "s3cr3t", "home": None, "secret": "s3cr3t",
                        "cwd": str(edge.pod_dir("web") / "work"), "conf": "level=debug"}
-        status_uid = [ln for ln in Path(f"/proc/{edge.pid('web')}/status").read_text().splitlines()
-                      if ln.startswith("Uid:")][0].split()[1:]
-        assert set(status_uid) == {str(POD_UID)}  # real, effective, saved, fs
+        # real, effective, saved, fs uid and gid all the pod's own; no supplementary groups
+        assert proc_ids(edge.pid("web")) == ({str(pod_uid)}, {str(pod_uid)}, "")
         vol = edge.pod_dir("web") / "volumes" / "creds"
         st_dir, st_file = os.lstat(vol), os.lstat(vol / "password")
         assert stat.S_IMODE(st_dir.st_mode) == 0o700 and stat.S_IMODE(st_file.st_mode) == 0o400
-        assert st_dir.st_uid == st_file.st_uid == POD_UID
+        assert st_dir.st_uid == st_file.st_uid == pod_uid
         assert stat.S_IMODE(os.lstat(edge.pod_dir("web") / "state.json").st_mode) == 0o600
         assert stat.S_IMODE(os.lstat(edge.pod_dir("web") / "logs" / "main.log").st_mode) == 0o600
         cs = edge.cs("web")
@@ -553,8 +569,8 @@ def test_refused_containers_report_why_and_a_late_configmap_starts_the_pod(base)
 
         await edge.until(lambda: reason("nocmd") == "NoCommand" and reason("late") ==
                          "CreateContainerConfigError", "refusals reported")
-        if os.geteuid() == 0:  # as root, uid 0 needs an explicit allow flag
-            await edge.until(lambda: reason("asroot") == "CreateContainerConfigError", "root refused")
+        await edge.until(lambda: reason("asroot") == "SecurityContextRefused", "root refused")
+        assert "root" in edge.cs("asroot")["state"]["waiting"]["message"]
         assert edge.status["nocmd"]["phase"] == "Pending"
         objs[("configmap", "later")] = {"data": {"x": "1"}}
         await edge.mgr.sync([nocmd, asroot, late])
@@ -654,6 +670,159 @@ def test_exit_codes_of_pods_that_ended_while_edgecore_was_down_are_kept(base):
         assert second.cs("retry")["lastState"]["terminated"]["exitCode"] == 4
         await asyncio.sleep(0.3)
         assert second.cs("job")["restartCount"] == 0  # Never: not run again
+        await second.stop(stop_pods=True)
+
+    run(main())
+
+
+# --- confinement: each pod an identity of its own (red-team finding 3) -------------------
+
+PEEK = ("import json, os, signal, sys, time\n"
+        "def try_(f):\n"
+        "    try:\n        f(); return 'ok'\n"
+        "    except OSError as e:\n        return type(e).__name__\n"
+        "def peek(path):\n    with open(path, 'rb') as fh:\n        fh.read(1)\n"
+        "while not os.path.exists('targets.json'): time.sleep(0.02)\n"
+        "t = json.load(open('targets.json'))\n"
+        "print(json.dumps({'uid': os.getuid(), 'secret': try_(lambda: peek(t['secret'])),"
+        " 'environ': try_(lambda: peek(f\"/proc/{t['pid']}/environ\")),"
+        " 'signal': try_(lambda: os.kill(t['pid'], signal.SIGSTOP)),"
+        " 'key': try_(lambda: peek(t['key']))}), flush=True)\n"
+        "time.sleep(60)")
+
+
+def test_two_pods_get_distinct_uids_and_cannot_read_or_signal_each_other(base):
+    objs = {("secret", "creds"): {"data": {"password": base64.b64encode(b"victim-s3cr3t").decode()}}}
+    edgedir = base / "edge"
+    edgedir.mkdir(mode=0o700)
+    (edgedir / "node.key").write_text("KEY")
+    os.chmod(edgedir / "node.key", 0o600)
+    edge = Edge(base, objs, private_dirs=(edgedir,))
+
+    async def main():
+        await edge.start()
+        victim = edge.pod("victim", SLEEPER, uid="uid-victim",
+                          env=[{"name": "PW", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}}],
+                          volumeMounts=[{"name": "creds", "mountPath": "/creds"}],
+                          volumes=[{"name": "creds", "secret": {"secretName": "creds"}}])
+        thief = edge.pod("thief", PEEK, uid="uid-thief")
+        await edge.mgr.sync([victim, thief])
+        await edge.until(lambda: edge.running("victim") and edge.running("thief"), "both running")
+        v_uid, t_uid = (proc_ids(edge.pid(n))[0] for n in ("victim", "thief"))
+        assert len(v_uid) == len(t_uid) == 1 and v_uid != t_uid
+        assert all(int(u) in POD_IDS for u in v_uid | t_uid)
+        secret = edge.pod_dir("victim") / "volumes" / "creds" / "password"
+        assert secret.read_bytes() == b"victim-s3cr3t"
+        work = edge.pod_dir("victim") / "work"
+        assert stat.S_IMODE(os.lstat(work).st_mode) == 0o700 and str(os.lstat(work).st_uid) in v_uid
+        targets = {"secret": str(secret), "pid": edge.pid("victim"), "key": str(edgedir / "node.key")}
+        (edge.pod_dir("thief") / "work" / "targets.json").write_text(json.dumps(targets))
+        await edge.until(lambda: edge.log("thief"), "thief reported")
+        seen = json.loads(edge.log("thief").splitlines()[0])
+        assert seen == {"uid": int(t_uid.pop()), "secret": "PermissionError", "environ": "PermissionError",
+                        "signal": "PermissionError", "key": "PermissionError"}
+        assert proc_stat(edge.pid("victim"))[0] != "T"  # not stopped by the thief
+        await edge.stop(stop_pods=True)
+
+    run(main())
+
+
+def test_pod_keeps_its_uid_across_a_manager_restart_and_loses_it_on_delete(base):
+    daemon = ("import os, sys, time\n"
+              "if os.fork() == 0:\n    os.setsid()\n"
+              "    if os.fork() == 0:\n        open('daemon.pid', 'w').write(str(os.getpid()))\n"
+              "        time.sleep(60)\n    os._exit(0)\n"
+              "print('up', flush=True)\nwhile True: time.sleep(0.05)")
+
+    async def main():
+        first = await Edge(base, {}).start()
+        pods = [first.pod("keep", daemon, uid="uid-keep"), first.pod("other", SLEEPER, uid="uid-other")]
+        await first.mgr.sync(pods)
+        await first.until(lambda: first.running("keep") and first.running("other")
+                          and (first.pod_dir("keep") / "work" / "daemon.pid").exists(), "running")
+        ids = {n: json.loads((first.pod_dir(n) / "state.json").read_text())["ids"] for n in ("keep", "other")}
+        assert ids["keep"][0] != ids["other"][0] and ids["keep"][0] == ids["keep"][1]
+        keep_pid = first.pid("keep")
+        await first.stop(stop_pods=False)
+
+        second = await Edge(base, {}).start()
+        await second.mgr.sync(pods)
+        await second.until(lambda: second.running("keep"), "re-adopted")
+        assert second.pid("keep") == keep_pid  # adopted, not restarted...
+        assert proc_ids(keep_pid)[0] == {str(ids["keep"][0])}  # ...and still its own uid
+        daemon_pid = int((second.pod_dir("keep") / "work" / "daemon.pid").read_text())
+        assert alive(daemon_pid) and os.getpgid(daemon_pid) != keep_pid  # left the process group
+        await second.mgr.sync([pods[1]])  # "keep" is deleted
+        await second.until(lambda: not second.pod_dir("keep").exists(), "keep removed")
+        await second.until(lambda: not alive(daemon_pid), "the escaped daemon swept with its pod's uid")
+        # Its uid is free again but the next pod gets the one after the last handed out.
+        await second.mgr.sync([pods[1], second.pod("next", SLEEPER, uid="uid-next")])
+        await second.until(lambda: second.running("next"), "next running")
+        nxt = json.loads((second.pod_dir("next") / "state.json").read_text())["ids"]
+        # (the very next one unless some process on this host -- another test's pod -- runs as it)
+        assert nxt[0] > max(ids["keep"][0], ids["other"][0])
+        await second.stop(stop_pods=True)
+
+    run(main())
+
+
+def test_ids_outside_the_range_extra_groups_and_an_open_node_dir_are_refused_with_reasons(base):
+    edgedir = base / "edge"
+    edgedir.mkdir(mode=0o700)
+    edge = Edge(base, {}, private_dirs=(edgedir,))
+
+    def waiting(name):
+        return edge.cs(name).get("state", {}).get("waiting", {})
+
+    async def main():
+        await edge.start()
+        pods = [edge.pod("disk", SLEEPER, uid="uid-disk", securityContext={"runAsGroup": 6}),
+                edge.pod("shadow", SLEEPER, uid="uid-shadow", securityContext={"runAsUser": 1000,
+                                                                               "runAsGroup": 42}),
+                edge.pod("groups", SLEEPER, uid="uid-groups"),
+                edge.pod("inrange", SLEEPER, uid="uid-inrange", securityContext={"runAsUser": 265000})]
+        pods[2]["spec"]["securityContext"] = {"supplementalGroups": [6]}
+        await edge.mgr.sync(pods)
+        await edge.until(lambda: all(waiting(n).get("reason") == "SecurityContextRefused"
+                                     for n in ("disk", "shadow", "groups")) and edge.running("inrange"),
+                         "refusals reported")
+        assert "runAsGroup 6 is outside" in waiting("disk")["message"]
+        assert "runAsUser 1000 is outside" in waiting("shadow")["message"]
+        assert "supplementalGroups" in waiting("groups")["message"]
+        assert edge.status["disk"]["phase"] == "Pending"
+        assert proc_ids(edge.pid("inrange"))[0] == {"265000"}
+        assert len(marked_pids(edge.marker)) == 1  # only "inrange" runs
+        os.chmod(edgedir, 0o755)  # the node's key and store opened to every user
+        await edge.mgr.sync(pods + [edge.pod("late", SLEEPER, uid="uid-late")])
+        await edge.until(lambda: waiting("late").get("reason") == "NodeDataDirExposed", "exposed dir refused")
+        assert "0755" in waiting("late")["message"]
+        os.chmod(edgedir, 0o700)
+        await edge.until(lambda: edge.running("late"), "started once the dir is private again")
+        await edge.stop(stop_pods=True)
+
+    run(main())
+
+
+def test_a_pod_started_without_an_identity_of_its_own_is_restarted_under_one(base):
+    async def main():
+        first = await Edge(base, {}).start()
+        pod = first.pod("legacy", SLEEPER, uid="uid-legacy")
+        await first.mgr.sync([pod])
+        await first.until(lambda: first.running("legacy"), "running")
+        pid = first.pid("legacy")
+        await first.stop(stop_pods=False)
+        state_path = first.pod_dir("legacy") / "state.json"
+        state = json.loads(state_path.read_text())
+        del state["ids"]  # as written before pods had identities (they ran as nobody)
+        state_path.write_text(json.dumps(state))
+
+        second = await Edge(base, {}).start()
+        await second.mgr.sync([pod])
+        await second.until(lambda: second.running("legacy") and second.pid("legacy") not in (None, pid),
+                           "restarted")
+        assert not alive(pid)
+        ids = json.loads(state_path.read_text())["ids"]
+        assert proc_ids(second.pid("legacy"))[0] == {str(ids[0])}
         await second.stop(stop_pods=True)
 
     run(main())

@@ -1,4 +1,6 @@
-"""What a container gets: its environment, its volume files, its user -- pure functions.
+"""What a container gets: its environment and its volume files -- pure functions.
+
+(Its user is :mod:`kedge.edge.edged.ids`' decision.)
 
 Inputs are a validated :class:`~kedge.edge.edged.spec.PodDef` and a ``lookup(type,
 namespace, name)`` callable returning the ConfigMap/Secret object the node holds (or
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -25,10 +26,9 @@ from kedge.errors import PeerError
 Lookup = Callable[[str, str, str], "dict[str, Any] | None"]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-NOBODY = 65534
 MAX_VOLUME_BYTES = 8 * 1024 * 1024  # total bytes of one configMap/secret volume
-_ENV_KEY = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-_FILE_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
+_ENV_KEY = re.compile(r"\A[-._a-zA-Z][-._a-zA-Z0-9]*\Z")
+_FILE_KEY = re.compile(r"\A[-._a-zA-Z0-9]{1,253}\Z")
 _REF = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
 
 
@@ -40,42 +40,6 @@ class ContainerConfigError(PeerError):
     def __init__(self, message: str, *, reason: str = CONFIG_ERROR) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-@dataclasses.dataclass(frozen=True)
-class RunAsPolicy:
-    """Which user pods run as when edgecore is root.
-
-    Unprivileged by default: ``runAsUser`` if set, else ``nobody``. uid/gid 0 needs
-    ``allow_root`` (an explicit flag) *and* an explicit ``runAsUser: 0``.
-    """
-
-    default_uid: int = NOBODY
-    default_gid: int = NOBODY
-    allow_root: bool = False
-
-    def __post_init__(self) -> None:
-        if self.default_uid <= 0 or self.default_gid <= 0:
-            raise ValueError("the default pod user must not be root")
-
-
-def decide_user(c: ContainerDef, policy: RunAsPolicy, euid: int, egid: int) -> tuple[int, int]:
-    """(uid, gid) the container's processes run as; refuses what the policy forbids."""
-    if euid != 0:
-        # Not root: we cannot switch users; run as ourselves, refuse a request for another.
-        if c.run_as_user is not None and c.run_as_user != euid:
-            raise ContainerConfigError(f"runAsUser {c.run_as_user} needs edgecore to run as root")
-        if c.run_as_non_root and euid == 0:  # pragma: no cover - euid != 0 here
-            raise ContainerConfigError("runAsNonRoot")
-        return euid, egid
-    uid = c.run_as_user if c.run_as_user is not None else policy.default_uid
-    gid = c.run_as_group if c.run_as_group is not None else (
-        policy.default_gid if c.run_as_user in (None, 0) else c.run_as_user)
-    if uid == 0 and c.run_as_non_root:
-        raise ContainerConfigError("runAsNonRoot is set but runAsUser is 0")
-    if (uid == 0 or gid == 0) and not policy.allow_root:
-        raise ContainerConfigError("running as root is not allowed on this node")
-    return uid, gid
 
 
 def env_var_suffix(name: str) -> str:

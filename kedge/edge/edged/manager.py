@@ -10,6 +10,16 @@ persisted to ``<pod dir>/state.json`` (atomically, 0600) before it is reported. 
 PodManager over the same ``root`` re-adopts processes that are still the ones it
 started (boot id + pid + start ticks), so a restarted edgecore neither duplicates
 nor loses pods; after a reboot the same records say what to start again.
+
+Each pod runs as an identity of its own (uid = gid, or its requested ids) from the node's
+pod id range (:mod:`kedge.edge.edged.ids`). The identity is recorded in ``state.json``
+before anything runs as it, so a pod keeps it across edgecore restarts and no two live
+pods ever hold the same id; it is freed -- after its processes are swept -- when the pod
+is removed. ``ids.json`` in ``root`` remembers the last id handed out, so ids are reused
+as late as the range allows. Pods run only under a root edgecore, and only while the
+node's data directory (key, store) is private to root: otherwise each container waits
+with a reason that says so (see :mod:`kedge.edge.edged.runtime` for what this
+confinement cannot do).
 """
 
 from __future__ import annotations
@@ -22,18 +32,20 @@ import json
 import logging
 import os
 import re
+import stat
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from kedge._internal import fsutil
+from kedge.edge.edged import ids as idpolicy
 from kedge.edge.edged import plan as planner
-from kedge.edge.edged.content import (ContainerConfigError, Lookup, RunAsPolicy, decide_user, resolve_env,
-                                      volume_files)
+from kedge.edge.edged.content import ContainerConfigError, Lookup, resolve_env, volume_files
 from kedge.edge.edged.plan import Action, BackoffPolicy, ContainerState, PodState, ProbeTracker
 from kedge.edge.edged.prober import run_probe
-from kedge.edge.edged.runtime import EXIT_UNKNOWN, ContainerHandle, ContainerSpec, Runtime, StartError
+from kedge.edge.edged.runtime import (EXIT_UNKNOWN, ContainerHandle, ContainerSpec, Runtime, StartError,
+                                      proc_uids, running_uids)
 from kedge.edge.edged.spec import ContainerDef, PodDef, PodSpecError, ProbeDef, parse_pod
 from kedge.edge.edged.volumes import TRAVERSE_DIR, PodDir, make_dir, rotate_log
 from kedge.errors import KedgeError
@@ -41,9 +53,13 @@ from kedge.errors import KedgeError
 log = logging.getLogger(__name__)
 
 StatusCallback = Callable[[str, str, dict[str, Any]], "Awaitable[None] | None"]
-_DIR_NAME = re.compile(r"^[a-z0-9][-a-z0-9]*_[a-z0-9][-a-z0-9.]*_[A-Za-z0-9][-A-Za-z0-9]*$")
+_DIR_NAME = re.compile(r"\A[a-z0-9][-a-z0-9]*_[a-z0-9][-a-z0-9.]*_[A-Za-z0-9][-A-Za-z0-9]*\Z")
 STATE_VERSION = 1
 MAX_STATE_BYTES = 256 * 1024
+IDS_FILE = "ids.json"  # in root: {"version": 1, "last": the last id handed out}
+# Local accounts and subordinate id ranges: never handed to a pod.
+ACCOUNT_FILES = ("/etc/passwd", "/etc/group")
+SUBID_FILES = ("/etc/subuid", "/etc/subgid")
 
 
 class _Pod:
@@ -62,6 +78,7 @@ class _Pod:
         self.probing: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.task: asyncio.Task[None] | None = None
         self.last_status: dict[str, Any] | None = None
+        self.ids: tuple[int, int] | None = None  # (uid, gid), given once, kept until removal
 
     @property
     def busy(self) -> bool:
@@ -106,7 +123,8 @@ def _uid(obj: Any) -> str | None:
 class PodManager:
     def __init__(self, root: Path | str, *, runtime: Runtime, lookup: Lookup,
                  on_status: StatusCallback, clock: Callable[[], float] = time.time,
-                 run_as: RunAsPolicy | None = None, backoff: BackoffPolicy | None = None,
+                 uid_range: idpolicy.IdRange | str = idpolicy.DEFAULT_POD_UID_RANGE,
+                 private_dirs: tuple[Path | str, ...] = (), backoff: BackoffPolicy | None = None,
                  tick_s: float = 1.0, log_max_bytes: int = 10 * 1024 * 1024, log_backups: int = 2,
                  allowed_host_paths: tuple[str, ...] = (), host_ip: str = "127.0.0.1",
                  probe_time_scale: float = 1.0, max_pods: int = 110,
@@ -117,14 +135,17 @@ class PodManager:
         (``"secret"``) object the node holds, or ``None``. ``on_status(namespace, name,
         status)`` receives Kubernetes PodStatus JSON when a pod's status changes (it may be
         a coroutine function). ``tick_s``, ``backoff``, ``probe_time_scale`` and the log cap
-        exist so tests run fast; the defaults are kubelet's.
+        exist so tests run fast; the defaults are kubelet's. ``uid_range`` is the node's pod
+        id range (edge config ``pod_uid_range``); ``private_dirs`` (``EDGEDIR``) must stay
+        0700 and edgecore's, or no container starts.
         """
         self.root = Path(root)
         self._runtime = runtime
         self._lookup = lookup
         self._on_status = on_status
         self._clock = clock
-        self._run_as = run_as or RunAsPolicy()
+        self._range = uid_range if isinstance(uid_range, idpolicy.IdRange) else idpolicy.parse_id_range(uid_range)
+        self._private_dirs = tuple(Path(p) for p in private_dirs)
         self._backoff = backoff or BackoffPolicy()
         self._tick_s = tick_s
         self._log_max = log_max_bytes
@@ -145,9 +166,53 @@ class PodManager:
         self._closed = False
         make_dir(self.root, TRAVERSE_DIR)
         self._root_reachable = all(os.stat(p).st_mode & 0o001 for p in [self.root, *self.root.parents])
+        self._excluded = self._account_ids() if self._euid == 0 else []
+        self._reserved: set[int] = set()  # owners of pod directories whose state is unreadable
+        self._last_id = self._load_last_id()
+        if self._euid != 0:
+            log.warning("edgecore is not root (uid %d): pods will not run -- each pod needs a uid of "
+                        "its own, which only root can give", self._euid)
         self._load()
 
     # --- persistence --------------------------------------------------------------------
+
+    def _account_ids(self) -> list[tuple[int, int]]:
+        """Ids of local accounts and subordinate ranges: excluded from the pod id range."""
+        single: set[int] = set()
+        blocks: list[tuple[int, int]] = []
+        for path, parse in [*((p, idpolicy.passwd_ids) for p in ACCOUNT_FILES),
+                            *((p, idpolicy.subid_blocks) for p in SUBID_FILES)]:
+            try:
+                text = Path(path).read_text(errors="replace")
+            except OSError:
+                continue
+            found = parse(text)
+            if isinstance(found, set):
+                single |= found
+            else:
+                blocks += found
+        return idpolicy.excluded_blocks(single, blocks)
+
+    def _load_last_id(self) -> int | None:
+        try:
+            raw = fsutil.read_json(self.root / IDS_FILE)
+        except (KedgeError, ValueError):
+            return None
+        last = raw.get("last") if isinstance(raw, dict) else None
+        return last if last in self._range else None
+
+    def _held_ids(self, but: _Pod | None = None) -> set[int]:
+        """Every id a live pod other than ``but`` holds (its identity and what its running
+        containers were started as), and those of unreadable pod directories."""
+        held = set(self._reserved)
+        for pod in self._pods.values():
+            if pod is but:
+                continue
+            if pod.ids is not None:
+                held.update(pod.ids)
+            for _, _, uid, gid in pod.launch.values():
+                held.update(x for x in (uid, gid) if x is not None)
+        return held
 
     def _load(self) -> None:
         now = self._clock()
@@ -157,16 +222,28 @@ class PodManager:
             try:
                 raw = fsutil.read_json(entry / "state.json")
                 if raw is None:
+                    self._reserve_owner(entry)
                     continue
                 pod = self._restore(raw, now)
             except (KedgeError, AttributeError, KeyError, TypeError, ValueError) as exc:
                 log.warning("ignoring unreadable pod state in %s: %s", entry.name, exc.__class__.__name__)
+                self._reserve_owner(entry)
                 continue
             if pod.dir.path != entry:
                 log.warning("ignoring pod state that does not match its directory %s", entry.name)
+                self._reserve_owner(entry)
                 continue
             self._pods[pod.uid] = pod
             self._save(pod)
+
+    def _reserve_owner(self, entry: Path) -> None:
+        """A pod directory we cannot account for may hold files of some uid: never hand it out."""
+        for leaf in (entry / "work", entry / "run"):
+            try:
+                st = os.lstat(leaf)
+            except OSError:
+                continue
+            self._reserved.update(x for x in (st.st_uid, st.st_gid) if x in self._range)
 
     def _restore(self, raw: dict[str, Any], now: float) -> _Pod:
         if raw.get("version") != STATE_VERSION:
@@ -174,9 +251,15 @@ class PodManager:
         pod = _Pod(self.root, str(raw["uid"]), str(raw["namespace"]), str(raw["name"]))
         pod.grace_s = float(raw.get("grace_s", 30.0))
         pod.start_time = raw.get("start_time")
+        ids = raw.get("ids")
+        if isinstance(ids, list) and len(ids) == 2 and all(x in self._range for x in ids):
+            pod.ids = (int(ids[0]), int(ids[1]))
         for name, rec in dict(raw["containers"]).items():
             state = _state_from_json(rec["state"])
             handle_rec = rec.get("handle")
+            if not state.running and state.started_at is None and state.reason in planner.NODE_REFUSALS:
+                # Refused for how the node was (not root, another range): decide again.
+                state = dataclasses.replace(state, reason="", message="", finished_at=None)
             if state.running:
                 handle = self._runtime.adopt(pod.uid, name, handle_rec) if handle_rec else None
                 if handle is not None:
@@ -184,6 +267,13 @@ class PodManager:
                     self._notice_exit(handle)
                     # Probes start afresh; readiness is re-proven before it is claimed.
                     state = dataclasses.replace(state, unhealthy=False)
+                    uids = proc_uids(handle.pid)
+                    if pod.ids is None or uids is None or set(uids) != {pod.ids[0]}:
+                        # Started before pods had identities of their own (or under an id
+                        # outside today's range): restarted as the pod's own uid.
+                        state = dataclasses.replace(state, spec_hash="")
+                        log.info("%s/%s container %s runs as %s, not as an id of its own: restarting it",
+                                 pod.namespace, pod.name, name, uids[0] if uids else "?")
                     log.info("re-adopted %s/%s container %s (pid %d)", pod.namespace, pod.name, name,
                              handle.pid)
                 else:
@@ -205,6 +295,7 @@ class PodManager:
     def _save(self, pod: _Pod) -> None:
         doc = {"version": STATE_VERSION, "uid": pod.uid, "namespace": pod.namespace, "name": pod.name,
                "grace_s": pod.grace_s, "start_time": pod.start_time,
+               "ids": list(pod.ids) if pod.ids is not None else None,
                "containers": {name: {"state": _state_to_json(c),
                                      "handle": pod.handles[name].to_dict() if name in pod.handles else None}
                               for name, c in pod.containers.items()}}
@@ -294,6 +385,8 @@ class PodManager:
         if stop_pods:
             await asyncio.gather(*(self._stop_all(p, "Shutdown") for p in self._pods.values()),
                                  return_exceptions=True)
+            for pod in self._pods.values():
+                self._sweep(pod)
         for key in list(self._exit_fds):
             self._forget_exit(key)
         for pod in list(self._pods.values()):
@@ -451,8 +544,9 @@ class PodManager:
                     await self._stop_all(pod, action.reason)
                 elif action.kind == "remove_pod":
                     await self._stop_all(pod, action.reason)
+                    self._sweep(pod)
                     pod.dir.remove()
-                    self._pods.pop(pod.uid, None)
+                    self._pods.pop(pod.uid, None)  # its ids are free from here on
                     log.info("removed pod %s/%s", pod.namespace, pod.name)
                     return
                 self._save(pod)
@@ -460,6 +554,15 @@ class PodManager:
         except Exception:  # noqa: BLE001 - keep supervising the other pods
             log.exception("applying %s to pod %s/%s failed", [a.kind for a in actions], pod.namespace,
                           pod.name)
+
+    def _sweep(self, pod: _Pod) -> None:
+        """Kill whatever still runs as the pod's uid (daemons that left its process groups)."""
+        reap = getattr(self._runtime, "reap_user", None)
+        uids = {pod.ids[0]} if pod.ids is not None else set()
+        uids.update(u for _, _, u, _ in pod.launch.values() if u is not None)
+        for uid in uids:
+            if reap is not None and uid in self._range:
+                reap(uid)
 
     async def _stop_all(self, pod: _Pod, reason: str) -> None:
         await asyncio.gather(*(self._stop(pod, name) for name in list(pod.handles)))
@@ -551,8 +654,8 @@ class PodManager:
 
     def _prepare(self, pod: _Pod, defn: PodDef, spec: ContainerDef, *, materialise: bool = True) -> tuple[
             ContainerSpec, tuple[dict[str, str], str, int | None, int | None]]:
-        uid, gid = decide_user(spec, self._run_as, self._euid, self._egid)
-        if uid != self._euid and not self._root_reachable:
+        uid, gid = self._identity(pod, defn, allocate=materialise)
+        if not self._root_reachable:
             raise ContainerConfigError(f"{self.root} is not reachable by uid {uid}: every parent "
                                        "directory needs o+x (0711)")
         if materialise:
@@ -579,6 +682,38 @@ class PodManager:
                               str(pod.dir.log_path(spec.name)), uid, gid, spec.image,
                               str(pod.dir.exit_path(spec.name)))
         return cspec, (env, cwd, uid, gid)
+
+    def _identity(self, pod: _Pod, defn: PodDef, *, allocate: bool) -> tuple[int, int]:
+        """The pod's (uid, gid); a fresh identity is recorded in ``state.json`` before use."""
+        idpolicy.check_runtime(self._euid)
+        for d in self._private_dirs:
+            try:
+                st = os.stat(d)
+            except OSError as exc:
+                raise ContainerConfigError(f"{d} cannot be checked", reason=planner.NODE_DIR_EXPOSED) from exc
+            if st.st_uid != self._euid or st.st_mode & 0o077:
+                raise ContainerConfigError(
+                    f"{d} (the node's key and store) is mode {stat.S_IMODE(st.st_mode):04o} owned by uid "
+                    f"{st.st_uid}: no pod runs until it is 0700 and edgecore's", reason=planner.NODE_DIR_EXPOSED)
+        request = idpolicy.pod_request(defn, self._range)
+        if not allocate:
+            if pod.ids is None:
+                raise ContainerConfigError("the pod has no identity yet")
+            return pod.ids
+        others = self._held_ids(but=pod)
+        if pod.ids is None:  # a first identity: not one that some process on the host runs as
+            others |= {u for u in running_uids() if u in self._range}
+        ids = idpolicy.choose_ids(request, pod.ids, others, self._range, after=self._last_id,
+                                  excluded=self._excluded)
+        if ids != pod.ids:
+            pod.ids = ids
+            self._save(pod)  # recorded before anything runs as it
+            if ids[0] != request.uid:
+                self._last_id = ids[0]
+                fsutil.atomic_write(self.root / IDS_FILE, json.dumps({"version": 1, "last": ids[0]}).encode(),
+                                    mode=fsutil.PRIVATE_FILE, durable=False)
+            log.info("pod %s/%s runs as uid %d gid %d", pod.namespace, pod.name, ids[0], ids[1])
+        return ids
 
     def _materialise(self, pod: _Pod, defn: PodDef, uid: int | None, gid: int | None) -> None:
         for vol in defn.volumes:

@@ -3,8 +3,25 @@
 Without images, namespaces or root-only bind mounts, a "container" here is its
 ``command`` + ``args`` started in a session of its own (so SIGTERM/SIGKILL reach its
 whole process group and it outlives edgecore), with a clean environment, a working
-directory inside the pod directory, stdout/stderr appended to a log file, and an
-unprivileged uid/gid when edgecore is root.
+directory inside the pod directory and stdout/stderr appended to a log file.
+
+Confinement is by identity only. Every container runs as its pod's own uid/gid (from
+the node's pod id range, see :mod:`kedge.edge.edged.ids`; never root -- the runtime
+refuses a spec without one, or with 0) with no supplementary groups (``setgroups([])``),
+``no_new_privs`` set (inherited from edgecore, which sets it on itself once: no setuid
+binary or file capability can raise a pod again, and Python's ``preexec_fn`` is not
+safe in a threaded process), umask 077, no inherited descriptors but its log, and only
+the environment its spec resolved (nothing of edgecore's). A deleted pod's uid is swept
+(:meth:`ProcessRuntime.reap_user`: ``kill(-1, SIGKILL)`` from a process with that uid) so
+daemons that left its process group do not live on into the uid's next pod.
+
+What it cannot isolate (no namespaces, no cgroups): pods share the node's network
+namespace -- every pod can reach every loopback port, including other pods' and the
+node's local services -- and its filesystem view: whatever the host leaves readable to
+any user (world-readable files, ``/proc/<pid>/cmdline`` of every process, ``/tmp``) is
+readable to pods, and world-writable places are shared. There are no CPU, memory or
+process-count limits, so a pod can exhaust the node. The process runtime is for
+trusted workloads on a node you control; the container runtime is for the rest.
 
 The :class:`Runtime` protocol is what :class:`~kedge.edge.edged.manager.PodManager`
 needs, so a CRI (containerd) runtime can be slotted in later.
@@ -41,9 +58,11 @@ from kedge.errors import LocalError
 log = logging.getLogger(__name__)
 
 EXIT_UNKNOWN = -1  # the process is gone and its exit status was not ours to collect
+MIN_POD_ID = 65536  # below: root, system and human accounts (kedge.edge.edged.ids.MIN_POD_ID)
+PR_SET_NO_NEW_PRIVS, PR_GET_NO_NEW_PRIVS = 38, 39
 _POLL_S = 0.02
 SHELL = "/bin/sh"
-_SH_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SH_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
 # $0 = the exit file, "$@" = the container's argv. PWD/OLDPWD are unset so the
 # container's environment is exactly the one the spec resolved.
 _SHIM = 'unset PWD OLDPWD; trap : TERM INT HUP QUIT; "$@"; rc=$?; echo "$rc" > "$0"; exit "$rc"'
@@ -100,6 +119,24 @@ class Runtime(Protocol):
     async def stop_container(self, handle: ContainerHandle, grace_period_s: float) -> int | None: ...
 
     def poll(self, handle: ContainerHandle) -> int | None: ...
+
+    def reap_user(self, uid: int) -> None:
+        """SIGKILL every process running as ``uid`` -- a deleted pod's, whatever its process group.
+
+        ``kill(-1, SIGKILL)`` sent *as* ``uid`` reaches exactly the processes that uid may
+        signal (its own) in one kernel walk, so a pod cannot outrun it by forking. Only ids
+        above the system and human ranges are ever swept.
+        """
+        if os.geteuid() != 0 or uid < MIN_POD_ID:
+            return
+        try:
+            # A fixed script; the uid is an int we allocated. sh's builtin kill: no PATH lookup.
+            subprocess.run(  # nosec B603 - fixed argv, no pod input
+                [SHELL, "-c", "kill -9 -1"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, env={}, cwd="/", user=uid, group=uid, extra_groups=[],
+                close_fds=True, timeout=10, check=False)
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.warning("could not sweep the processes of uid %d: %s", uid, exc.__class__.__name__)
 
     def adopt(self, pod_uid: str, name: str, record: dict[str, Any]) -> ContainerHandle | None: ...
 
@@ -166,6 +203,54 @@ def _which(cmd: str, env: dict[str, str], cwd: str) -> str | None:
     return None
 
 
+def proc_uids(pid: int) -> tuple[int, ...] | None:
+    """(real, effective, saved, filesystem) uid of ``pid`` (``/proc/<pid>/status``), or ``None``."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    for line in text.splitlines():
+        if line.startswith("Uid:"):
+            try:
+                return tuple(int(x) for x in line.split()[1:5])
+            except ValueError:
+                return None
+    return None
+
+
+def running_uids() -> set[int]:
+    """Every uid (real, effective, saved) some process on the host runs as -- so that an id
+    another edgecore's pod (or anyone) uses right now is not handed to a pod here."""
+    out: set[int] = set()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:  # pragma: no cover - no procfs
+        return out
+    for name in entries:
+        if name.isdigit():
+            uids = proc_uids(int(name))
+            out.update(uids[:3] if uids else ())
+    return out
+
+
+def set_no_new_privs() -> bool:
+    """Set ``PR_SET_NO_NEW_PRIVS`` on this process (inherited by every child, irreversible).
+
+    True once it is set. ctypes is loaded here only, when the first pod runtime is built.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            log.error("prctl(PR_SET_NO_NEW_PRIVS) failed: errno %d", ctypes.get_errno())
+            return False
+        return bool(libc.prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1)
+    except (OSError, AttributeError):  # pragma: no cover - not glibc/musl Linux
+        log.error("prctl is not available: no_new_privs cannot be set")
+        return False
+
+
 def _exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode  # signal N -> 128+N, as runtimes report
 
@@ -173,10 +258,14 @@ def _exit_code(returncode: int) -> int:
 class ProcessRuntime:
     """Containers as local processes (one session and process group each)."""
 
-    def __init__(self, *, umask: int = 0o027, shim: bool = True) -> None:
+    def __init__(self, *, umask: int = 0o077, shim: bool = True, no_new_privs: bool = True) -> None:
+        """``no_new_privs=True`` (edgecore's case) sets ``no_new_privs`` on *this* process
+        when it is root, for every pod to inherit; containers are refused if that fails.
+        In-process tests pass False and check the flag in a child of their own."""
         self._umask = umask
         self._shim = shim and os.access(SHELL, os.X_OK)
         self.boot_id = boot_id()
+        self._nnp_failed = no_new_privs and os.geteuid() == 0 and not set_no_new_privs()
 
     async def start_container(self, pod_uid: str, spec: ContainerSpec) -> ContainerHandle:
         env = dict(spec.env)
@@ -195,12 +284,16 @@ class ProcessRuntime:
             # The pod's argv goes to the shim as positional parameters, never into the
             # script text: no shell parsing of pod input.
             argv = [SHELL, "-c", _SHIM, exit_file, *argv]
+        kwargs: dict[str, Any] = {}
+        if os.geteuid() == 0:
+            # Defence in depth: the manager decided the identity; never start without one.
+            if spec.uid is None or spec.gid is None or spec.uid == 0 or spec.gid == 0:
+                raise StartError("refusing to start a container without a non-root uid and gid")
+            if self._nnp_failed:
+                raise StartError("no_new_privs could not be set on edgecore: containers are not started")
+            kwargs.update(user=spec.uid, group=spec.gid, extra_groups=[])  # setgroups([]): none
         log_fd = os.open(spec.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
                          | os.O_CLOEXEC, 0o600)
-        kwargs: dict[str, Any] = {}
-        if spec.uid is not None and os.geteuid() == 0:
-            kwargs.update(user=spec.uid, group=spec.gid if spec.gid is not None else spec.uid,
-                          extra_groups=[])
         try:
             started_at = time.time()
             # The argv comes from the pod spec by design: running it is the point.
@@ -215,6 +308,24 @@ class ProcessRuntime:
         st = proc_stat(proc.pid)
         return ContainerHandle(pod_uid, spec.name, proc.pid, st[1] if st else 0, self.boot_id,
                                started_at, exit_file, proc)
+
+    def reap_user(self, uid: int) -> None:
+        """SIGKILL every process running as ``uid`` -- a deleted pod's, whatever its process group.
+
+        ``kill(-1, SIGKILL)`` sent *as* ``uid`` reaches exactly the processes that uid may
+        signal (its own) in one kernel walk, so a pod cannot outrun it by forking. Only ids
+        above the system and human ranges are ever swept.
+        """
+        if os.geteuid() != 0 or uid < MIN_POD_ID:
+            return
+        try:
+            # A fixed script; the uid is an int we allocated. sh's builtin kill: no PATH lookup.
+            subprocess.run(  # nosec B603 - fixed argv, no pod input
+                [SHELL, "-c", "kill -9 -1"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, env={}, cwd="/", user=uid, group=uid, extra_groups=[],
+                close_fds=True, timeout=10, check=False)
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.warning("could not sweep the processes of uid %d: %s", uid, exc.__class__.__name__)
 
     def adopt(self, pod_uid: str, name: str, record: dict[str, Any]) -> ContainerHandle | None:
         """A handle for a process a previous edgecore started, if it is still that process."""

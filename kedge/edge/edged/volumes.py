@@ -26,6 +26,7 @@ import hashlib
 import os
 import secrets
 import shutil
+import stat
 from pathlib import Path
 
 from kedge._internal import fsutil
@@ -40,6 +41,23 @@ def make_dir(path: Path, mode: int) -> Path:
     if st.st_mode & 0o7777 != mode and st.st_uid == os.geteuid():
         os.chmod(path, mode, follow_symlinks=False)
     return path
+
+
+def _owned_by(path: Path, uid: int | None, gid: int | None) -> bool:
+    """True if ``path`` exists; a leaf of another owner (a previous identity of the pod, a
+    planted link) is removed -- never followed -- so it is created afresh for this one."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if uid is None or os.geteuid() != 0 or ((st.st_uid, st.st_gid) == (uid, gid if gid is not None else uid)
+                                            and stat.S_ISDIR(st.st_mode)):
+        return True
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path)  # fd-based and symlink-safe on Linux
+    else:
+        os.unlink(path)
+    return False
 
 
 def _chown(path: Path | str, uid: int | None, gid: int | None, *, dir_fd: int | None = None) -> None:
@@ -64,7 +82,7 @@ class PodDir:
         make_dir(self.logs, fsutil.PRIVATE_DIR)
         make_dir(self.volumes, TRAVERSE_DIR)
         for private in (self.work, self.run):
-            if not private.exists():
+            if not _owned_by(private, uid, gid):
                 os.mkdir(private, 0o700)
                 _chown(private, uid, gid)
 
@@ -79,10 +97,9 @@ class PodDir:
 
     def ensure_empty_dir(self, name: str, uid: int | None, gid: int | None) -> Path:
         path = self.volume_path(name)
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
+        if _owned_by(path, uid, gid):
             return path
+        os.mkdir(path, 0o700)
         _chown(path, uid, gid)
         return path
 

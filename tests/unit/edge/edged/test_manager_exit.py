@@ -39,7 +39,7 @@ def test_exit_is_reported_long_before_the_next_tick(base):
 
     async def main():
         # A 60 s tick: before exits woke the loop, this exit was seen a minute late.
-        mgr = PodManager(base / "pods", runtime=ProcessRuntime(), lookup=lambda *a: None,
+        mgr = PodManager(base / "pods", runtime=ProcessRuntime(no_new_privs=False), lookup=lambda *a: None,
                          on_status=lambda ns, name, st: statuses.append(st), tick_s=60)
         loop_task = asyncio.create_task(mgr.run())
         try:

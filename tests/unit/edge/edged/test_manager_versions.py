@@ -18,7 +18,7 @@ def pod(rv, grace=30, image="img"):
 
 def test_an_unchanged_pod_is_not_parsed_again_and_any_change_is(tmp_path):
     async def main():
-        mgr = PodManager(tmp_path / "pods", runtime=ProcessRuntime(), lookup=lambda *a: None,
+        mgr = PodManager(tmp_path / "pods", runtime=ProcessRuntime(no_new_privs=False), lookup=lambda *a: None,
                          on_status=lambda *a: None)
         await mgr.sync([pod("1", grace=30)])
         first = mgr._desired[UID]
