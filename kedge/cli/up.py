@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
+import os
 import signal
 import socket
 import subprocess  # nosec B404 - starts kedge's own processes, argv lists only
@@ -43,6 +45,18 @@ def _wait_for(predicate, what: str, procs: list[subprocess.Popen], timeout: floa
                 raise LocalError(f"{' '.join(p.args[3:5])} exited with {p.returncode} while waiting for {what}")
         time.sleep(0.1)
     raise LocalError(f"timed out waiting for {what}")
+
+
+def _own_pod_id_range(edge_dir: Path, index: int) -> None:
+    """Edges on one host must not share pod uids: each demo edge gets its own 65536 ids."""
+    from kedge.edge.config import EdgeDir
+
+    d = EdgeDir(edge_dir)
+    cfg = d.load_config()
+    first = 200000 + index * 65536
+    wanted = f"{first}-{first + 65535}"
+    if cfg.pod_uid_range != wanted:
+        d.save_config(dataclasses.replace(cfg, pod_uid_range=wanted))
 
 
 def run_up(root: Path, *, edges: int, out: TextIO) -> int:
@@ -92,6 +106,7 @@ def run_up(root: Path, *, edges: int, out: TextIO) -> int:
                     state.close()
                 join(cloud=certs, token=tokens.format_token(tok), node=name, edge_dir=edge_dir)
                 print(f"joined {name}", file=out)
+            _own_pod_id_range(edge_dir, names.index(name))
             # A try-it-out cluster: its demo pods stop with it (a real edge keeps them running).
             procs.append(subprocess.Popen(_kedge("edgecore", "--data-dir", str(edge_dir), "--stop-pods-on-exit")))  # nosec B603 - argv of our own interpreter and module
 
@@ -106,6 +121,10 @@ def run_up(root: Path, *, edges: int, out: TextIO) -> int:
             print(f"  {key:<6} {url}", file=out)
         print(f"  edges  {', '.join(names) or '(none)'} connected", file=out)
         print(f"  kubectl: export KUBECONFIG={cloud.kubeconfig.resolve()}", file=out)
+        if os.geteuid() != 0:
+            print("  pods: NOT RUN -- the edges' process runtime gives each pod a uid of its own, which "
+                  "needs root; run `make up` as root to run pods (they wait with reason RuntimeNeedsRoot)",
+                  file=out)
         print("Press Ctrl-C to stop.", file=out)
         out.flush()
         while True:
