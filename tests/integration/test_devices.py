@@ -231,8 +231,13 @@ def test_offline_reports_arrive_and_cloud_desired_wins(cluster):
                            twin(o, "target-temperature") == "30" and o, 20, what="reported 30")
         desired = [p["desired"]["value"] for p in final["spec"]["properties"] if p["name"] == "target-temperature"]
         assert desired == ["30"], "stale edge state must never overwrite the cloud's desired value"
-        time.sleep(1.5)  # any stale report still in flight would land now
-        assert twin(device_json(cloud, "thermo-1"), "target-temperature") == "30"
+        # A marker report from the same device after the stale one: reports of one device are applied
+        # in order, so once the marker is in the status every earlier report has been applied too.
+        # (A state report: the thermostat re-reports its state only every 30 s, its temperature every 0.3 s.)
+        stale.report_state("unknown")
+        marked = wait_until(lambda: (o := device_json(cloud, "thermo-1")) and
+                            o.get("status", {}).get("state") == "unknown" and o, 25, what="marker report in status")
+        assert twin(marked, "target-temperature") == "30"
     finally:
         probe.stop()
         stale.stop()
