@@ -39,8 +39,8 @@ from typing import Any
 from rfc3161_client import VerificationError as Rfc3161VerificationError
 from rfc3161_client import VerifierBuilder
 from sigstore.models import TransparencyLogEntry, TrustedRoot
-from sigstore_models.trustroot.v1 import TrustedRoot as TrustedRootModel
 from sigstore.verify import Verifier
+from sigstore_models.trustroot.v1 import TrustedRoot as TrustedRootModel
 
 from kedge.errors import VerificationError
 
@@ -135,7 +135,10 @@ class _ClosedRangeTsaVerifier(Verifier):
         self._kedge_root = trusted_root
 
     def _verify_signed_timestamp(self, timestamp_response, message):  # type: ignore[no-untyped-def]
-        from sigstore._internal.timestamp import TimestampSource, TimestampVerificationResult
+        from sigstore._internal.timestamp import (
+            TimestampSource,
+            TimestampVerificationResult,
+        )
 
         when = _tsa_time(self._kedge_root, timestamp_response, message)
         if when is None:
