@@ -1,4 +1,5 @@
-"""``kedge device credentials --data-dir DIR --device NS/NAME --out OUTDIR``.
+"""``kedge device credentials --data-dir DIR --device NS/NAME --out OUTDIR``;
+``kedge device revoke --data-dir DIR --device NS/NAME``.
 
 Issues a device client certificate from the cloud's device CA (``DIR/pki/device-ca.*``,
 created on first use) and writes ``OUTDIR/device.crt``, ``device.key`` (0600) and
@@ -20,6 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--device", required=True, help="NAMESPACE/NAME")
     c.add_argument("--out", required=True, help="directory to write device.crt, device.key, ca.crt into")
     c.set_defaults(func=cmd_credentials)
+    r = dsub.add_parser("revoke", help="revoke every certificate issued to a device")
+    r.add_argument("--data-dir", required=True, help="the cloud data dir (holds the device CA)")
+    r.add_argument("--device", required=True, help="NAMESPACE/NAME")
+    r.set_defaults(func=cmd_revoke)
 
 
 def cmd_credentials(args: argparse.Namespace) -> int:
@@ -42,4 +47,21 @@ def cmd_credentials(args: argparse.Namespace) -> int:
     fsutil.atomic_write(out / "device.crt", cert)
     fsutil.atomic_write(out / "ca.crt", ca)
     print(f"device credentials for {ns}/{name} written to {out}")
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from kedge.cloud.devicecontroller import pki as device_pki
+    from kedge.edge.devicetwin import model as tm
+    from kedge.errors import ConfigError
+
+    try:
+        ns, name = tm.parse_device_id(args.device)
+    except tm.TwinRejected as exc:
+        raise ConfigError(f"--device must be NAMESPACE/NAME (DNS names): {args.device!r}", code=exc.code) from exc
+    count = device_pki.revoke_device(args.data_dir, ns, name, now=dt.datetime.now(dt.timezone.utc))
+    print(f"revoked {count} certificate(s) of device {ns}/{name}; edge brokers refuse them once they hold the "
+          "new device CRL (sent with MQTT certificates and on request)")
     return 0

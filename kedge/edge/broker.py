@@ -8,6 +8,9 @@ Guarantees (each checked by tests/threat_model/test_device_topic_spoofing.py):
   CA** (the only CA in ``cafile``), ``allow_anonymous false``;
 - ``use_identity_as_username true``: the certificate CN *is* the MQTT username, so a
   client cannot claim another identity in CONNECT;
+- with the device CA's CRL (``crlfile``): a revoked device certificate is refused at the
+  handshake, and so is every certificate once the CRL is past its nextUpdate (OpenSSL's
+  CRL check); a missing CRL keeps the broker from starting -- fail closed;
 - an ACL file: user ``device:<ns>/<name>`` (the CN ``kedge device credentials`` puts in
   a device certificate) may read/write only ``$hw/events/device/<ns>/<name>/#``; user
   ``edgecore:<node>`` (edgecore's own client) may use every device topic. Only devices
@@ -65,9 +68,34 @@ def device_username(ns: str, name: str) -> str:
     return f"device:{ns}/{name}"
 
 
+MAX_MQTT_IDENTITY = 64  # X.520 CN bound, and what kedge keeps MQTT client ids within
+
+
+def _bounded_identity(prefix: str, node: str) -> str:
+    """``prefix + node`` if that fits MAX_MQTT_IDENTITY, else a prefix of it, ``~`` and 16 hex
+    digits of SHA-256(node): unique per node (``~`` is never in a node name, so a shortened
+    identity cannot equal another node's full one) and within the bound."""
+    import hashlib
+
+    full = prefix + node
+    if len(full) <= MAX_MQTT_IDENTITY:
+        return full
+    digest = hashlib.sha256(node.encode()).hexdigest()[:16]
+    return full[:MAX_MQTT_IDENTITY - 17] + "~" + digest
+
+
 def admin_username(node: str) -> str:
-    """The CN of edgecore's own MQTT client certificate."""
-    return f"edgecore:{node}"[:64]  # X.520 CN bound; a node name that long shares a prefix at worst
+    """The CN of edgecore's own MQTT client certificate (so its MQTT username and ACL user).
+
+    Distinct per node even for node names past the CN bound: two nodes sharing a long prefix
+    once got the same CN, and so each other's admin rights on their brokers (both trust the
+    same device CA)."""
+    return _bounded_identity("edgecore:", node)
+
+
+def mqtt_client_id(node: str) -> str:
+    """edgecore's MQTT client id on its broker: unique per node, at most MAX_MQTT_IDENTITY bytes."""
+    return _bounded_identity("edgecore-", node)
 
 
 def _safe_line(value: str) -> str:
@@ -93,6 +121,7 @@ class BrokerFiles:
     certfile: Path
     keyfile: Path
     aclfile: Path
+    crlfile: Path | None = None  # the device CA's CRL; mosquitto refuses to start without it
 
 
 def render_config(port: int, files: BrokerFiles, *, run_as: str) -> str:
@@ -120,6 +149,7 @@ def render_config(port: int, files: BrokerFiles, *, run_as: str) -> str:
         f"cafile {_safe_line(str(files.cafile))}",
         f"certfile {_safe_line(str(files.certfile))}",
         f"keyfile {_safe_line(str(files.keyfile))}",
+        *([f"crlfile {_safe_line(str(files.crlfile))}"] if files.crlfile is not None else []),
         "require_certificate true",
         "use_identity_as_username true",
         "tls_version tlsv1.3",
@@ -161,11 +191,11 @@ class Broker:
     host = "127.0.0.1"
 
     def __init__(self, work_dir: str | Path, node: str, *, cafile: Path, certfile: Path, keyfile: Path,
-                 binary: str | None = None) -> None:
+                 crlfile: Path | None = None, binary: str | None = None) -> None:
         self.dir = fsutil.make_private_dir(work_dir)
         self.node = node
         self.files = BrokerFiles(cafile=Path(cafile), certfile=Path(certfile), keyfile=Path(keyfile),
-                                 aclfile=self.dir / "acl")
+                                 aclfile=self.dir / "acl", crlfile=None if crlfile is None else Path(crlfile))
         self.binary = binary or find_mosquitto()
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -188,6 +218,10 @@ class Broker:
         if not self.binary:
             raise BrokerUnavailable("mosquitto is not installed (apt-get install mosquitto); "
                                     "device management is off")
+        if self.files.crlfile is not None and not self.files.crlfile.exists():
+            # Fail closed: without its CRL the broker cannot refuse a revoked device certificate.
+            raise BrokerUnavailable(f"the device CA's CRL {self.files.crlfile} is missing; the broker does "
+                                    "not start without it", code="crl_missing")
         self._devices = frozenset(devices)
         self._write_acl()
         run_as = pwd.getpwuid(os.geteuid()).pw_name  # the files are 0600 and ours: stay this user

@@ -610,6 +610,23 @@ class DeviceController:
 
         return await asyncio.to_thread(issue)
 
+    async def route_crl(self, node: str, msg) -> dict[str, Any]:
+        """``devicecrl``: the device CA's current CRL (revoked device certificates), for the node's
+        broker to refresh its ``crlfile`` between certificate renewals; valid as long as the MQTT
+        certificates the cloud issues."""
+        from kedge.cloud.devicecontroller import pki
+
+        if self.data_dir is None:
+            raise PeerError("device CA not configured", code="not_supported")
+
+        def build() -> dict[str, Any]:
+            from kedge.cloud.config import CloudDir
+
+            validity = dt.timedelta(seconds=CloudDir(self.data_dir).load_config().mqtt_cert_validity_s)
+            return {"crl": pki.device_crl_pem(self.data_dir, now=dt.datetime.now(dt.timezone.utc), lifetime=validity)}
+
+        return await asyncio.to_thread(build)
+
 
 def _client_with_pool(api_client, size: int):
     """An ApiClient like ``api_client`` (same host, CA, credentials) with a connection pool of
@@ -646,5 +663,6 @@ def install(controller, backend: Backend, data_dir: str | Path | None,
     controller.desired_providers.append(dc.desired_for)
     controller.upstream_routes["devicestatus"] = dc.route_status
     controller.upstream_routes["devicecerts"] = dc.route_certs
+    controller.upstream_routes["devicecrl"] = dc.route_crl
     dc.followers = [loop.create_task(dc.follow(plural), name=f"devicecontroller-{plural}") for plural in PLURALS]
     return dc

@@ -5,6 +5,12 @@ node or admin credential (the API server and CloudHub trust only the cluster CA)
 a node credential is never accepted by an edge broker (mosquitto trusts only this CA).
 Created on first use, key 0600 from creation, never overwritten.
 
+Every certificate it issues is recorded in ``DIR/pki/device-certs.json`` (serial, CN,
+expiry; written atomically under a lock file) so that it can be revoked: ``kedge device
+revoke`` marks a device's certificates revoked, and every MQTT certificate bundle a node
+receives carries a CRL of the device CA built from that record (``crl``), valid as long as
+the bundle's certificates, which the node's mosquitto enforces (``crlfile``).
+
 It issues:
 - device client certificates, CN ``device:<ns>/<name>`` (``kedge device credentials``);
 - per edge node, on the node's request over its authenticated tunnel and for keys the
@@ -15,8 +21,18 @@ It issues:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
+import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 
 from kedge._internal import fsutil
 from kedge.edge.broker import admin_username, device_username
@@ -25,6 +41,9 @@ from kedge.pki import ca as pki
 
 DEVICE_CA_CRT = "device-ca.crt"
 DEVICE_CA_KEY = "device-ca.key"
+DEVICE_CERTS = "device-certs.json"
+DEVICE_LOCK = ".device-ca.lock"
+KEEP_EXPIRED = dt.timedelta(days=7)  # an expired certificate's record is dropped this long after
 DEVICE_CERT_VALIDITY = dt.timedelta(days=365)
 BROKER_CERT_VALIDITY = dt.timedelta(days=90)
 
@@ -52,6 +71,63 @@ def ensure_device_ca(data_dir: str | Path, *, now: dt.datetime) -> tuple[object,
     return pki.load_key_file(key), pki.load_cert_file(crt)
 
 
+@contextlib.contextmanager
+def _locked(data_dir: str | Path) -> Iterator[Path]:
+    """The device CA's record, held exclusively (cloudcore and the CLI both write it)."""
+    d = Path(data_dir) / "pki"
+    fd = os.open(d / DEVICE_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield d / DEVICE_CERTS
+    finally:
+        os.close(fd)
+
+
+def _load_record(path: Path) -> dict[str, dict[str, Any]]:
+    data = fsutil.read_json(path, {})
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise StateError(f"{path} is not a device certificate record", code="corrupt_state")
+    return data
+
+
+def _record(data_dir: str | Path, certs: list[x509.Certificate], *, now: dt.datetime) -> None:
+    with _locked(data_dir) as path:
+        record = _load_record(path)
+        for serial in [s for s, e in record.items() if dt.datetime.fromisoformat(e["not_after"]) < now - KEEP_EXPIRED]:
+            del record[serial]
+        for cert in certs:
+            cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+            record[format(cert.serial_number, "x")] = {"cn": str(cn), "not_after": cert.not_valid_after_utc.isoformat(),
+                                                       "revoked_at": None}
+        fsutil.write_private(path, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
+
+
+def revoke_device(data_dir: str | Path, ns: str, name: str, *, now: dt.datetime) -> int:
+    """Mark every certificate of device ``ns/name`` revoked; the number newly revoked. Nodes
+    get the new CRL with their next certificate bundle or CRL refresh (``devicecrl``)."""
+    cn = device_username(ns, name)
+    with _locked(data_dir) as path:
+        record = _load_record(path)
+        count = 0
+        for entry in record.values():
+            if entry.get("cn") == cn and entry.get("revoked_at") is None:
+                entry["revoked_at"] = now.isoformat()
+                count += 1
+        fsutil.write_private(path, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
+    return count
+
+
+def device_crl_pem(data_dir: str | Path, *, now: dt.datetime, lifetime: dt.timedelta) -> str:
+    """A CRL of the device CA listing every revoked device certificate, valid for ``lifetime``."""
+    ca_key, ca_cert = ensure_device_ca(data_dir, now=now)
+    with _locked(data_dir) as path:
+        record = _load_record(path)
+    revoked = [(int(serial, 16), dt.datetime.fromisoformat(e["revoked_at"]))
+               for serial, e in record.items() if e.get("revoked_at")]
+    crl = pki.build_crl(ca_key, ca_cert, revoked, now=now, next_update=lifetime)  # type: ignore[arg-type]
+    return crl.public_bytes(serialization.Encoding.PEM).decode()
+
+
 def device_ca_pem(data_dir: str | Path, *, now: dt.datetime) -> bytes:
     _, cert = ensure_device_ca(data_dir, now=now)
     return pki.cert_to_pem(cert)  # type: ignore[arg-type]
@@ -64,6 +140,7 @@ def issue_device_credentials(data_dir: str | Path, ns: str, name: str, *,
     key, cert = pki.issue_client_cert(ca_key, ca_cert, common_name=device_username(ns, name),  # type: ignore[arg-type]
                                       organizations=["kedge:devices"], now=now, validity=DEVICE_CERT_VALIDITY)
     assert key is not None  # nosec B101 - issue_client_cert generates a key when none is given
+    _record(data_dir, [cert], now=now)  # type: ignore[list-item]
     return pki.cert_to_pem(cert), pki.key_to_pem(key), pki.cert_to_pem(ca_cert)  # type: ignore[arg-type]
 
 
@@ -86,8 +163,11 @@ def issue_broker_certs(data_dir: str | Path, node: str, server_csr: bytes, clien
     _, ccert = pki.issue_client_cert(ca_key, ca_cert, common_name=admin_username(node),  # type: ignore[arg-type]
                                      organizations=["kedge:edgecore"], now=now, validity=validity,
                                      public_key=client_pub)
+    _record(data_dir, [scert, ccert], now=now)
     return {
         "ca": pki.cert_to_pem(ca_cert).decode(),  # type: ignore[arg-type]
         "serverCert": pki.cert_to_pem(scert).decode(),
         "clientCert": pki.cert_to_pem(ccert).decode(),
+        # Valid as long as these certificates: the broker never outlives its CRL.
+        "crl": device_crl_pem(data_dir, now=now, lifetime=validity),
     }

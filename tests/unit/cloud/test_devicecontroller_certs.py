@@ -35,7 +35,7 @@ def dc(tmp_path):
 def test_csrs_get_certificates_for_their_keys_with_the_configured_validity(dc, tmp_path):
     csrs = mqttkeys.stage_keys(tmp_path, "edge-1")
     out = asyncio.run(dc.route_certs("edge-1", query(csrs)))
-    assert set(out) == {"ca", "serverCert", "clientCert"}
+    assert set(out) == {"ca", "serverCert", "clientCert", "crl"}
     server = pki.load_cert_pem(out["serverCert"].encode())
     lifetime = server.not_valid_after_utc - dt.datetime.now(dt.timezone.utc)
     assert dt.timedelta(minutes=59) < lifetime <= dt.timedelta(hours=1)

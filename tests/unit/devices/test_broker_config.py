@@ -42,3 +42,21 @@ def test_missing_mosquitto_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(broker.BrokerUnavailable) as info:
         b.start()
     assert "mosquitto" in str(info.value) and info.value.code == "broker_unavailable"
+
+
+def test_config_names_the_device_crl_when_given():
+    files = broker.BrokerFiles(Path("/e/ca.crt"), Path("/e/b.crt"), Path("/e/b.key"), Path("/e/acl"),
+                               Path("/e/mqtt-crl.pem"))
+    assert "crlfile /e/mqtt-crl.pem" in broker.render_config(8883, files, run_as="kedge").splitlines()
+
+
+def test_long_node_names_sharing_a_prefix_get_distinct_bounded_mqtt_identities():
+    a, b = "n" * 60 + "-a", "n" * 60 + "-b"
+    for make in (broker.admin_username, broker.mqtt_client_id):
+        assert make(a) != make(b)
+        assert len(make(a)) <= 64 and len(make(b)) <= 64
+        assert make("edge-1").endswith(":edge-1") or make("edge-1").endswith("-edge-1")  # short names unchanged
+    assert broker.admin_username("edge-1") == "edgecore:edge-1"
+    # a shortened identity can never equal another node's full one: '~' is not in node names
+    assert "~" in broker.admin_username(a)
+    broker.render_acl(a, [])  # and it is a safe ACL line
