@@ -417,7 +417,7 @@ def _admit_pod(node: str, operation: str, subresource: str, name: str, new: Any,
         if operation != "UPDATE":
             return _unexpected(operation)
         if _str(_spec(old).get("nodeName")) != node:
-            return _deny(f"node {_q(node)} can only update pod status for pods with spec.nodeName set to itself")
+            return _deny(f"node {_q(node)} can only update pod status for pods with spec.nodeName set to itself")  # nosec B608 - an admission message (Kubernetes' wording), not SQL
         if _labels(old) != _labels(new):
             return _deny(f"node {_q(node)} cannot update labels through pod status")
         if _claim_statuses(old) != _claim_statuses(new):
