@@ -41,7 +41,8 @@ try:
 except ImportError:  # running as a script from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from kedge.apiserver.api import MAX_JSON_DEPTH, _depth_ok
+from kedge.apiserver.decoding import _depth_ok
+from kedge.apiserver.model import MAX_JSON_DEPTH
 from kedge.apiserver.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 
 CODES = {"invalid_patch", "patch_test_failed", "patch_too_large"}

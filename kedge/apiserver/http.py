@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 import h11
 
-from kedge.apiserver.api import API, LogStream, Request, Response, User, Watch, _dumps
+from kedge.apiserver.api import API
+from kedge.apiserver.model import LogStream, Request, Response, User, _dumps
+from kedge.apiserver.watch import Watch
 from kedge.apiserver.status import status_body
 from kedge.authz.rbac import AUTHENTICATED
 from kedge.errors import KedgeError

@@ -22,7 +22,8 @@ import json
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from kedge.apiserver.api import LogStream, Request, Response, User, Watch, _dumps
+from kedge.apiserver.model import LogStream, Request, Response, User, _dumps
+from kedge.apiserver.watch import Watch
 from kedge.apiserver.http import REVOCATION_POLL_S, ApiServer, _now_iso, audit_record_base
 from kedge.apiserver.status import status_body
 from kedge.authz.rbac import AUTHENTICATED

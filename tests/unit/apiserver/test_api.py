@@ -173,8 +173,8 @@ def test_watch_from_resource_version_and_expiry(api):
 
 
 def test_watch_backlog_is_bounded(api, monkeypatch):
-    import kedge.apiserver.api as mod
-    monkeypatch.setattr(mod, "MAX_WATCH_BACKLOG", 5)
+    import kedge.apiserver.watch as watch_mod
+    monkeypatch.setattr(watch_mod, "MAX_WATCH_BACKLOG", 5)
     w = call(api, "GET", "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion=0")
     for i in range(10):
         call(api, "POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"name": f"c{i}"}})
@@ -298,10 +298,10 @@ def test_token_request_and_bearer_authentication(tmp_path):
 
 
 def test_initial_state_does_not_count_against_the_live_backlog(api, monkeypatch):
-    import kedge.apiserver.api as mod
+    import kedge.apiserver.watch as watch_mod
     for i in range(8):
         call(api, "POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"name": f"c{i}"}})
-    monkeypatch.setattr(mod, "MAX_WATCH_BACKLOG", 5)
+    monkeypatch.setattr(watch_mod, "MAX_WATCH_BACKLOG", 5)
     w = call(api, "GET", "/api/v1/namespaces/default/configmaps?watch=1")
     assert not w.overflowed and len(w.lines) == 8
     assert len(w.take(100)) == 8

@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from kedge._internal import fsutil
-from kedge.apiserver import api as api_mod
+from kedge.apiserver import watch as watch_mod
 from kedge.apiserver.local import LocalClient, WatchEnded, identity_of
 from kedge.apiserver.server import API_AUDIT_LOG, start_apiserver
 from kedge.cloud.init import init_cloud
@@ -109,7 +109,7 @@ def test_watch_sees_changes_and_ends_when_it_falls_behind(cloud, monkeypatch):
         await admin.request("POST", f"{DEVICES}/namespaces/default/devices", device("d1"))
         first = await asyncio.wait_for(events.__anext__(), 5)
         # Nobody reads while more changes than the backlog allows arrive: the watch is dropped.
-        monkeypatch.setattr(api_mod, "MAX_WATCH_BACKLOG", 3)
+        monkeypatch.setattr(watch_mod, "MAX_WATCH_BACKLOG", 3)
         for i in range(6):
             await admin.request("POST", f"{DEVICES}/namespaces/default/devices", device(f"e{i}"))
         with pytest.raises(WatchEnded):

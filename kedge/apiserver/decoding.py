@@ -1,0 +1,163 @@
+"""Request bodies into objects: bounded JSON/YAML decoding and the decoder's type checks."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+
+from kedge.apiserver import schema
+from kedge.apiserver.model import JSON, MAX_JSON_DEPTH, MAX_JSON_NODES, Request, Response, _dumps
+from kedge.apiserver.protobuf import ProtobufError, decode_review
+from kedge.apiserver.request import RequestInfo
+from kedge.apiserver.resources import ResourceType
+from kedge.apiserver.status import ApiError, invalid
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """Safe YAML without anchors/aliases: an alias graph would expand exponentially as JSON."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.events.AliasEvent):
+            raise yaml.YAMLError("YAML aliases are not accepted")
+        return super().compose_node(parent, index)
+
+
+def _depth_ok(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    seen = 0
+    while stack:
+        v, d = stack.pop()
+        seen += 1
+        if d > limit or seen > MAX_JSON_NODES:
+            return False
+        if isinstance(v, dict):
+            stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, d + 1) for x in v)
+    return True
+
+
+_META_FIELDS = frozenset({
+    "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation", "creationTimestamp",
+    "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations", "ownerReferences", "finalizers",
+    "managedFields"})
+
+
+_COMMON_FIELDS = ("apiVersion", "kind", "metadata")
+
+
+_KIND_FIELDS: dict[str, tuple[str, ...]] = {
+    "ConfigMap": ("data", "binaryData", "immutable"),
+    "Secret": ("data", "stringData", "type", "immutable"),
+    "ServiceAccount": ("secrets", "imagePullSecrets", "automountServiceAccountToken"),
+    "Endpoints": ("subsets",),
+    "Event": ("involvedObject", "reason", "message", "source", "firstTimestamp", "lastTimestamp", "count", "type",
+              "eventTime", "series", "action", "related", "reportingComponent", "reportingInstance"),
+    "Role": ("rules",), "ClusterRole": ("rules", "aggregationRule"),
+    "RoleBinding": ("subjects", "roleRef"), "ClusterRoleBinding": ("subjects", "roleRef"),
+}
+
+
+_OBJECT_FIELDS = ("metadata", "spec", "status", "data", "stringData", "binaryData", "roleRef", "aggregationRule",
+                  "involvedObject")
+
+
+_LIST_FIELDS = ("rules", "subjects", "secrets", "imagePullSecrets", "subsets")
+
+
+def check_shape(rt: ResourceType, obj: dict[str, Any]) -> None:
+    """The JSON types of top-level fields, as Kubernetes' decoder enforces them (400 otherwise)."""
+    for key in _OBJECT_FIELDS:
+        if obj.get(key) is not None and not isinstance(obj[key], dict):
+            raise ApiError(400, f"{key} must be an object")
+    if not rt.crd:
+        for key in _LIST_FIELDS:
+            if obj.get(key) is not None and not isinstance(obj[key], list):
+                raise ApiError(400, f"{key} must be a list")
+    meta = obj.get("metadata") or {}
+    for key in ("name", "generateName", "namespace", "resourceVersion", "uid"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise ApiError(400, f"metadata.{key} must be a string")
+
+
+def check_known_fields(rt: ResourceType, obj: dict[str, Any]) -> None:
+    """``fieldValidation=Strict``: refuse unknown top-level and metadata fields of built-in kinds.
+
+    Nested fields are not checked (kedge carries no full schemas); custom resources accept
+    any field, as a CRD with ``x-kubernetes-preserve-unknown-fields`` does.
+    """
+    if rt.crd:
+        return
+    allowed = set(_COMMON_FIELDS) | set(_KIND_FIELDS.get(rt.kind, ("spec", "status")))
+    unknown = [f'unknown field "{k}"' for k in obj if k not in allowed]
+    unknown += [f'unknown field "metadata.{k}"' for k in (obj.get("metadata") or {}) if k not in _META_FIELDS]
+    if unknown:
+        raise ApiError(400, "strict decoding error: " + ", ".join(sorted(unknown)[:10]))
+
+
+def strict_fields(req: Request) -> bool:
+    return "fieldValidation=Strict" in req.target
+
+
+class BodyDecoding:
+    """Decoding of request bodies (a mixin of :class:`kedge.apiserver.api.API`)."""
+
+    def _body(self, req: Request, *, allow_yaml: bool = True) -> Any:
+        if len(req.body) > self.max_body_bytes:
+            raise ApiError(413, "the request body is too large")
+        ctype = (req.header("content-type") or JSON).split(";")[0].strip().lower()
+        try:
+            if ctype in ("application/yaml", "application/apply-patch+yaml") and allow_yaml:
+                value = yaml.load(req.body, Loader=_NoAliasLoader)  # nosec B506 - a SafeLoader subclass  # kedge-lint: allow KL004 - _NoAliasLoader subclasses SafeLoader and also refuses aliases
+            elif ctype == "application/vnd.kubernetes.protobuf" and allow_yaml:
+                try:
+                    value = decode_review(req.body)
+                except ProtobufError as exc:
+                    raise ApiError(415, f"the body of the request was in an unknown format: {ctype}") from exc
+            elif ctype in ("application/json", "application/merge-patch+json", "application/json-patch+json",
+                           "application/strategic-merge-patch+json", "*/*", ""):
+                value = json.loads(req.body)
+            else:
+                raise ApiError(415, f"the body of the request was in an unknown format: {ctype}")
+        except (ValueError, yaml.YAMLError, RecursionError, UnicodeDecodeError) as exc:
+            raise ApiError(400, "the request body could not be decoded") from exc
+        if not _depth_ok(value, MAX_JSON_DEPTH):
+            raise ApiError(400, "the request body is nested too deeply")
+        return value
+
+    def _object_body(self, req: Request, info: RequestInfo, rt: ResourceType) -> dict[str, Any]:
+        obj = self._body(req)
+        if not isinstance(obj, dict):
+            raise ApiError(400, "the request body must be a JSON object")
+        kind = obj.get("kind")
+        if kind not in (None, rt.kind) and not (info.subresource and kind):
+            raise ApiError(400, f"the object provided is unrecognized (must be of kind {rt.kind}, not {kind})")
+        api_version = obj.get("apiVersion")
+        if api_version not in (None, rt.api_version) and not info.subresource:
+            raise ApiError(400, f"the API version in the data ({api_version}) does not match the expected "
+                           f"API version ({rt.api_version})")
+        check_shape(rt, obj)
+        meta = obj.get("metadata", {})
+        for key in ("labels", "annotations"):
+            m = meta.get(key)
+            if m is not None and (not isinstance(m, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in m.items())):
+                raise invalid(rt.kind, str(meta.get("name", "")), f"metadata.{key} must map strings to strings")
+        fin = meta.get("finalizers")
+        if fin is not None and (not isinstance(fin, list) or not all(isinstance(f, str) for f in fin)):
+            raise invalid(rt.kind, str(meta.get("name", "")), "metadata.finalizers must be a list of strings")
+        if strict_fields(req) and not info.subresource:
+            check_known_fields(rt, obj)
+        meta.pop("managedFields", None)
+        obj["kind"], obj["apiVersion"] = (rt.kind, rt.api_version) if not info.subresource else (
+            obj.get("kind", rt.kind), obj.get("apiVersion", rt.api_version))
+        if not rt.crd:
+            schema.check_types(obj)
+        return obj
+
+    def _ok(self, status: int, obj: Any, rt: ResourceType | None = None) -> Response:
+        if rt is not None and rt.crd and isinstance(obj, dict):
+            obj["apiVersion"] = rt.api_version
+        return Response(status, _dumps(obj))

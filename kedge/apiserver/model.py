@@ -1,0 +1,135 @@
+"""The API server's request/response types, shared constants and small JSON helpers."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from kedge.apiserver import podlog
+from kedge.apiserver.status import ApiError
+
+MAX_JSON_DEPTH = 64
+
+
+MAX_WATCH_BACKLOG = 10_000
+
+
+MAX_WATCH_BACKLOG_BYTES = 64 * 1024 * 1024
+
+
+DEFAULT_WATCH_TIMEOUT_S = 1800
+
+
+MAX_WATCH_TIMEOUT_S = 3600
+
+
+MAX_LIST_LIMIT = 10_000
+
+
+BOOTSTRAP_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+
+JSON = "application/json"
+
+
+@dataclasses.dataclass(frozen=True)
+class User:
+    name: str
+    groups: tuple[str, ...]
+    uid: str = ""
+
+
+@dataclasses.dataclass
+class Request:
+    method: str
+    target: str
+    headers: dict[str, list[str]]  # lower-cased names
+    body: bytes
+    user: User
+
+    def header(self, name: str) -> str | None:
+        v = self.headers.get(name.lower())
+        return v[-1] if v else None
+
+
+@dataclasses.dataclass
+class Response:
+    status: int
+    body: bytes
+    content_type: str = JSON
+    audit: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+MAX_JSON_NODES = 1_000_000
+
+
+def rfc3339(ts: float) -> str:
+    return _dt.datetime.fromtimestamp(int(ts), tz=_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_rfc3339(s: str) -> float | None:
+    try:
+        return _dt.datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=_dt.timezone.utc).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def _meta(obj: dict[str, Any]) -> dict[str, Any]:
+    m = obj.get("metadata")
+    if not isinstance(m, dict):
+        m = {}
+        obj["metadata"] = m
+    return m
+
+
+def _without(obj: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k not in keys}
+
+
+@dataclasses.dataclass
+class LogFetch:
+    """``pods/NAME/log``, checked and authorized; the node is asked in :meth:`API.handle_async`."""
+
+    request: podlog.LogRequest
+    storage_key: str
+    audit: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class LogStream:
+    """``kubectl logs -f``: what the log held, then what is appended (the HTTP shell streams it)."""
+
+    initial: bytes
+    chunks: Any  # AsyncIterator[bytes]
+    audit: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _wants_table(req: Request) -> bool:
+    accept = req.header("accept") or ""
+    return "as=Table" in accept
+
+
+def _int_param(value: str | None, lo: int, hi: int) -> int:
+    if value is None or value == "":
+        return 0
+    # ASCII digits only: ``str.isdigit`` alone accepts "²" (which int() then refuses
+    # with ValueError) and other scripts' digits; at most 12, so int() stays cheap.
+    if not (value.isascii() and value.isdigit()) or len(value) > 12:
+        raise ApiError(400, "invalid integer parameter")
+    return max(lo, min(hi, int(value)))
+
+
+def _safe_message(exc: Exception) -> str:
+    """Messages of our own peer errors are written by us and safe to return."""
+    return str(exc)[:512]
+
+
+def iter_lines(lines: Iterable[bytes]) -> bytes:
+    return b"".join(lines)
