@@ -21,7 +21,7 @@ from kedge import tls
 from kedge._internal import fsutil
 from kedge.apiserver.api import API
 from kedge.apiserver.http import ApiServer, RevocationList
-from kedge.cloud.config import CloudDir
+from kedge.cloud.config import ENCRYPTION_CONFIG, CloudDir
 from kedge.errors import StateError
 from kedge.pki import crl as crl_mod
 from kedge.pki.crl import CrlKeeper
@@ -35,7 +35,6 @@ DEFAULT_WATCH_WINDOW = 10_000  # events kept for watches from an old resourceVer
 
 
 SA_KEY = "sa.key"
-ENCRYPTION_CONFIG = "encryption.json"  # Secrets at rest in api.db (kedge.store.sealing)
 
 
 def load_or_create_sa_key(path: Path) -> ec.EllipticCurvePrivateKey:

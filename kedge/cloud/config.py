@@ -15,6 +15,9 @@ from kedge.limits import Limits
 
 NODE_AUTHZ_MODES = ("enforce",)
 MIN_MQTT_CERT_VALIDITY_S = 45
+# The key file that seals Secrets at rest in api.db (kedge.store.sealing), under pki/; written by
+# `kedge init`, read by the API server.
+ENCRYPTION_CONFIG = "encryption.json"
 
 
 @dataclasses.dataclass(frozen=True)

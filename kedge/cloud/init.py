@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 
 from kedge._internal.net import url_host as _url_host
 from kedge._internal import fsutil
-from kedge.cloud.config import CloudConfig, CloudDir
+from kedge.cloud.config import ENCRYPTION_CONFIG, CloudConfig, CloudDir
 from kedge.errors import StateError
 from kedge.pki import ca as pki
 
@@ -90,7 +90,6 @@ def init_cloud(
     from kedge.cloud.state import CloudState
 
     CloudState(d.state_db).close()
-    from kedge.apiserver.server import ENCRYPTION_CONFIG
     from kedge.store.sealing import Sealer
 
     Sealer.load_or_create(d.pki / ENCRYPTION_CONFIG)  # the key that seals Secrets in api.db (0600)
