@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import os
 import platform
 import re
@@ -30,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from kedge import __version__
+from kedge._internal.fsutil import sha256_file
 from kedge.errors import ConfigError, StateError
 from kedge.release import intoto, provenance, sbom, sums
 
@@ -53,14 +53,6 @@ class BuildResult:
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1024 * 1024), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _git(args: list[str], cwd: Path | None = None) -> str:

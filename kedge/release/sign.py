@@ -18,10 +18,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from kedge._internal.fsutil import PUBLIC_FILE, atomic_write, create_exclusive
+from kedge._internal.fsutil import PUBLIC_FILE, atomic_write, create_exclusive, sha256_file
 from kedge.errors import ConfigError, VerificationError
 from kedge.release import intoto, provenance, sums
-from kedge.release.build import sha256_file
 from kedge.verify.dsse import sign_envelope
 
 MAX_KEY_BYTES = 16 * 1024
