@@ -1,17 +1,61 @@
-"""Object validation before a write, one validator per kind (a registry)."""
+"""Object validation before a write: one validator per kind, looked up in a registry.
+
+A validator takes the write (:class:`Write`: the kind, the new object, the stored one for an
+update, who writes it and the request) and raises an :class:`ApiError` (422 ``Invalid``, as
+Kubernetes' validation does) or returns. Kinds without a validator are accepted as decoded
+(the decoder has already checked their JSON types, :mod:`kedge.apiserver.schema`).
+"""
 
 from __future__ import annotations
 
 import base64
-from typing import Any
+import dataclasses
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from kedge.apiserver.model import User, _meta, _without
 from kedge.apiserver.request import RequestInfo
-from kedge.apiserver.resources import CRDError, ResourceType, from_crd
+from kedge.apiserver.resources import CRDError, Registry, ResourceType, from_crd
 from kedge.apiserver.status import already_exists, invalid
-from kedge.authz.rbac import (
-    RBAC_GROUP,
-)
+from kedge.authz.rbac import RBAC_GROUP
+
+if TYPE_CHECKING:
+    from kedge.apiserver.api import API
+
+
+@dataclasses.dataclass(frozen=True)
+class Write:
+    """One object about to be stored."""
+
+    rt: ResourceType
+    obj: dict[str, Any]
+    old: dict[str, Any] | None
+    user: User
+    info: RequestInfo
+
+    @property
+    def name(self) -> str:
+        return str(_meta(self.obj).get("name", ""))
+
+    @property
+    def namespace(self) -> str:
+        return str(_meta(self.obj).get("namespace", ""))
+
+
+Validator = Callable[["API", Write], None]
+VALIDATORS: dict[str, Validator] = {}
+
+
+def validates(*storage_keys: str) -> Callable[[Validator], Validator]:
+    """Register the decorated function as the validator of ``storage_keys``."""
+    def register(fn: Validator) -> Validator:
+        for key in storage_keys:
+            if key in VALIDATORS:
+                raise ValueError(f"two validators for {key}")
+            VALIDATORS[key] = fn
+        return fn
+    return register
 
 
 class Validation:
@@ -19,50 +63,113 @@ class Validation:
 
     def _validate(self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None, user: User,
                   info: RequestInfo) -> None:
-        name = _meta(obj).get("name", "")
-        ns = _meta(obj).get("namespace", "")
-        if rt.group == RBAC_GROUP:
-            self._validate_rbac(rt, obj, old, user, info, name, ns)
-        elif rt.storage_key == "apiextensions.k8s.io/customresourcedefinitions":
+        validator = VALIDATORS.get(rt.storage_key)
+        if validator is not None:
+            validator(self, Write(rt, obj, old, user, info))  # type: ignore[arg-type]  # the mixin is an API
+
+
+# -- RBAC: escalation checks need the policy (kedge.apiserver.rbac_admission) --------------------
+
+@validates(*(f"{RBAC_GROUP}/{r}" for r in ("roles", "clusterroles", "rolebindings", "clusterrolebindings")))
+def _rbac(api: API, w: Write) -> None:
+    api._validate_rbac(w.rt, w.obj, w.old, w.user, w.info, w.name, w.namespace)
+
+
+# -- CustomResourceDefinitions ----------------------------------------------------------------
+
+def check_crd(registry: Registry, w: Write) -> None:
+    try:
+        types = from_crd(w.obj)
+    except CRDError as exc:
+        raise invalid(w.rt.kind, w.name, str(exc), w.rt.group) from exc
+    for t in types:
+        existing = registry.lookup(t.group, t.version, t.resource)
+        if existing is not None and not existing.crd:
+            raise invalid(w.rt.kind, w.name, "spec.group: may not shadow a built-in resource", w.rt.group)
+        if existing is not None and w.old is None:
+            raise already_exists(w.rt.resource, w.name, w.rt.group)
+
+
+@validates("apiextensions.k8s.io/customresourcedefinitions")
+def _crd(api: API, w: Write) -> None:
+    check_crd(api.registry, w)
+
+
+# -- Pods --------------------------------------------------------------------------------------
+
+_POD_MUTABLE = ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds")
+
+
+@validates("/pods")
+def check_pod(api: API | None, w: Write) -> None:
+    name = w.name
+    spec = w.obj.get("spec")
+    if not isinstance(spec, dict) or not isinstance(spec.get("containers"), list) or not spec["containers"]:
+        raise invalid("Pod", name, "spec.containers: Required value")
+    for c in spec["containers"]:
+        if not isinstance(c, dict) or not c.get("name") or not c.get("image"):
+            raise invalid("Pod", name, "spec.containers[]: name and image are required")
+    if w.old is not None and w.info.subresource == "":
+        old_spec = w.old.get("spec") or {}
+        if _without(old_spec, *_POD_MUTABLE, "containers") != _without(spec, *_POD_MUTABLE, "containers") or \
+                [_without(c, "image") for c in old_spec.get("containers") or []] != \
+                [_without(c, "image") for c in spec.get("containers") or []]:
+            raise invalid("Pod", name, "spec: Forbidden: pod updates may not change fields other than "
+                          "`spec.containers[*].image`, `spec.activeDeadlineSeconds`, "
+                          "`spec.tolerations` (only additions to existing tolerations), "
+                          "`spec.terminationGracePeriodSeconds`")
+
+
+# -- ConfigMaps and Secrets --------------------------------------------------------------------
+
+_DATA_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+MAX_DATA_KEY_LENGTH = 253
+
+
+def data_key_error(key: object) -> str | None:
+    """Kubernetes' ``IsConfigMapKey``: why ``key`` cannot name a ConfigMap/Secret entry, or None.
+
+    These keys become file names in volumes on the edge: '.', '..' and a leading '..' would
+    reach outside the volume's directory or its atomic-update links.
+    """
+    if not isinstance(key, str) or not key:
+        return "a valid config key must be a non-empty string"
+    if len(key) > MAX_DATA_KEY_LENGTH:
+        return f"must be no more than {MAX_DATA_KEY_LENGTH} characters"
+    if not _DATA_KEY.fullmatch(key):
+        return "a valid config key must consist of alphanumeric characters, '-', '_' or '.'"
+    if key in (".", ".."):
+        return f"must not be '{key}'"
+    if key.startswith(".."):
+        return "must not start with '..'"
+    return None
+
+
+@validates("/configmaps", "/secrets")
+def check_data(api: API | None, w: Write) -> None:
+    name, old, obj, kind = w.name, w.old, w.obj, w.rt.kind
+    if old is not None and old.get("immutable") and (
+            old.get("data") != obj.get("data") or old.get("binaryData") != obj.get("binaryData") or
+            not obj.get("immutable")):
+        raise invalid(kind, name, "field is immutable when `immutable` is set")
+    data = obj.get("data")
+    if data is not None and not isinstance(data, dict):
+        raise invalid(kind, name, "data must be a map")
+    seen: set[str] = set()
+    for field in ("data", "binaryData"):
+        entries = obj.get(field)
+        if not isinstance(entries, dict):
+            continue
+        for key in entries:
+            err = data_key_error(key)
+            if err is not None:
+                raise invalid(kind, name, f"{field}[{key!r}]: Invalid value: {err}")
+            if key in seen:
+                raise invalid(kind, name, f"{field}[{key!r}]: Invalid value: duplicate of key present in data")
+            seen.add(key)
+    if w.rt.storage_key == "/secrets" and isinstance(data, dict):
+        for k, v in data.items():
             try:
-                types = from_crd(obj)
-            except CRDError as exc:
-                raise invalid(rt.kind, name, str(exc), rt.group) from exc
-            for t in types:
-                if self.registry.lookup(t.group, t.version, t.resource) is not None and not t.crd:
-                    raise invalid(rt.kind, name, "spec.group: may not shadow a built-in resource", rt.group)
-                existing = self.registry.lookup(t.group, t.version, t.resource)
-                if existing is not None and old is None:
-                    raise already_exists(rt.resource, name, rt.group)
-        elif rt.storage_key == "/pods":
-            spec = obj.get("spec")
-            if not isinstance(spec, dict) or not isinstance(spec.get("containers"), list) or \
-                    not spec["containers"]:
-                raise invalid("Pod", name, "spec.containers: Required value")
-            for c in spec["containers"]:
-                if not isinstance(c, dict) or not c.get("name") or not c.get("image"):
-                    raise invalid("Pod", name, "spec.containers[]: name and image are required")
-            if old is not None and info.subresource == "":
-                old_spec, new_spec = old.get("spec") or {}, spec
-                mutable = ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds")
-                if _without(old_spec, *mutable, "containers") != _without(new_spec, *mutable, "containers") or \
-                        [_without(c, "image") for c in old_spec.get("containers") or []] != \
-                        [_without(c, "image") for c in new_spec.get("containers") or []]:
-                    raise invalid("Pod", name, "spec: Forbidden: pod updates may not change fields other than "
-                                  "`spec.containers[*].image`, `spec.activeDeadlineSeconds`, "
-                                  "`spec.tolerations` (only additions to existing tolerations), "
-                                  "`spec.terminationGracePeriodSeconds`")
-        elif rt.storage_key in ("/configmaps", "/secrets"):
-            if old is not None and old.get("immutable") and (
-                    old.get("data") != obj.get("data") or old.get("binaryData") != obj.get("binaryData") or
-                    not obj.get("immutable")):
-                raise invalid(rt.kind, name, "field is immutable when `immutable` is set")
-            data = obj.get("data")
-            if data is not None and not isinstance(data, dict):
-                raise invalid(rt.kind, name, "data must be a map")
-            if rt.storage_key == "/secrets" and isinstance(data, dict):
-                for k, v in data.items():
-                    try:
-                        base64.b64decode(str(v), validate=True)
-                    except ValueError as exc:
-                        raise invalid("Secret", name, f"data[{k}]: must be base64") from exc
+                base64.b64decode(str(v), validate=True)
+            except ValueError as exc:
+                raise invalid("Secret", name, f"data[{k}]: must be base64") from exc
