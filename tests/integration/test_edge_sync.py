@@ -251,12 +251,20 @@ def test_edgecore_restart_while_offline_keeps_pod_exactly_once(cluster):
     cloud.stop()  # the link is gone
     edges["edge-b"].stop()
     assert once_pids() == first, "stopping edgecore leaves the pod running"
-    edges["edge-b"] = EdgeProcess(root / "edge-b", root / "edge-b.log")
-    time.sleep(3)  # edgecore is up, offline, and has re-adopted its pods
+    log = root / "edge-b.log"
+    seen = log.read_text(errors="replace").count("re-adopted default/web-once") if log.exists() else 0
+    edges["edge-b"] = EdgeProcess(root / "edge-b", log)
+    # Positive signal: the restarted edgecore (offline) says it re-adopted the running container.
+    wait_until(lambda: log.read_text(errors="replace").count("re-adopted default/web-once") > seen, timeout=30,
+               what="edgecore re-adopted the pod while offline")
     assert once_pids() == first, "the pod is back exactly once: re-adopted, not duplicated or restarted"
     cloud.start()
     wait_until(lambda: "edge-b" in cloud.connected(), timeout=30, what="edge-b reconnected")
-    time.sleep(1)
+    # Positive signal: a pod created after the reconnect runs on edge-b; the node's messages are applied
+    # in order, so the reconnect's resync of web-once was applied before it.
+    kubectl(cloud, "apply", "-f", "-", input=manifest("edge-b", "after"))
+    wait_until(lambda: any("_web-after_" in os.readlink(f"/proc/{p}/cwd") for p in pod_processes(proot)),
+               timeout=30, what="a pod created after the reconnect runs")
     assert once_pids() == first, "reconnecting does not restart a healthy pod"
 
 

@@ -132,6 +132,16 @@ class Edge:
         st = self.status.get(name)
         return bool(st) and st["phase"] == "Running" and "running" in self.cs(name).get("state", {})
 
+    async def settled(self, after_s: float, what: str) -> None:
+        """Wait for a supervisor pass that began ``after_s`` seconds from now to finish.
+
+        Whatever was due in that window (a back-off restart, a probe, a re-adoption) has been
+        acted on by then: "nothing happened" is read after that positive signal, not after a sleep.
+        """
+        due = time.time() + after_s
+        await self.until(lambda: self.mgr.last_pass_started >= due, f"a supervisor pass {after_s}s on: {what}",
+                         timeout=after_s + 10)
+
     async def until(self, pred, what: str, timeout: float = 5.0):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -253,7 +263,7 @@ def test_configmap_update_reaches_the_volume_without_a_restart(base):
         objs[("configmap", "cfg")] = {"data": {"msg": "v2"}}
         await edge.mgr.sync([pod])
         assert path.read_text() == "v2"
-        await asyncio.sleep(0.2)
+        await edge.settled(FAST.cap_s, "no restart for a configmap change")
         assert edge.pid("cm") == pid and edge.cs("cm")["restartCount"] == 0
         await edge.stop(stop_pods=True)
 
@@ -295,7 +305,7 @@ def test_restart_policy_never_and_onfailure_finish_the_pod(base):
         await edge.until(lambda: edge.status.get("ok", {}).get("phase") == "Succeeded"
                          and edge.status.get("bad", {}).get("phase") == "Failed", "both finished")
         assert edge.cs("bad")["state"]["terminated"]["exitCode"] == 4
-        await asyncio.sleep(0.3)
+        await edge.settled(FAST.cap_s, "no restart of finished containers")
         assert edge.cs("bad")["restartCount"] == 0 and edge.cs("ok")["restartCount"] == 0
         await edge.stop(stop_pods=True)
 
@@ -359,7 +369,7 @@ def test_exec_readiness_and_tcp_liveness_probes(base):
                      livenessProbe={"tcpSocket": {"port": closed}, "periodSeconds": 1,
                                     "initialDelaySeconds": 2, "failureThreshold": 1})])
         await edge.until(lambda: edge.running("execp"), "exec pod running")
-        await asyncio.sleep(0.3)
+        await edge.settled(0.3, "readiness probes ran (period 0.1 s scaled)")
         assert edge.cs("execp")["ready"] is False
         (edge.pod_dir("execp") / "work" / "ready").write_text("")
         await edge.until(lambda: edge.cs("execp")["ready"], "exec readiness")
@@ -420,7 +430,7 @@ def test_unchanged_spec_is_not_restarted_and_changed_spec_is(base):
         pod["metadata"]["labels"]["tier"] = "x"
         for _ in range(3):
             await edge.mgr.sync([json.loads(json.dumps(pod))])
-        await asyncio.sleep(0.3)
+        await edge.settled(FAST.cap_s, "no restart for a metadata-only resync")
         assert edge.pid("stable") == pid and alive(pid)
         assert len(edge.history["stable"]) == reports  # not even a status change
         pod["spec"]["containers"][0]["args"] = ["b"]
@@ -459,7 +469,7 @@ def test_manager_restart_readopts_running_pods_exactly_once(base):
         # The adopted container is probed again: it becomes ready once its probe passes.
         (second.pod_dir("keep") / "work" / "ready").write_text("")
         await second.until(lambda: second.cs("keep")["ready"], "adopted container probed ready")
-        await asyncio.sleep(0.3)
+        await second.settled(FAST.cap_s, "no second process for an adopted pod")
         assert len(marked_pids(base.as_posix())) == 2  # exactly one process per pod
         # The adopted process is supervised like our own: stopping it works.
         await second.mgr.sync([pods[1]])
@@ -668,7 +678,7 @@ def test_exit_codes_of_pods_that_ended_while_edgecore_was_down_are_kept(base):
         assert second.cs("job")["state"]["terminated"]["reason"] == "Completed"
         await second.until(lambda: second.cs("retry").get("restartCount") == 1, "failed one restarted")
         assert second.cs("retry")["lastState"]["terminated"]["exitCode"] == 4
-        await asyncio.sleep(0.3)
+        await second.settled(FAST.cap_s, "a Never pod is not run again")
         assert second.cs("job")["restartCount"] == 0  # Never: not run again
         await second.stop(stop_pods=True)
 

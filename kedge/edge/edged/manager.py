@@ -164,6 +164,11 @@ class PodManager:
         self._wake = asyncio.Event()
         self._exit_fds: dict[tuple[int, int], int] = {}  # (pid, start ticks) -> pidfd, see _notice_exit
         self._closed = False
+        # Observers (tests, metrics): how many supervisor passes have finished, and the clock
+        # reading at the start of the last one. A pass started at T has acted on everything due
+        # by T (back-off restarts, probes), so "nothing happened by T" is a positive signal.
+        self.passes = 0
+        self.last_pass_started = float("-inf")
         make_dir(self.root, TRAVERSE_DIR)
         self._root_reachable = all(os.stat(p).st_mode & 0o001 for p in [self.root, *self.root.parents])
         self._excluded = self._account_ids() if self._euid == 0 else []
@@ -355,9 +360,12 @@ class PodManager:
     async def run(self) -> None:
         """Supervise until cancelled: exits, back-off restarts, probes, logs, status."""
         while not self._closed:
+            started = self._clock()
             self._tick()
             self._reconcile()
             await self._report()
+            self.passes += 1
+            self.last_pass_started = started
             try:
                 # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
                 # that races with the event being set, and the loop would never stop.
