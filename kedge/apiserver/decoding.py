@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from kedge._internal import jsonutil
 from kedge.apiserver import schema
 from kedge.apiserver.model import JSON, MAX_JSON_DEPTH, MAX_JSON_NODES, Request, Response, _dumps
 from kedge.apiserver.protobuf import ProtobufError, decode_review
@@ -25,18 +26,8 @@ class _NoAliasLoader(yaml.SafeLoader):
 
 
 def _depth_ok(value: Any, limit: int) -> bool:
-    stack = [(value, 1)]
-    seen = 0
-    while stack:
-        v, d = stack.pop()
-        seen += 1
-        if d > limit or seen > MAX_JSON_NODES:
-            return False
-        if isinstance(v, dict):
-            stack.extend((x, d + 1) for x in v.values())
-        elif isinstance(v, list):
-            stack.extend((x, d + 1) for x in v)
-    return True
+    """A decoded body nests at most ``limit`` deep and has at most MAX_JSON_NODES values."""
+    return jsonutil.within_bounds(value, limit, MAX_JSON_NODES)
 
 
 _META_FIELDS = frozenset({

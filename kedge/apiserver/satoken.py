@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from kedge.errors import AuthenticationError
+from kedge._internal import jsonutil
+from kedge.errors import AuthenticationError, LimitExceeded, ProtocolError
 
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 API_AUDIENCE = "https://kubernetes.default.svc.cluster.local"
@@ -74,41 +75,16 @@ def _unb64(text: str) -> bytes:
         raise TokenError("malformed token") from exc
 
 
-def _check_depth(text: str) -> None:
-    """Refuse JSON nested deeper than ``MAX_JSON_DEPTH`` before ``json.loads`` recurses into it."""
-    depth = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            if depth > MAX_JSON_DEPTH:
-                raise TokenError("token JSON nested too deeply")
-        elif ch in "]}":
-            depth -= 1
-
-
 def _json_part(segment: str, max_bytes: int) -> dict[str, Any]:
     """Decode one token segment to a JSON object, bounded in size and depth; raises only TokenError."""
     if len(segment) > max_bytes * 4 // 3 + 4:
         raise TokenError("token part too large")
-    raw = _unb64(segment)
+    raw = _unb64(segment)  # at most MAX_TOKEN_BYTES
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise TokenError("malformed token") from exc
-    _check_depth(text)
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError) as exc:
+        value = jsonutil.loads(raw, max_bytes=MAX_TOKEN_BYTES, max_depth=MAX_JSON_DEPTH)
+    except LimitExceeded as exc:
+        raise TokenError("token JSON nested too deeply") from exc
+    except ProtocolError as exc:
         raise TokenError("malformed token") from exc
     if not isinstance(value, dict):
         raise TokenError("malformed token")

@@ -20,15 +20,9 @@ code                   class                     cause
                                                  lone surrogate, number out of range
 =====================  ========================  ==============================
 
-Depth is checked *before* the parser runs, on the bytes, without recursion:
-string literals are blanked with one regular expression, every bracket is
-reduced to ``[``/``]``, and innermost ``[]`` pairs are deleted at most
-``max_json_depth`` times (each pass peels one nesting level, in C). What is left
-tells the answer: nothing -- balanced and shallow enough; a ``[]`` still
-present -- deeper than allowed; otherwise unbalanced, so malformed (or too deep,
-when more openers than the bound are left unclosed). Because the parser's
-recursion depth never exceeds the number of open brackets in the prefix it has
-read, ``json.loads`` is only ever called on input whose recursion is bounded by
+Depth is checked *before* the parser runs, on the bytes, without recursion, by
+:func:`kedge._internal.jsonutil.check_depth` (the module doc there says how), so
+``json.loads`` is only ever called on input whose recursion is bounded by
 ``max_json_depth``.
 
 This module is pure: no I/O, no clock.
@@ -41,29 +35,14 @@ import math
 import re
 from typing import Any
 
+from kedge._internal import jsonutil
 from kedge.errors import LimitExceeded, LocalError, ProtocolError
 from kedge.limits import DEFAULT, Limits
 
 __all__ = ["EncodeError", "decode_json", "encode_json"]
 
-# A JSON string literal: quote, runs of ordinary bytes, escapes, then the closing
-# quote -- or the end of input, for an unterminated string. Quote and backslash
-# bytes never occur inside multi-byte UTF-8 sequences, so working on bytes is
-# exact. The pattern can never fail once it has seen a quote, and each byte has
-# exactly one way to be consumed, so the substitution is linear: a pattern that
-# could fail on an unterminated string would be retried from every later quote
-# (``"\"\"\"...`` took 16 s for 60 KB before this). Brackets after an
-# unterminated string are swallowed, as the parser never gets past it either.
-# DOTALL so that an escaped newline (invalid JSON) is consumed as the parser would.
-_STRING_RE = re.compile(rb'"[^"\\]*(?:\\.?[^"\\]*)*(?:"|\Z)', re.DOTALL)
-# Keep only the bracket bytes; map both kinds to one pair so nesting of mixed
-# kinds is counted together (a kind mismatch is the parser's job to refuse).
 # A \\uD800-\\uDFFF escape (may be a valid pair; the walk decides).
 _SURROGATE_ESCAPE_RE = re.compile(rb"\\u[dD][89a-fA-F]")
-_BRACKETS_ONLY = bytes(range(256)).translate(
-    bytes.maketrans(b"{}", b"[]")
-)
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 class EncodeError(LocalError):
@@ -78,34 +57,6 @@ def _fail(code: str, detail: str) -> ProtocolError:
 
 def _limit(code: str, detail: str) -> LimitExceeded:
     return LimitExceeded(detail, code=code)
-
-
-def _check_depth(data: bytes, max_depth: int) -> None:
-    """Refuse nesting deeper than *max_depth* without parsing (see module doc)."""
-    if data.count(b"[") + data.count(b"{") <= max_depth:
-        return  # cannot nest deeper than the number of openers, strings or not
-    skeleton = _STRING_RE.sub(b"", data).translate(_BRACKETS_ONLY, _NOT_BRACKETS)
-    if not skeleton:
-        return
-    # Fast path for bombs: a run of max_depth + 1 openers is that deep already.
-    if b"[" * (max_depth + 1) in skeleton:
-        raise _limit("depth_exceeded", f"JSON nesting deeper than {max_depth}")
-    for _ in range(max_depth):
-        if b"[]" not in skeleton:
-            break
-        skeleton = skeleton.replace(b"[]", b"")
-        if not skeleton:
-            return
-    if not skeleton:
-        return
-    if b"[]" in skeleton:
-        raise _limit("depth_exceeded", f"JSON nesting deeper than {max_depth}")
-    # Residue has the shape ']' * a + '[' * b: unbalanced brackets. The trailing
-    # unclosed openers are all open at once at the end of the input.
-    unclosed = len(skeleton) - len(skeleton.rstrip(b"["))
-    if unclosed > max_depth:
-        raise _limit("depth_exceeded", f"JSON nesting deeper than {max_depth}")
-    raise _fail("malformed_json", "unbalanced brackets")
 
 
 def _reject_constant(name: str) -> Any:
@@ -193,24 +144,16 @@ def decode_json(data: bytes, limits: Limits = DEFAULT) -> Any:
     data = bytes(data)
     if len(data) > limits.max_frame_bytes:
         raise _limit("frame_too_large", f"frame larger than {limits.max_frame_bytes} bytes")
-    _check_depth(data, limits.max_json_depth)
-    try:
-        text = data.decode("utf-8")  # strict; json.loads(bytes) would sniff UTF-16/32
-    except UnicodeDecodeError as exc:
-        raise _fail("malformed_json", "frame is not valid UTF-8") from exc
-    try:
-        value = json.loads(
-            text,
-            object_pairs_hook=_object_hook_factory(limits),
-            parse_constant=_reject_constant,
-            parse_float=_parse_float,
-        )
-    except (ProtocolError, LimitExceeded):
-        raise
-    except RecursionError as exc:  # unreachable after _check_depth; belt and braces
-        raise _limit("depth_exceeded", "JSON nesting too deep") from exc
-    except ValueError as exc:  # JSONDecodeError, and int() digit-limit errors
-        raise _fail("malformed_json", "frame is not valid JSON") from exc
+    # Depth checked on the bytes first, strict UTF-8, then the parser (kedge._internal.jsonutil);
+    # its codes (depth_exceeded, malformed_json) are this module's.
+    value = jsonutil.loads(
+        data,
+        max_bytes=limits.max_frame_bytes,
+        max_depth=limits.max_json_depth,
+        object_pairs_hook=_object_hook_factory(limits),
+        parse_constant=_reject_constant,
+        parse_float=_parse_float,
+    )
     if _may_break_value_bounds(data, limits):
         _check_values(value, limits)
     return value

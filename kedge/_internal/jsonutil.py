@@ -1,0 +1,140 @@
+"""Bounded JSON: the one depth scanner, value walker and loader kedge's parsers share.
+
+``json.loads`` recurses once per nesting level, so ``[[[[...`` from a peer reaches Python's
+recursion limit; :func:`check_depth` refuses such input on the bytes, before the parser runs,
+without recursion. String literals are blanked with one regular expression, every bracket is
+reduced to ``[``/``]``, and innermost ``[]`` pairs are deleted at most ``max_depth`` times
+(each pass peels one nesting level, in C). What is left tells the answer: nothing -- balanced
+and shallow enough; a ``[]`` still present -- deeper than allowed; otherwise unbalanced, so
+malformed (or too deep, when more openers than the bound are left unclosed). Because the
+parser's recursion depth never exceeds the number of open brackets in the prefix it has read,
+``json.loads`` is only ever called on input whose recursion is bounded by ``max_depth``.
+
+Errors (callers wrap them into their own types and codes at their boundary):
+
+==================  ========================  ==========================================
+code                class                     cause
+==================  ========================  ==========================================
+``too_large``       :class:`LimitExceeded`    more than ``max_bytes``
+``depth_exceeded``  :class:`LimitExceeded`    nesting deeper than ``max_depth``
+``malformed_json``  :class:`ProtocolError`    not strict UTF-8, unbalanced, not JSON
+==================  ========================  ==========================================
+
+Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+from kedge.errors import KedgeError, LimitExceeded, ProtocolError
+
+__all__ = ["check_depth", "loads", "within_bounds"]
+
+# A JSON string literal: quote, runs of ordinary bytes, escapes, then the closing quote -- or the
+# end of input, for an unterminated string. Quote and backslash bytes never occur inside
+# multi-byte UTF-8 sequences, so working on bytes is exact. The pattern can never fail once it
+# has seen a quote, and each byte has exactly one way to be consumed, so the substitution is
+# linear: a pattern that could fail on an unterminated string would be retried from every later
+# quote (``"\"\"\"...`` took 16 s for 60 KB before this). Brackets after an unterminated string
+# are swallowed, as the parser never gets past it either. DOTALL so that an escaped newline
+# (invalid JSON) is consumed as the parser would.
+_STRING_RE = re.compile(rb'"[^"\\]*(?:\\.?[^"\\]*)*(?:"|\Z)', re.DOTALL)
+# Keep only the bracket bytes; map both kinds to one pair so nesting of mixed kinds is counted
+# together (a kind mismatch is the parser's job to refuse).
+_BRACKETS_ONLY = bytes(range(256)).translate(bytes.maketrans(b"{}", b"[]"))
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _too_deep(max_depth: int) -> LimitExceeded:
+    return LimitExceeded(f"JSON nesting deeper than {max_depth}", code="depth_exceeded")
+
+
+def check_depth(data: bytes | str, max_depth: int) -> None:
+    """Refuse nesting deeper than ``max_depth`` without parsing (see the module doc).
+
+    Raises :class:`LimitExceeded` ``depth_exceeded``, or :class:`ProtocolError`
+    ``malformed_json`` for unbalanced brackets.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogatepass")  # only quotes, backslashes and brackets matter
+    if data.count(b"[") + data.count(b"{") <= max_depth:
+        return  # cannot nest deeper than the number of openers, strings or not
+    skeleton = _STRING_RE.sub(b"", data).translate(_BRACKETS_ONLY, _NOT_BRACKETS)
+    if not skeleton:
+        return
+    # Fast path for bombs: a run of max_depth + 1 openers is that deep already.
+    if b"[" * (max_depth + 1) in skeleton:
+        raise _too_deep(max_depth)
+    for _ in range(max_depth):
+        if b"[]" not in skeleton:
+            break
+        skeleton = skeleton.replace(b"[]", b"")
+        if not skeleton:
+            return
+    if not skeleton:
+        return
+    if b"[]" in skeleton:
+        raise _too_deep(max_depth)
+    # Residue has the shape ']' * a + '[' * b: unbalanced brackets. The trailing unclosed openers
+    # are all open at once at the end of the input.
+    unclosed = len(skeleton) - len(skeleton.rstrip(b"["))
+    if unclosed > max_depth:
+        raise _too_deep(max_depth)
+    raise ProtocolError("unbalanced brackets", code="malformed_json")
+
+
+def loads(
+    data: bytes | str,
+    *,
+    max_bytes: int,
+    max_depth: int,
+    object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None,
+    parse_constant: Callable[[str], Any] | None = None,
+    parse_float: Callable[[str], Any] | None = None,
+) -> Any:
+    """Decode one JSON document of at most ``max_bytes`` (``len(data)``) and ``max_depth``.
+
+    Bytes must be strict UTF-8 (``json.loads(bytes)`` would sniff UTF-16/32). A
+    :class:`KedgeError` raised by a hook propagates unchanged; everything else the parser
+    raises becomes one of the errors in the module doc.
+    """
+    if len(data) > max_bytes:
+        raise LimitExceeded(f"JSON document larger than {max_bytes} bytes", code="too_large")
+    check_depth(data, max_depth)
+    if isinstance(data, (bytes, bytearray)):
+        try:
+            text = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError("JSON document is not valid UTF-8", code="malformed_json") from exc
+    else:
+        text = data
+    try:
+        return json.loads(text, object_pairs_hook=object_pairs_hook, parse_constant=parse_constant,
+                          parse_float=parse_float)
+    except KedgeError:
+        raise
+    except RecursionError as exc:  # unreachable after check_depth; belt and braces
+        raise _too_deep(max_depth) from exc
+    except ValueError as exc:  # JSONDecodeError, and int() digit-limit errors
+        raise ProtocolError("not valid JSON", code="malformed_json") from exc
+
+
+def within_bounds(value: Any, max_depth: int, max_nodes: int) -> bool:
+    """Whether a decoded value (from JSON, YAML or protobuf) nests at most ``max_depth`` deep
+    and has at most ``max_nodes`` values in all; walked iteratively, so never ``RecursionError``."""
+    stack = [(value, 1)]
+    seen = 0
+    while stack:
+        v, d = stack.pop()
+        seen += 1
+        if d > max_depth or seen > max_nodes:
+            return False
+        if isinstance(v, dict):
+            stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, d + 1) for x in v)
+    return True
