@@ -15,6 +15,7 @@ import ssl
 from pathlib import Path
 from typing import NamedTuple
 
+from kedge._internal import fsutil
 from kedge.errors import StateError
 
 log = logging.getLogger(__name__)
@@ -187,14 +188,13 @@ def cert_validity_der(der: bytes) -> CertValidity:
 def load_cert_validity(path: str | Path) -> CertValidity:
     """Validity of the first certificate in the PEM file ``path`` (ours: node, broker, CA)."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_CERT_FILE_BYTES + 1)
+        data = fsutil.read_bounded(path, MAX_CERT_FILE_BYTES)
     except FileNotFoundError as exc:
         raise BadCertificateFile(f"{path} does not exist", code="missing") from exc
     except OSError as exc:
         raise BadCertificateFile(f"{path} cannot be read", code="unreadable") from exc
-    if len(data) > MAX_CERT_FILE_BYTES:
-        raise BadCertificateFile(f"{path} is too large for a certificate file")
+    except fsutil.FileTooLarge as exc:
+        raise BadCertificateFile(f"{path} is too large for a certificate file") from exc
     begin = data.find(_PEM_BEGIN)
     end = data.find(_PEM_END, begin + 1) if begin >= 0 else -1
     if begin < 0 or end < 0:

@@ -10,11 +10,31 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from kedge.errors import StateError
+from kedge.errors import LocalError, StateError
 
 PRIVATE_FILE = 0o600
 PUBLIC_FILE = 0o644
 PRIVATE_DIR = 0o700
+
+
+class FileTooLarge(LocalError):
+    """A file is larger than the bound its reader takes (it is refused, never truncated)."""
+
+    code = "file_too_large"
+
+
+def read_bounded(path: str | os.PathLike[str], max_bytes: int) -> bytes:
+    """The whole file at ``path`` if it has at most ``max_bytes``; else :class:`FileTooLarge`.
+
+    Reads at most ``max_bytes + 1`` bytes whatever the file's size (a FIFO or /dev/zero
+    included). ``OSError`` (``FileNotFoundError``, ``IsADirectoryError``...) propagates: each
+    caller names its own codes for a missing, unreadable or oversized file.
+    """
+    with open(path, "rb") as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise FileTooLarge(f"{path} is larger than {max_bytes} bytes")
+    return data
 
 
 def make_private_dir(path: str | os.PathLike[str], *, exist_ok: bool = True) -> Path:

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from kedge.audit.model import REFERENCE_KEYS, Check, Severity
+from kedge._internal import fsutil
 from kedge.errors import ConfigError
 
 MAX_CATALOGUE_BYTES = 1024 * 1024
@@ -44,12 +45,11 @@ def default_path() -> Path:
 def load(path: str | Path | None = None) -> Catalogue:
     p = Path(path) if path is not None else default_path()
     try:
-        with open(p, "rb") as fh:
-            raw = fh.read(MAX_CATALOGUE_BYTES + 1)
+        raw = fsutil.read_bounded(p, MAX_CATALOGUE_BYTES)
     except OSError as exc:
         raise ConfigError(f"cannot read check catalogue {p}", code="no_catalogue") from exc
-    if len(raw) > MAX_CATALOGUE_BYTES:
-        raise ConfigError(f"check catalogue {p} is too large", code="bad_catalogue")
+    except fsutil.FileTooLarge as exc:
+        raise ConfigError(f"check catalogue {p} is too large", code="bad_catalogue") from exc
     try:
         data = yaml.safe_load(raw)
     except yaml.YAMLError as exc:

@@ -23,6 +23,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
+from kedge._internal import fsutil
 from kedge.audit.facts import (
     Binding,
     CertInfo,
@@ -74,11 +75,11 @@ def stat_path(path: str | Path) -> FileStat:
 
 
 def _read_bounded(path: Path, limit: int) -> bytes:
-    with open(path, "rb") as fh:
-        data = fh.read(limit + 1)
-    if len(data) > limit:
-        raise ValueError(f"larger than {limit} bytes")
-    return data
+    """fsutil.read_bounded; an oversized file is a ValueError here (the facts name the error's type)."""
+    try:
+        return fsutil.read_bounded(path, limit)
+    except fsutil.FileTooLarge as exc:
+        raise ValueError(f"larger than {limit} bytes") from exc
 
 
 def read_json_config(path: Path) -> tuple[dict[str, Any] | None, str | None]:

@@ -23,6 +23,7 @@ from typing import Any, Iterable
 import yaml
 
 from kedge.audit.model import CHECK_ID, SCOPES, Outcome, Result, Status, Waiver
+from kedge._internal import fsutil
 from kedge.errors import ConfigError
 
 MAX_WAIVER_BYTES = 256 * 1024
@@ -70,12 +71,11 @@ def from_dict(data: Any) -> tuple[Waiver, ...]:
 def load(path: str | Path) -> tuple[Waiver, ...]:
     p = Path(path)
     try:
-        with open(p, "rb") as fh:
-            raw = fh.read(MAX_WAIVER_BYTES + 1)
+        raw = fsutil.read_bounded(p, MAX_WAIVER_BYTES)
     except OSError as exc:
         raise ConfigError(f"cannot read waiver file {p}", code="bad_waiver") from exc
-    if len(raw) > MAX_WAIVER_BYTES:
-        raise ConfigError(f"waiver file {p} is too large", code="bad_waiver")
+    except fsutil.FileTooLarge as exc:
+        raise ConfigError(f"waiver file {p} is too large", code="bad_waiver") from exc
     try:
         return from_dict(yaml.safe_load(raw))
     except yaml.YAMLError as exc:

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from kedge._internal import fsutil
 from kedge.errors import AuthenticationError, ConfigError, PeerError, StateError
 
 __all__ = [
@@ -573,15 +574,13 @@ def load_key_pem(data: bytes) -> PrivateKey:
 
 def _read_bounded(path: str | Path) -> bytes:
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_PEM_FILE_BYTES + 1)
+        return fsutil.read_bounded(path, MAX_PEM_FILE_BYTES)
     except FileNotFoundError as exc:
         raise PemError(f"{path} does not exist", code="missing") from exc
     except OSError as exc:
         raise PemError(f"{path} cannot be read", code="unreadable") from exc
-    if len(data) > MAX_PEM_FILE_BYTES:
-        raise PemError(f"{path} is too large for a PEM file", code="bad_pem")
-    return data
+    except fsutil.FileTooLarge as exc:
+        raise PemError(f"{path} is too large for a PEM file", code="bad_pem") from exc
 
 
 def load_cert_file(path: str | Path) -> x509.Certificate:

@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
+from kedge._internal import fsutil
 from kedge.errors import StateError
 from kedge.pki import ca as pki
 
@@ -124,15 +125,13 @@ def reissue_due(view: CrlView, now: _dt.datetime) -> bool:
 def read_crl_bytes(path: str | Path) -> bytes:
     """The CRL file's bytes, bounded; ``crl_missing`` / ``crl_unreadable`` otherwise."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_CRL_FILE_BYTES + 1)
+        return fsutil.read_bounded(path, MAX_CRL_FILE_BYTES)
     except FileNotFoundError as exc:
         raise CrlError(f"{path} does not exist: revocation cannot be checked", code="crl_missing") from exc
     except OSError as exc:
         raise CrlError(f"{path} cannot be read", code="crl_unreadable") from exc
-    if len(data) > MAX_CRL_FILE_BYTES:
-        raise CrlError(f"{path} is too large for a CRL", code="crl_malformed")
-    return data
+    except fsutil.FileTooLarge as exc:
+        raise CrlError(f"{path} is too large for a CRL", code="crl_malformed") from exc
 
 
 def load_crl_file(path: str | Path, issuers: Sequence[x509.Certificate], *, now: _dt.datetime,

@@ -18,7 +18,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from kedge._internal.fsutil import PUBLIC_FILE, atomic_write, create_exclusive, sha256_file
+from kedge._internal.fsutil import PUBLIC_FILE, FileTooLarge, atomic_write, create_exclusive, read_bounded, sha256_file
 from kedge.errors import ConfigError, VerificationError
 from kedge.release import intoto, provenance, sums
 from kedge.verify.dsse import sign_envelope
@@ -58,13 +58,11 @@ def public_pem(key: ec.EllipticCurvePublicKey) -> bytes:
 
 def _read_bounded(path: Path) -> bytes:
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_KEY_BYTES + 1)
+        return read_bounded(path, MAX_KEY_BYTES)
     except OSError as exc:
         raise ConfigError(f"cannot read key {path}", code="bad_key") from exc
-    if len(data) > MAX_KEY_BYTES:
-        raise ConfigError(f"{path} is too large to be a key", code="bad_key")
-    return data
+    except FileTooLarge as exc:
+        raise ConfigError(f"{path} is too large to be a key", code="bad_key") from exc
 
 
 def load_private_key(path: Path) -> ec.EllipticCurvePrivateKey:

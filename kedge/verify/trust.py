@@ -14,6 +14,7 @@ import hashlib
 from importlib import resources
 from pathlib import Path
 
+from kedge._internal import fsutil
 from kedge.errors import ConfigError, VerificationError
 from kedge.verify._limits import DEFAULT, VerifyLimits
 
@@ -31,17 +32,15 @@ class TrustRootError(VerificationError):
 def read_bounded(path: str | Path, max_bytes: int, what: str) -> bytes:
     """Read at most ``max_bytes`` from ``path``; larger files are refused, not truncated."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(max_bytes + 1)
+        return fsutil.read_bounded(path, max_bytes)
     except FileNotFoundError as exc:
         raise ConfigError(f"{what} {path} does not exist", code="file_not_found") from exc
     except IsADirectoryError as exc:
         raise ConfigError(f"{what} {path} is a directory", code="file_not_found") from exc
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}", code="file_unreadable") from exc
-    if len(data) > max_bytes:
-        raise VerificationError(f"{what} larger than {max_bytes} bytes", code="limit_exceeded")
-    return data
+    except fsutil.FileTooLarge as exc:
+        raise VerificationError(f"{what} larger than {max_bytes} bytes", code="limit_exceeded") from exc
 
 
 def vendored_root_bytes() -> bytes:
