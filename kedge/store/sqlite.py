@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from kedge.errors import LocalError, PeerError, StateError
+from kedge.store import rv as rv_text
 
 __all__ = [
     "Conflict",
@@ -157,9 +158,10 @@ def parse_rv(value: str | None) -> int | None:
     """Parse a client-supplied resourceVersion; empty means "none given"."""
     if value is None or value == "":
         return None
-    if not value.isdigit() or len(value) > 19:
+    number = rv_text.parse(value)
+    if number is None:
         raise StoreError("invalid resourceVersion", code="invalid_resource_version")
-    return int(value)
+    return number
 
 
 Key = tuple[str, str, str]

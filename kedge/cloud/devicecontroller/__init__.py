@@ -48,6 +48,7 @@ from typing import Any, AsyncIterator, Callable, Protocol
 
 from kedge.edge.devicetwin import model as tm
 from kedge.errors import KedgeError, LocalError, PeerError
+from kedge.store import rv as rv_text
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,8 @@ def _ident(obj: dict[str, Any]) -> tuple[str, str]:
 
 
 def _rv(obj: dict[str, Any] | None) -> int:
-    value = ((obj or {}).get("metadata") or {}).get("resourceVersion")
-    return int(value) if isinstance(value, str) and value.isdigit() and len(value) <= 19 else -1
+    number = rv_text.parse(((obj or {}).get("metadata") or {}).get("resourceVersion"))
+    return -1 if number is None else number
 
 
 def _node_of(obj: dict[str, Any] | None) -> str:

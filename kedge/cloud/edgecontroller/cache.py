@@ -30,6 +30,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping
 
 from kedge.cloud.edgecontroller import plan
+from kedge.store import rv as rv_text
 
 Ref = tuple[str, str, str]  # (type, namespace, name), as plan.referenced() returns
 GONE = 410
@@ -37,9 +38,8 @@ GONE = 410
 
 def _rv(value: Any) -> int:
     """An rv as an int (-1 when absent or not a decimal: such a version never wins)."""
-    if isinstance(value, str) and value.isdigit() and len(value) <= 19:
-        return int(value)
-    return -1
+    number = rv_text.parse(value)
+    return -1 if number is None else number
 
 
 def _meta_rv(obj: Mapping[str, Any]) -> int:

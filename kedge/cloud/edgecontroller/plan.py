@@ -14,6 +14,7 @@ import dataclasses
 from typing import Any, Iterable, Mapping
 
 from kedge.authz import podrefs
+from kedge.store import rv as rv_text
 
 POD, CONFIGMAP, SECRET, NODE = "pod", "configmap", "secret", "node"
 
@@ -42,10 +43,9 @@ def object_rv(obj: Mapping[str, Any]) -> str:
 
 
 def _rv_int(rv: str | None) -> int:
-    try:
-        return int(rv) if rv is not None else -1
-    except ValueError:
-        return -1
+    """An rv as an int (-1 when absent or not a decimal: such a version never wins)."""
+    number = rv_text.parse(rv)
+    return -1 if number is None else number
 
 
 def referenced(pod: Mapping[str, Any]) -> set[tuple[str, str, str]]:

@@ -48,10 +48,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import re
 from collections.abc import Iterable
 
 from kedge.errors import ProtocolError, StateError
+from kedge.store import rv as rv_text
 
 __all__ = [
     "WRITE_OPERATIONS",
@@ -66,8 +66,7 @@ __all__ = [
 ]
 
 WRITE_OPERATIONS: frozenset[str] = frozenset({"insert", "update", "patch", "delete"})
-MAX_RV = 2**63 - 1
-_RV_RE = re.compile(r"[1-9][0-9]{0,18}")
+MAX_RV = rv_text.MAX_RV
 
 
 class BadResourceVersion(ProtocolError):
@@ -96,11 +95,9 @@ def parse_rv(rv: object) -> int:
     Canonical (no sign, no leading zero, no spaces) so that ``"7"`` and ``"007"``
     can never be two different versions in an inventory compared by string.
     """
-    if not isinstance(rv, str) or not _RV_RE.fullmatch(rv):
-        raise BadResourceVersion("resourceVersion must be a decimal integer without leading zeros")
-    value = int(rv)
-    if value > MAX_RV:
-        raise BadResourceVersion("resourceVersion out of range")
+    value = rv_text.parse(rv, canonical=True)
+    if value is None:
+        raise BadResourceVersion("resourceVersion must be a decimal integer in 1..2**63-1 without leading zeros")
     return value
 
 
