@@ -501,7 +501,7 @@ def _reorder(items: list[Any], order: list[Any], field: str, path: tuple[str, ..
         return x if not isinstance(x, dict) else None
 
     wanted = [o.get(key) if (key is not None and isinstance(o, dict)) else o for o in order]
-    positions = {}
+    positions: dict[Any, int] = {}
     for i, w in enumerate(wanted):
         try:
             positions.setdefault(w, i)

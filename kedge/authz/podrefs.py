@@ -189,7 +189,7 @@ def _claim_name(pod: Any, volume: Mapping[str, Any]) -> str:
 
 def _resource_claims(pod: Any, spec: Mapping[str, Any]) -> set[str]:
     status = _map(_map(pod).get("status"))
-    generated = {}
+    generated: dict[str, str] = {}
     for entry in _list(status.get("resourceClaimStatuses")):
         if _name(entry):
             generated.setdefault(_name(entry), _name(entry, "resourceClaimName"))

@@ -261,7 +261,7 @@ class Policy:
             return current
         labels = {name: _labels_of(role) for name, role in self.cluster_roles.items()}
         members = {name: [other for other in sorted(self.cluster_roles) if other != name and labels[other] is not None
-                          and any(sel.matches(labels[other]) for sel in sels)]  # type: ignore[arg-type]
+                          and any(sel.matches(labels[other]) for sel in sels)]
                    for name, sels in selectors.items()}
         # Each pass can only add rules; a chain of aggregated roles settles within one pass per link.
         for _ in range(len(selectors) + 1):
@@ -359,6 +359,8 @@ def subject_applies(subject: Mapping[str, Any], user: str, groups: tuple[str, ..
     if not isinstance(subject, Mapping):
         return False
     kind, name = subject.get("kind"), subject.get("name", "")
+    if not isinstance(name, str):
+        return False  # a decoded binding's subject names are strings; anything else names nobody
     if kind == "User":
         return name == user
     if kind == "Group":
@@ -589,7 +591,7 @@ def only_gc_fields_change(new: Mapping[str, Any], old: Mapping[str, Any] | None)
     return _semantic({**new, "metadata": new_meta}) == _semantic(old)
 
 
-def _semantic(obj: Any) -> Any:
+def _semantic(obj: object) -> object:
     """Drop what a Go round-trip would not distinguish: null and empty lists/maps as fields."""
     if isinstance(obj, Mapping):
         return {k: _semantic(v) for k, v in obj.items() if v not in (None, [], {}) and k != "resourceVersion"}

@@ -158,10 +158,13 @@ def _ca_ski(ca_cert: x509.Certificate) -> x509.AuthorityKeyIdentifier:
         ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
     except x509.ExtensionNotFound:
-        return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key())  # type: ignore[arg-type]
+        pub = ca_cert.public_key()
+        if not isinstance(pub, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey)):
+            raise StateError("the CA certificate's key is neither EC nor RSA", code="ca_bad_key") from None
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(pub)
 
 
-def _sign_alg(key: PrivateKey) -> hashes.HashAlgorithm:
+def _sign_alg(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384:
     if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP384R1):
         return hashes.SHA384()
     return hashes.SHA256()
@@ -272,6 +275,7 @@ def _san_entries(sans: Sequence[str]) -> list[x509.GeneralName]:
     out: list[x509.GeneralName] = []
     seen: set[str] = set()
     for raw in sans:
+        entry: x509.GeneralName
         if not isinstance(raw, str) or not raw or len(raw) > 253:
             raise ConfigError(f"invalid subject alternative name {raw!r}", code="bad_san")
         value = raw[1:-1] if raw.startswith("[") and raw.endswith("]") else raw
@@ -280,11 +284,11 @@ def _san_entries(sans: Sequence[str]) -> list[x509.GeneralName]:
         except ValueError:
             ip = None
         if ip is not None:
-            key, entry = f"ip:{ip}", x509.IPAddress(ip)  # type: ignore[assignment]
+            key, entry = f"ip:{ip}", x509.IPAddress(ip)
         else:
             if not _DNS_SAN.fullmatch(value) or ".." in value:
                 raise ConfigError(f"invalid DNS name {raw!r}", code="bad_san")
-            key, entry = f"dns:{value.lower()}", x509.DNSName(value.lower())  # type: ignore[assignment]
+            key, entry = f"dns:{value.lower()}", x509.DNSName(value.lower())
         if key not in seen:
             seen.add(key)
             out.append(entry)
@@ -298,8 +302,7 @@ def _own_or_given_key(public_key: PublicKey | None) -> tuple[ec.EllipticCurvePri
     if public_key is None:
         key = generate_key()
         return key, key.public_key()
-    _check_public_key(public_key)
-    return None, public_key
+    return None, _check_public_key(public_key)
 
 
 def issue_server_cert(
@@ -375,18 +378,18 @@ def validate_node_name(name: str) -> str:
     return name
 
 
-def _check_public_key(pub: object) -> None:
-    """Accept EC P-256/P-384 and RSA 2048..8192 with e=65537; refuse everything else."""
+def _check_public_key(pub: object) -> PublicKey:
+    """Accept EC P-256/P-384 and RSA 2048..8192 with e=65537 (returned); refuse everything else."""
     if isinstance(pub, ec.EllipticCurvePublicKey):
         if not isinstance(pub.curve, _ACCEPTED_CURVES):
             raise CsrError("unsupported elliptic curve", code="csr_weak_key")
-        return
+        return pub
     if isinstance(pub, rsa.RSAPublicKey):
         if not MIN_RSA_BITS <= pub.key_size <= MAX_RSA_BITS:
             raise CsrError("RSA key size not accepted", code="csr_weak_key")
         if pub.public_numbers().e != 65537:
             raise CsrError("RSA public exponent not accepted", code="csr_weak_key")
-        return
+        return pub
     raise CsrError("key type not accepted", code="csr_weak_key")
 
 
@@ -414,7 +417,7 @@ def check_node_csr(csr_pem: bytes, *, max_csr_bytes: int = 16384) -> PublicKey:
         pub = csr.public_key()
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise CsrError("CSR public key not accepted", code="csr_weak_key") from exc
-    _check_public_key(pub)
+    key = _check_public_key(pub)
     try:
         alg = csr.signature_hash_algorithm
     except (ValueError, UnsupportedAlgorithm) as exc:
@@ -427,7 +430,7 @@ def check_node_csr(csr_pem: bytes, *, max_csr_bytes: int = 16384) -> PublicKey:
         raise CsrError("CSR signature invalid", code="csr_bad_signature") from exc
     if not valid:
         raise CsrError("CSR signature invalid", code="csr_bad_signature")
-    return pub  # type: ignore[return-value]
+    return key
 
 
 def sign_node_csr(

@@ -24,6 +24,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from kedge._internal import fsutil
 from kedge.errors import StateError
@@ -91,7 +92,10 @@ def check_crl(
         raise CrlError("the CRL is not issued by the CA", code="crl_wrong_issuer")
     for ca in candidates:
         try:
-            if crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
+            ca_key = ca.public_key()
+            if not isinstance(ca_key, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey)):
+                continue  # kedge CAs are EC or RSA (pki.PrivateKey); nothing else signs a CRL we accept
+            if crl.is_signature_valid(ca_key):
                 break
         except (ValueError, TypeError, UnsupportedAlgorithm):
             continue

@@ -63,7 +63,7 @@ class BackoffPolicy:
             return self.base_s
         if streak >= 32:
             return self.cap_s
-        return min(self.base_s * (2**streak), self.cap_s)
+        return min(self.base_s * (1 << streak), self.cap_s)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -344,9 +344,9 @@ def pod_status(pod: PodDef, state: PodState | None, now: float, *, backoff: Back
     }
     prev_times = {}
     if previous:
-        for cond in previous.get("conditions") or ():
-            if isinstance(cond, dict):
-                prev_times[(cond.get("type"), cond.get("status"))] = cond.get("lastTransitionTime")
+        for prev in previous.get("conditions") or ():
+            if isinstance(prev, dict):
+                prev_times[(prev.get("type"), prev.get("status"))] = prev.get("lastTransitionTime")
     conditions = []
     for ctype, value in values.items():
         cond: dict[str, Any] = {"type": ctype, "status": value,

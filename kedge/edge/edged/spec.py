@@ -15,7 +15,7 @@ import dataclasses
 import hashlib
 import json
 import re
-from typing import Any
+from typing import Any, TypedDict
 
 from kedge.errors import PeerError
 
@@ -234,11 +234,21 @@ class PodDef:
         return None
 
 
+class _ProbeTiming(TypedDict):
+    """The ``ProbeDef`` fields every probe kind shares."""
+
+    initial_delay_s: float
+    period_s: float
+    timeout_s: float
+    failure_threshold: int
+    success_threshold: int
+
+
 def _parse_probe(raw: Any, what: str) -> ProbeDef | None:
     if raw is None:
         return None
     raw = _dict(raw, what)
-    timing = dict(
+    timing = _ProbeTiming(
         initial_delay_s=float(_int(raw.get("initialDelaySeconds"), f"{what}.initialDelaySeconds",
                                    default=0, lo=0, hi=MAX_PROBE_S)),
         period_s=float(_int(raw.get("periodSeconds"), f"{what}.periodSeconds", default=10, lo=1,

@@ -318,3 +318,12 @@ def test_only_gc_field_updates_are_recognised():
     assert rbac.only_gc_fields_change({"metadata": {"name": "r", "finalizers": ["f"]}, "rules": []}, old)
     assert not rbac.only_gc_fields_change({"metadata": {"name": "r", "labels": {"a": "b"}}, "rules": []}, old)
     assert not rbac.only_gc_fields_change(old, None)
+
+
+def test_a_subject_whose_name_is_not_a_string_names_nobody():
+    """A stored subject name that is not a string matches no one, not even the service
+    account its formatted value spells (``5`` -> ``system:serviceaccount:ns:5``)."""
+    sa_user = "system:serviceaccount:ns:5"
+    assert rbac.subject_applies({"kind": "ServiceAccount", "name": "5", "namespace": "ns"}, sa_user, (), "ns")
+    assert not rbac.subject_applies({"kind": "ServiceAccount", "name": 5, "namespace": "ns"}, sa_user, (), "ns")
+    assert not rbac.subject_applies({"kind": "ServiceAccount", "name": 5}, sa_user, (), "ns")
