@@ -65,3 +65,97 @@ class Limits:
 
 
 DEFAULT = Limits()
+
+
+# --------------------------------------------------------------------------------------------
+# Fixed bounds on peer-controlled input (not configurable). Modules import them from here,
+# usually under their historical local name (``from kedge.limits import API_MAX_JSON_DEPTH as
+# MAX_JSON_DEPTH``), and read that module global at call time: a test that monkeypatches the
+# reading module's name still changes what is enforced.
+
+# API server: HTTP (kedge.apiserver.http).
+API_MAX_BODY_BYTES = 3 * MIB  # one request body (kube-apiserver's limit); more is a 413
+API_MAX_CONNECTIONS = 2048  # open client connections; more are closed at accept
+API_MAX_HEADERS = 256  # header fields in one request
+API_BODY_TIMEOUT_S = 60.0  # a whole request body (at most 3 MiB) must arrive within this
+API_WRITE_TIMEOUT_S = 30.0  # a client must take each response write within this
+API_IDLE_KEEPALIVE_S = 90.0  # an idle keep-alive connection is closed after this
+API_LINGER_S = 2.0  # after an error response, the client's unread bytes are drained this long...
+API_LINGER_MAX_BYTES = 4 * MIB  # ...and at most this many of them
+
+# API server: request parsing and decoding (kedge.apiserver.model, request, protobuf).
+API_MAX_QUERY_PARAMS = 64  # query fields in one request URL
+API_MAX_JSON_DEPTH = 64  # nesting of a decoded body (JSON, YAML or protobuf) and of a patched object
+API_MAX_JSON_NODES = 1_000_000  # values in one decoded body
+API_MAX_LIST_LIMIT = 10_000  # ?limit= is clamped to this
+PROTOBUF_MAX_FIELDS = 4096  # fields in one protobuf review body
+PROTOBUF_MAX_DEPTH = 8  # nesting of one protobuf review body
+
+# API server: watches (kedge.apiserver.model, watch).
+WATCH_MAX_BACKLOG = 10_000  # events queued for one slow watcher before it is ended (410)
+WATCH_MAX_BACKLOG_BYTES = 64 * MIB  # bytes queued for one slow watcher before it is ended
+WATCH_DEFAULT_TIMEOUT_S = 1800  # a watch without timeoutSeconds ends after this
+WATCH_MAX_TIMEOUT_S = 3600  # timeoutSeconds is clamped to this
+
+# API server: service-account bearer tokens (kedge.apiserver.satoken); bounded before parsing.
+SA_TOKEN_MAX_BYTES = 8192  # a whole token
+SA_TOKEN_MAX_HEADER_BYTES = 1024  # its decoded JOSE header (kedge's own is ~80 bytes)
+SA_TOKEN_MAX_JSON_DEPTH = 8  # nesting of its header and claims (kedge's own nest 3 deep)
+
+# API server: pod logs (kedge.apiserver.podlog).
+POD_LOG_MAX_RESPONSE_BYTES = 8 * MIB  # one log response (limitBytes is clamped to it)
+POD_LOG_MAX_FOLLOW_S = 3600.0  # a follow stream ends after this
+
+# Label selectors in requests (kedge.authz.labels).
+LABEL_SELECTOR_MAX_BYTES = 4096
+LABEL_SELECTOR_MAX_REQUIREMENTS = 64
+
+# Certificate signing requests (kedge.pki.ca, kedge.cloud.devicecontroller).
+MAX_CSR_BYTES = 16 * KIB  # one PEM CSR
+CSR_MAX_RSA_BITS = 8192  # largest RSA modulus in a CSR: no arbitrarily expensive big-number work
+
+# Tunnel messages (kedge.protocol.message); frame size and JSON bounds are in Limits above.
+MSG_MAX_ID_CHARS = 64
+MSG_MAX_RESOURCE_VERSION_CHARS = 128
+MSG_MAX_TYPE_CHARS = 64
+# Sanity cap applied on construction; a peer's input is held to the (smaller)
+# Limits.max_resource_bytes by Message.from_dict.
+MSG_MAX_ROUTE_FIELD_BYTES = 4096
+
+# CloudHub and the cloud controllers (kedge.cloud).
+HUB_MAX_CONCURRENT_REQUESTS = 4  # requests of one node handled at once (kedge.cloud.hub explains)
+EDGE_INVENTORY_MAX_PAGES = 1_000  # pages of one inventory snapshot an edge reports...
+EDGE_INVENTORY_MAX_ENTRIES = 200_000  # ...and entries over all its pages
+EDGE_ACK_TIMEOUT_S = 30.0  # an edge must acknowledge a pushed change within this
+KUBEAPI_MAX_WATCH_LINE = 4 * MIB  # one watch event line from the API server
+DEVICE_MAX_MISSES = 100_000  # devices an edge named but does not own, remembered (rate-limits reads)
+HTTP_CLIENT_MAX_RESPONSE_BYTES = 256 * KIB  # one response to kedge's HTTPS client (join, renewal)
+
+# Pod logs through the tunnel (kedge.edge.podlogs serves, kedge.cloud.podlogs asks).
+# One answer carries at most this much log (base64 makes the frame 4/3 of it; the tunnel's
+# frame limit is 1 MiB).
+POD_LOG_MAX_CHUNK_BYTES = 512 * KIB
+POD_LOG_QUERY_TIMEOUT_S = 15.0  # the cloud waits this long for an edge's answer
+
+# Edge: pods the cloud sends (kedge.edge.edged.spec, content, prober).
+POD_MAX_CONTAINERS = 32
+POD_MAX_ENV = 512
+POD_MAX_ENV_FROM = 32
+POD_MAX_ARGV = 1024
+POD_MAX_STRING = 32 * KIB
+POD_MAX_VOLUMES = 64
+POD_MAX_MOUNTS = 64
+POD_MAX_ITEMS = 256
+POD_MAX_PORTS = 64
+POD_MAX_PROBE_HEADERS = 32
+POD_MAX_GROUPS = 32
+POD_MAX_GRACE_S = 3600
+POD_MAX_PROBE_S = 3600
+POD_VOLUME_MAX_BYTES = 8 * MIB  # total bytes of one configMap/secret volume
+PROBE_MAX_STATUS_LINE = 4096  # the status line of an HTTP probe's response from a container
+
+# Edge: the MQTT broker devices connect to (kedge.edge.broker).
+MQTT_MAX_PACKET_BYTES = 64 * KIB  # twin payloads are bounded far below this (devicetwin model)
+
+# kedge audit's network probes (kedge.audit.probe).
+AUDIT_PROBE_MAX_RESPONSE_BYTES = 16 * KIB

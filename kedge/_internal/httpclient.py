@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from kedge.errors import PeerError
 
-MAX_RESPONSE_BYTES = 256 * 1024
+from kedge.limits import HTTP_CLIENT_MAX_RESPONSE_BYTES as MAX_RESPONSE_BYTES
 
 
 class HTTPError(PeerError):

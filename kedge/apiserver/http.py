@@ -30,6 +30,16 @@ from kedge.apiserver.status import status_body
 from kedge.authz.rbac import AUTHENTICATED
 from kedge.errors import KedgeError
 from kedge.limits import DEFAULT, Limits
+from kedge.limits import (  # bounds on what a client sends, under this module's names
+    API_BODY_TIMEOUT_S as BODY_TIMEOUT_S,
+    API_IDLE_KEEPALIVE_S as IDLE_KEEPALIVE_S,
+    API_LINGER_MAX_BYTES as LINGER_MAX_BYTES,
+    API_LINGER_S as LINGER_S,
+    API_MAX_BODY_BYTES as MAX_API_BODY_BYTES,
+    API_MAX_CONNECTIONS as MAX_CONNECTIONS,
+    API_MAX_HEADERS as MAX_HEADERS,
+    API_WRITE_TIMEOUT_S as WRITE_TIMEOUT_S,
+)
 from kedge.pki import ca as pki
 from kedge.pki import crl as crl_mod
 
@@ -38,20 +48,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_API_BODY_BYTES = 3 * 1024 * 1024
-MAX_CONNECTIONS = 2048
-IDLE_KEEPALIVE_S = 90.0
-WRITE_TIMEOUT_S = 30.0
 BOOKMARK_INTERVAL_S = 60.0
 READ_CHUNK = 64 * 1024
-LINGER_S = 2.0
-MAX_HEADERS = 256
 AUDIT_MAX_BYTES = 100 * 1024 * 1024
 # Rotated generations kept: under device load (1,000 status writes/s, ~0.5 KB a record) one file
 # fills in about 3.5 minutes, so one backup alone would keep only minutes of history.
 AUDIT_KEEP_FILES = 5
-BODY_TIMEOUT_S = 60.0  # a whole request body (at most 3 MiB) must arrive within this
-LINGER_MAX_BYTES = 4 * 1024 * 1024
 # Open watches and log streams are re-authenticated this often: a revoked certificate (CRL) or
 # a service-account token whose pod or account is gone ends its streams within about this long
 # (the requirement is 2 s). Bearer tokens cost two store reads each, so they are re-checked less often.

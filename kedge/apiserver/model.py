@@ -11,23 +11,16 @@ from typing import Any
 from kedge.apiserver import podlog
 from kedge.apiserver.status import ApiError
 
-MAX_JSON_DEPTH = 64
-
-
-MAX_WATCH_BACKLOG = 10_000
-
-
-MAX_WATCH_BACKLOG_BYTES = 64 * 1024 * 1024
-
-
-DEFAULT_WATCH_TIMEOUT_S = 1800
-
-
-MAX_WATCH_TIMEOUT_S = 3600
-
-
-MAX_LIST_LIMIT = 10_000
-
+# Bounds on client input (kedge.limits), under the names the api modules import from here.
+from kedge.limits import (
+    API_MAX_JSON_DEPTH as MAX_JSON_DEPTH,  # noqa: F401
+    API_MAX_JSON_NODES as MAX_JSON_NODES,  # noqa: F401
+    API_MAX_LIST_LIMIT as MAX_LIST_LIMIT,  # noqa: F401
+    WATCH_DEFAULT_TIMEOUT_S as DEFAULT_WATCH_TIMEOUT_S,  # noqa: F401
+    WATCH_MAX_BACKLOG as MAX_WATCH_BACKLOG,  # noqa: F401
+    WATCH_MAX_BACKLOG_BYTES as MAX_WATCH_BACKLOG_BYTES,  # noqa: F401
+    WATCH_MAX_TIMEOUT_S as MAX_WATCH_TIMEOUT_S,  # noqa: F401
+)
 
 BOOTSTRAP_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
@@ -65,9 +58,6 @@ class Response:
 
 def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-MAX_JSON_NODES = 1_000_000
 
 
 def rfc3339(ts: float) -> str:

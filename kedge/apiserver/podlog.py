@@ -21,9 +21,9 @@ from typing import Any, AsyncIterator, Callable
 from kedge.apiserver.status import ApiError
 from kedge.cloud import podlogs
 from kedge.errors import PeerError
+from kedge.limits import POD_LOG_MAX_FOLLOW_S as MAX_FOLLOW_S
+from kedge.limits import POD_LOG_MAX_RESPONSE_BYTES as MAX_LOG_RESPONSE_BYTES
 
-MAX_LOG_RESPONSE_BYTES = 8 * 1024 * 1024
-MAX_FOLLOW_S = 3600.0
 FOLLOW_POLL_S = 0.5
 _UNSUPPORTED = ("timestamps", "sinceSeconds", "sinceTime")
 _TRUE, _FALSE = ("true", "1"), ("false", "0", "")

@@ -16,10 +16,10 @@ import base64
 from typing import Any
 
 from kedge.errors import PeerError
+from kedge.limits import PROTOBUF_MAX_DEPTH as MAX_DEPTH
+from kedge.limits import PROTOBUF_MAX_FIELDS as MAX_FIELDS
 
 MAGIC = b"k8s\x00"
-MAX_FIELDS = 4096
-MAX_DEPTH = 8
 
 
 class ProtobufError(PeerError):

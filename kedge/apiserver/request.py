@@ -14,8 +14,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from kedge.authz.labels import FieldRequirement, parse_field_selector
 from kedge.errors import PeerError
+from kedge.limits import API_MAX_QUERY_PARAMS as MAX_QUERY_PARAMS
 
-MAX_QUERY_PARAMS = 64
 _NAMESPACE_SUBRESOURCES = ("status", "finalize")
 _METHOD_VERBS = {"POST": "create", "GET": "get", "HEAD": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 

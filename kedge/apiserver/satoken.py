@@ -23,17 +23,16 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from kedge._internal import jsonutil
 from kedge.errors import AuthenticationError, LimitExceeded, ProtocolError
+from kedge.limits import SA_TOKEN_MAX_BYTES as MAX_TOKEN_BYTES
+from kedge.limits import SA_TOKEN_MAX_HEADER_BYTES as MAX_HEADER_BYTES
+from kedge.limits import SA_TOKEN_MAX_JSON_DEPTH as MAX_JSON_DEPTH
 
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 API_AUDIENCE = "https://kubernetes.default.svc.cluster.local"
-MAX_TOKEN_BYTES = 8192
 MIN_EXPIRATION_S = 600
 MAX_EXPIRATION_S = 48 * 3600
 DEFAULT_EXPIRATION_S = 3600
 _LEEWAY_S = 60
-#: Bounds on the signed JSON (kedge's own header is ~80 bytes, claims ~400; nesting 3).
-MAX_HEADER_BYTES = 1024
-MAX_JSON_DEPTH = 8
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 

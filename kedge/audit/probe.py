@@ -22,7 +22,7 @@ from kedge.audit.facts import CertInfo, ProbeFacts
 from kedge.audit.gather import cert_info
 from kedge.errors import ConfigError
 
-MAX_RESPONSE_BYTES = 16 * 1024
+from kedge.limits import AUDIT_PROBE_MAX_RESPONSE_BYTES as MAX_RESPONSE_BYTES
 OVERSIZED_BODY_BYTES = 1024 * 1024
 _CHUNK = 64 * 1024
 _VERSIONS = (("TLSv1", "TLSv1"), ("TLSv1.1", "TLSv1_1"), ("TLSv1.2", "TLSv1_2"), ("TLSv1.3", "TLSv1_3"))

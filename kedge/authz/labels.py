@@ -14,8 +14,8 @@ from typing import Any
 
 from kedge.errors import PeerError
 
-MAX_SELECTOR_BYTES = 4096
-MAX_REQUIREMENTS = 64
+from kedge.limits import LABEL_SELECTOR_MAX_BYTES as MAX_SELECTOR_BYTES
+from kedge.limits import LABEL_SELECTOR_MAX_REQUIREMENTS as MAX_REQUIREMENTS
 
 # Kubernetes ``IsQualifiedName`` / ``IsValidLabelValue``. The optional prefix is a
 # DNS-1123 subdomain (lower case, at most 253 characters), the name at most 63

@@ -61,7 +61,7 @@ Router = Callable[["NodeSession", m.Message], Awaitable[Any]]
 # first await) and one writer at a time applies a device's queue front to back; twin values
 # are also newest-wins by their report timestamp. Nothing else relies on a batch's position
 # relative to other messages: a batch carries only twin/state reports, never spec changes.
-MAX_CONCURRENT_REQUESTS = 4
+from kedge.limits import HUB_MAX_CONCURRENT_REQUESTS as MAX_CONCURRENT_REQUESTS  # noqa: E402
 CONCURRENT_KINDS = frozenset({"devicestatus"})
 
 

@@ -17,8 +17,8 @@ from kedge.protocol import message as m
 
 GROUP = "edged"
 RESOURCE_TYPE = "podlog"
-MAX_LOG_CHUNK_BYTES = 512 * 1024  # the edge serves at most this per query
-QUERY_TIMEOUT_S = 15.0
+from kedge.limits import POD_LOG_MAX_CHUNK_BYTES as MAX_LOG_CHUNK_BYTES  # noqa: E402  (the edge serves at most this)
+from kedge.limits import POD_LOG_QUERY_TIMEOUT_S as QUERY_TIMEOUT_S  # noqa: E402
 
 
 class NodeUnavailable(KedgeError):

@@ -54,7 +54,7 @@ TOPIC_ROOT = "$hw/events/device"
 # whose every publish is denied although the ACL file names it (1 run in 5 of device_twin_bench).
 RELOAD_DELAY_S = 0.05
 CONFIRM_AFTER_S = 1.0
-MAX_PACKET_BYTES = 64 * 1024  # twin payloads are bounded far below this (model.MAX_PAYLOAD_BYTES)
+from kedge.limits import MQTT_MAX_PACKET_BYTES as MAX_PACKET_BYTES  # noqa: E402
 
 
 class BrokerUnavailable(LocalError):

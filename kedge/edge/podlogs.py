@@ -29,9 +29,8 @@ from kedge.protocol import message as m
 
 GROUP = "edged"
 RESOURCE_TYPE = "podlog"
-# One answer carries at most this much log (base64 makes the frame 4/3 of it; the
-# tunnel's frame limit is 1 MiB).
-MAX_LOG_CHUNK_BYTES = 512 * 1024
+# One answer carries at most this much log (kedge.limits).
+from kedge.limits import POD_LOG_MAX_CHUNK_BYTES as MAX_LOG_CHUNK_BYTES  # noqa: E402
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _KEYS = frozenset({"container", "limitBytes", "previous", "offset"})
 

@@ -29,6 +29,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kedge._internal import fsutil
 from kedge.errors import AuthenticationError, ConfigError, PeerError, StateError
+from kedge.limits import CSR_MAX_RSA_BITS, MAX_CSR_BYTES
 
 __all__ = [
     "CsrError",
@@ -69,10 +70,10 @@ SKEW = _dt.timedelta(seconds=60)
 #: Bound for key and certificate files we read from disk (a cert bundle is a few KiB).
 MAX_PEM_FILE_BYTES = 1024 * 1024
 
-#: Smallest RSA modulus accepted in a CSR; largest, so a peer cannot make us do
-#: arbitrarily expensive big-number work.
+#: Smallest RSA modulus accepted in a CSR; the largest (kedge.limits) keeps a peer from making
+#: us do arbitrarily expensive big-number work.
 MIN_RSA_BITS = 2048
-MAX_RSA_BITS = 8192
+MAX_RSA_BITS = CSR_MAX_RSA_BITS
 
 _ACCEPTED_CURVES = (ec.SECP256R1, ec.SECP384R1)
 _ACCEPTED_CSR_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
@@ -393,7 +394,7 @@ def _check_public_key(pub: object) -> PublicKey:
     raise CsrError("key type not accepted", code="csr_weak_key")
 
 
-def check_node_csr(csr_pem: bytes, *, max_csr_bytes: int = 16384) -> PublicKey:
+def check_node_csr(csr_pem: bytes, *, max_csr_bytes: int = MAX_CSR_BYTES) -> PublicKey:
     """Validate a node CSR without signing anything; return the public key to certify.
 
     Exactly the checks :func:`sign_node_csr` applies, so a server can run them
@@ -441,7 +442,7 @@ def sign_node_csr(
     node_name: str,
     now: _dt.datetime,
     validity: _dt.timedelta,
-    max_csr_bytes: int = 16384,
+    max_csr_bytes: int = MAX_CSR_BYTES,
 ) -> x509.Certificate:
     """Certify the CSR's public key as node ``node_name``; everything else is ours.
 

@@ -81,12 +81,14 @@ OPERATIONS: frozenset[str] = frozenset(
     {INSERT, UPDATE, PATCH, DELETE, QUERY, RESPONSE, ERROR, KEEPALIVE}
 )
 
-MAX_MSG_ID_CHARS = 64
-MAX_RESOURCE_VERSION_CHARS = 128
-MAX_TYPE_CHARS = 64
-# Sanity cap applied on construction; a peer's input is held to the (smaller)
-# ``limits.max_resource_bytes`` by :meth:`Message.from_dict`.
-MAX_ROUTE_FIELD_BYTES = 4096
+# Bounds on message fields (kedge.limits). MAX_ROUTE_FIELD_BYTES is a sanity cap applied on
+# construction; a peer's input is held to the (smaller) ``limits.max_resource_bytes`` by
+# :meth:`Message.from_dict`.
+from kedge.limits import MSG_MAX_ID_CHARS as MAX_MSG_ID_CHARS  # noqa: E402
+from kedge.limits import MSG_MAX_RESOURCE_VERSION_CHARS as MAX_RESOURCE_VERSION_CHARS  # noqa: E402
+from kedge.limits import MSG_MAX_ROUTE_FIELD_BYTES as MAX_ROUTE_FIELD_BYTES  # noqa: E402
+from kedge.limits import MSG_MAX_TYPE_CHARS as MAX_TYPE_CHARS  # noqa: E402
+
 INT64_MAX = 2**63 - 1
 
 _TOP_FIELDS = frozenset({"header", "route", "content"})

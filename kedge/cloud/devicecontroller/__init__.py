@@ -48,6 +48,8 @@ from typing import Any, AsyncIterator, Callable, Protocol
 
 from kedge.edge.devicetwin import model as tm
 from kedge.errors import KedgeError, LocalError, PeerError
+from kedge.limits import DEVICE_MAX_MISSES as MAX_MISSES
+from kedge.limits import MAX_CSR_BYTES
 from kedge.store import rv as rv_text
 
 log = logging.getLogger(__name__)
@@ -61,8 +63,6 @@ MISS_TTL_S = 2.0
 WATCH_TIMEOUT_S = 300
 FIRST_LOAD_WAIT_S = 10.0
 RETRY_MAX_S = 10.0
-MAX_MISSES = 100_000
-MAX_CSR_BYTES = 16384
 
 
 def _now_iso() -> str:

@@ -50,10 +50,12 @@ from kedge.protocol.session import MessageTooLarge
 log = logging.getLogger(__name__)
 
 PUSH_WINDOW = 32
-# Bounds on what an edge may report as its inventory (all pages of one snapshot together).
-MAX_INVENTORY_PAGES = 1_000
-MAX_INVENTORY_ENTRIES = 200_000
-ACK_TIMEOUT_S = 30.0
+# Bounds on what an edge may report as its inventory (all pages of one snapshot together), and
+# how long it may take to acknowledge: kedge.limits.
+from kedge.limits import EDGE_ACK_TIMEOUT_S as ACK_TIMEOUT_S  # noqa: E402
+from kedge.limits import EDGE_INVENTORY_MAX_ENTRIES as MAX_INVENTORY_ENTRIES  # noqa: E402
+from kedge.limits import EDGE_INVENTORY_MAX_PAGES as MAX_INVENTORY_PAGES  # noqa: E402
+
 WATCH_TIMEOUT_S = 60
 # Threads reading newly referenced configmaps/secrets as the nodes (shared by all nodes).
 REF_READERS = 4

@@ -20,7 +20,7 @@ from kedge.errors import AuthorizationError, LocalError, PeerError
 
 log = logging.getLogger(__name__)
 
-MAX_WATCH_LINE = 4 * 1024 * 1024
+from kedge.limits import KUBEAPI_MAX_WATCH_LINE as MAX_WATCH_LINE  # noqa: E402
 NODES_GROUP = "system:nodes"
 
 

@@ -26,7 +26,7 @@ from kedge.errors import PeerError
 Lookup = Callable[[str, str, str], "dict[str, Any] | None"]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-MAX_VOLUME_BYTES = 8 * 1024 * 1024  # total bytes of one configMap/secret volume
+from kedge.limits import POD_VOLUME_MAX_BYTES as MAX_VOLUME_BYTES  # noqa: E402  (one configMap/secret volume)
 _ENV_KEY = re.compile(r"\A[-._a-zA-Z][-._a-zA-Z0-9]*\Z")
 _FILE_KEY = re.compile(r"\A[-._a-zA-Z0-9]{1,253}\Z")
 _REF = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")

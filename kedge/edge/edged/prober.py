@@ -18,7 +18,7 @@ from kedge.edge.edged.spec import ContainerDef, ProbeDef
 
 LOOPBACK = "127.0.0.1"
 _ALLOWED_HOSTS = ("", LOOPBACK, "localhost")
-MAX_STATUS_LINE = 4096
+from kedge.limits import PROBE_MAX_STATUS_LINE as MAX_STATUS_LINE  # noqa: E402
 
 
 async def run_probe(probe: ProbeDef, container: ContainerDef, *, env: Mapping[str, str], cwd: str,

@@ -19,20 +19,20 @@ from typing import Any, TypedDict
 
 from kedge.errors import PeerError
 
-# Bounds on one pod (kept here until they move into kedge.limits).
-MAX_CONTAINERS = 32
-MAX_ENV = 512
-MAX_ENV_FROM = 32
-MAX_ARGV = 1024
-MAX_STRING = 32 * 1024
-MAX_VOLUMES = 64
-MAX_MOUNTS = 64
-MAX_ITEMS = 256
-MAX_PORTS = 64
-MAX_HEADERS = 32
-MAX_GROUPS = 32
-MAX_GRACE_S = 3600
-MAX_PROBE_S = 3600
+# Bounds on one pod: kedge.limits.
+from kedge.limits import POD_MAX_ARGV as MAX_ARGV
+from kedge.limits import POD_MAX_CONTAINERS as MAX_CONTAINERS
+from kedge.limits import POD_MAX_ENV as MAX_ENV
+from kedge.limits import POD_MAX_ENV_FROM as MAX_ENV_FROM
+from kedge.limits import POD_MAX_GRACE_S as MAX_GRACE_S
+from kedge.limits import POD_MAX_GROUPS as MAX_GROUPS
+from kedge.limits import POD_MAX_ITEMS as MAX_ITEMS
+from kedge.limits import POD_MAX_MOUNTS as MAX_MOUNTS
+from kedge.limits import POD_MAX_PORTS as MAX_PORTS
+from kedge.limits import POD_MAX_PROBE_HEADERS as MAX_HEADERS
+from kedge.limits import POD_MAX_PROBE_S as MAX_PROBE_S
+from kedge.limits import POD_MAX_STRING as MAX_STRING
+from kedge.limits import POD_MAX_VOLUMES as MAX_VOLUMES
 
 _DNS_LABEL = re.compile(r"\A[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 _DNS_SUBDOMAIN = re.compile(r"\A[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\Z")
