@@ -259,13 +259,18 @@ class Broker:
             return False
         self._devices = new
         self._write_acl()
+        self.reload()
+        return True
+
+    def reload(self) -> None:
+        """Have mosquitto re-read its ACL and CRL files shortly (SIGHUP, coalesced). A reloaded
+        CRL refuses new handshakes only: sessions already up stay up (mosquitto 2.0)."""
         with self._acl_changed:
             self._acl_version += 1
             self._acl_changed.notify()
             if self._reloader is None:
                 self._reloader = threading.Thread(target=self._reload_loop, daemon=True, name="mosquitto-acl")
                 self._reloader.start()
-        return True
 
     def _hup(self) -> None:
         proc = self.proc
