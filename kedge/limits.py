@@ -52,6 +52,11 @@ class Limits:
     max_patch_work: int = 64 * MIB
     # Nesting of the patched object (the API server refuses deeper bodies: MAX_JSON_DEPTH).
     max_patch_depth: int = 64
+    # Device certificate revocation (edge): the device CA's CRL the cloud sends (with MQTT
+    # certificates and on request), and how often an edge asks for a fresh one -- a revocation
+    # reaches the edge's broker within this (edgecore keeps it within 1 s .. 1 h).
+    max_device_crl_bytes: int = 512 * KIB
+    device_crl_poll_s: float = 300.0
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

@@ -6,7 +6,10 @@
    :mod:`kedge.edge.mqttkeys`) and has the cloud's device CA certify them over the
    node's authenticated tunnel (CSRs; cached in ``EDGEDIR/pki/mqtt-*``, all 0600) -- so
    device credentials from ``kedge device credentials`` (cloud side) verify this broker
-   and are verified by it, and no private key crosses the tunnel;
+   and are verified by it, and no private key crosses the tunnel. The device CA's CRL comes
+   with them (``mqtt-crl.pem``, mosquitto's ``crlfile``) and is refreshed over the tunnel
+   (``devicecrl``) every ``limits.device_crl_poll_s``: a device revoked with ``kedge device
+   revoke`` is cut off and refused by this broker within that interval (:mod:`.crl`);
 2. starts mosquitto (:mod:`kedge.edge.broker`) and writes ``{"mqtt": "mqtts://127.0.0.1:P"}``
    into ``EDGEDIR/endpoints.json``; without mosquitto it logs an error and returns
    (device management off, the rest of edgecore keeps running). With ``mqtt_broker`` in
@@ -36,7 +39,8 @@ import time
 from typing import Any
 
 from kedge._internal import fsutil
-from kedge.edge.broker import Broker, BrokerUnavailable, ExternalBroker, find_mosquitto
+from kedge.edge.broker import Broker, BrokerUnavailable, ExternalBroker, find_mosquitto, mqtt_client_id
+from kedge.edge.devicetwin import crl
 from kedge.edge.devicetwin.engine import TwinEngine
 from kedge.edge.devicetwin.table import TwinTable
 from kedge.errors import KedgeError, PeerError
@@ -48,7 +52,12 @@ MAX_BACKLOG = 20_000  # MQTT messages waiting for the worker; beyond this they a
 WORKER_BATCH = 1_000
 UPLOAD_BATCH_DEVICES = 200
 UPLOAD_PIPELINE = 2  # batches in flight at once
-CERT_FILES = ("mqtt-ca.crt", "mqtt-broker.crt", "mqtt-broker.key", "mqtt-client.crt", "mqtt-client.key")
+CRL_FILE = "mqtt-crl.pem"
+# An edge missing any of these (one installed before the CRL came with the bundle) fetches a new bundle.
+CERT_FILES = ("mqtt-ca.crt", "mqtt-broker.crt", "mqtt-broker.key", "mqtt-client.crt", "mqtt-client.key", CRL_FILE)
+CRL_POLL_MIN_S = 1.0
+CRL_POLL_MAX_S = 3600.0
+CRL_RETRY_S = 30.0  # after a failed poll, at most this long until the next one
 RENEW_BEFORE = dt.timedelta(days=7)
 RENEW_CHECK_MAX_S = 3600.0  # look again at least this often (the clock may jump)
 BROKER_CHECK_TIMEOUT_S = 120
@@ -86,26 +95,78 @@ _KEY_FILES = ("mqtt-broker.key", "mqtt-client.key")  # staged as <name>.next by 
 MQTT_KEYS_TIMEOUT_S = 120
 
 
-def _install_bundle(pki_dir, certs: dict[str, str]) -> None:
-    """Stage the issued certificates (0600) beside the staged keys, have OpenSSL load each
-    pair as the broker's and the client's TLS identity -- which parses every PEM and checks
-    each key matches its certificate --, then move all of them into place. A bad bundle is
-    refused (``bad_bundle``) and changes nothing; the staged files are gone either way.
-    (OpenSSL rather than ``cryptography`` keeps an edge's first start as small as its idle.)"""
+# OpenSSL's verify results (X509_V_ERR_*) when our own pair is checked against a CRL.
+_CRL_VERIFY_CODES = {3: "crl_not_from_device_ca", 8: "crl_bad_signature", 11: "crl_not_yet_valid",
+                     12: "crl_expired", 23: "crl_revokes_this_edge"}
+
+
+def _check_with_openssl(files: dict[str, Any]) -> None:
+    """OpenSSL (the library mosquitto uses) loads the broker's and edgecore's TLS identities --
+    parsing every PEM and checking each key matches its certificate -- and runs an in-memory
+    handshake between them with the CRL checked on both sides, as mosquitto checks devices.
+    It completes only if each certificate chains to the CA, the CRL is signed by that CA and
+    current, and it revokes neither of our certificates. ``files``: paths by installed name."""
     import ssl
 
     from kedge import tls
 
+    try:
+        server = tls.server_context(files["mqtt-broker.crt"], files["mqtt-broker.key"], files["mqtt-ca.crt"])
+        client = tls.client_context(files["mqtt-ca.crt"], files["mqtt-client.crt"], files["mqtt-client.key"])
+        for ctx in (server, client):
+            ctx.load_verify_locations(cafile=str(files[CRL_FILE]))  # only a CRL: crl.pem_to_der checked
+            ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+    except (ssl.SSLError, ValueError, OSError) as exc:
+        raise PeerError("certificate bundle does not load", code="bad_bundle") from exc
+    bios = [ssl.MemoryBIO() for _ in range(4)]
+    ends = [server.wrap_bio(bios[0], bios[1], server_side=True),
+            client.wrap_bio(bios[2], bios[3], server_hostname=Broker.host)]
+    done = [False, False]
+    try:
+        for _ in range(8):  # a TLS 1.3 handshake needs three flights
+            for i in (1, 0):
+                if not done[i]:
+                    with contextlib.suppress(ssl.SSLWantReadError):
+                        ends[i].do_handshake()
+                        done[i] = True
+            bios[0].write(bios[3].read())
+            bios[2].write(bios[1].read())
+            if all(done):
+                return
+    except ssl.SSLCertVerificationError as exc:
+        raise PeerError(f"certificate bundle does not verify: {exc.verify_message}",
+                        code=_CRL_VERIFY_CODES.get(exc.verify_code, "bad_bundle")) from exc
+    except ssl.SSLError as exc:
+        raise PeerError("certificate bundle does not verify", code="bad_bundle") from exc
+    raise PeerError("certificate bundle check did not complete", code="bad_bundle")
+
+
+def _crl_from_cloud(value: Any, limits) -> tuple[bytes, crl.CrlInfo]:
+    """The CRL PEM of a cloud answer, shape-checked (one X509 CRL block, within the bound), and
+    what it says. Its signature is checked by :func:`_check_with_openssl` before it is installed."""
+    if not isinstance(value, str) or not value.isascii():
+        raise crl.BadCrl("no CRL in the answer", code="crl_missing")
+    data = value.encode()
+    return data, crl.parse_crl_pem(data, max_bytes=limits.max_device_crl_bytes)
+
+
+def _install_bundle(pki_dir, certs: dict[str, str], limits=None) -> None:
+    """Stage the issued certificates and the device CA's CRL (0600) beside the staged keys,
+    have OpenSSL check them together (:func:`_check_with_openssl`), then move all of them
+    into place. A bad bundle is refused (``bad_bundle``, ``bad_crl``, ``crl_*``) and changes
+    nothing; the staged files are gone either way. (OpenSSL rather than ``cryptography``
+    keeps an edge's first start as small as its idle.)"""
+    from kedge.limits import DEFAULT
+
     staged = {name: pki_dir / f"{name}.next" for _, name in _CERT_PARTS}
     staged.update({name: pki_dir / f"{name}.next" for name in _KEY_FILES})
+    staged[CRL_FILE] = pki_dir / f"{CRL_FILE}.next"
     try:
+        crl_pem, _ = _crl_from_cloud(certs.get("crl"), limits or DEFAULT)
         for key, name in _CERT_PARTS:
             fsutil.write_private(staged[name], certs[key].encode())
-        try:
-            tls.server_context(staged["mqtt-broker.crt"], staged["mqtt-broker.key"], staged["mqtt-ca.crt"])
-            tls.client_context(staged["mqtt-ca.crt"], staged["mqtt-client.crt"], staged["mqtt-client.key"])
-        except (ssl.SSLError, ValueError, OSError) as exc:
-            raise PeerError("certificate bundle does not load", code="bad_bundle") from exc
+        fsutil.write_private(staged[CRL_FILE], crl_pem)
+        _check_with_openssl(staged)
         for name, path in staged.items():
             path.replace(pki_dir / name)
         fsutil.fsync_dir(pki_dir)
@@ -128,6 +189,38 @@ async def _stage_keys(pki_dir, node: str) -> dict[str, str]:
     return mqttkeys.parse_result(out, rc)
 
 
+def _installed_crl(pki_dir, limits) -> crl.CrlInfo | None:
+    """The CRL mosquitto has (None if missing or unreadable: any current one replaces it)."""
+    try:
+        return crl.parse_crl_pem((pki_dir / CRL_FILE).read_bytes(), max_bytes=limits.max_device_crl_bytes)
+    except (OSError, crl.BadCrl):
+        return None
+
+
+def _install_crl(pki_dir, crl_pem: bytes) -> None:
+    """Stage ``crl_pem`` (0600), have OpenSSL check it with the installed certificates and
+    keys, move it into place. Refused (and nothing changed) if the check fails."""
+    staged = pki_dir / f"{CRL_FILE}.next"
+    try:
+        fsutil.write_private(staged, crl_pem)
+        files: dict[str, Any] = {name: pki_dir / name for name in CERT_FILES}
+        files[CRL_FILE] = staged
+        _check_with_openssl(files)
+        staged.replace(pki_dir / CRL_FILE)
+        fsutil.fsync_dir(pki_dir)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            staged.unlink()
+
+
+async def _until_valid(info: crl.CrlInfo) -> None:
+    """Wait until ``info`` is valid by our clock (a CRL issued a moment ahead of it, within
+    crl.MAX_CLOCK_SKEW); mosquitto would refuse every client before then."""
+    wait = crl.check_current(info, now=dt.datetime.now(dt.timezone.utc))
+    if wait > 0:
+        await asyncio.sleep(wait + 1.0)  # CRL times have one-second resolution
+
+
 async def ensure_certs(core) -> None:
     """Unless usable ones are on disk: make the MQTT keys here, have the cloud's device CA
     certify them (CSRs over the tunnel), install keys and certificates together."""
@@ -147,7 +240,9 @@ async def ensure_certs(core) -> None:
             certs = {k: c.get(k) for k, _ in _CERT_PARTS}
             if not all(isinstance(v, str) and len(v) < 16384 for v in certs.values()):
                 raise PeerError("malformed certificate bundle", code="bad_bundle")
-            await asyncio.to_thread(_install_bundle, pki_dir, certs)
+            certs["crl"] = c.get("crl")
+            await _until_valid(_crl_from_cloud(certs["crl"], core.hub.limits)[1])
+            await asyncio.to_thread(_install_bundle, pki_dir, certs, core.hub.limits)
             log.info("MQTT keys made on this edge, certified by the cloud's device CA")
             return
         except (KedgeError, TimeoutError, ConnectionError) as exc:
@@ -179,7 +274,7 @@ class DeviceTwinService:
         self.uploaded = 0
         self.inflight: set[tuple[str, str]] = set()
         pki_dir = core.dir.pki
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edgecore-{core.node}"[:64],
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=mqtt_client_id(core.node),
                                   protocol=mqtt.MQTTv311, clean_session=True)
         ext = core.hub.cfg.mqtt_broker if not broker.managed else None
         if ext is not None:  # an operator's broker: edgecore's identity there is the operator's
@@ -189,7 +284,9 @@ class DeviceTwinService:
                                                   pki_dir / "mqtt-client.key")
         self.client.tls_set_context(self.tls_context)
         self.broker_lock = asyncio.Lock()  # one (re)start of mosquitto at a time
+        self.pki_lock = asyncio.Lock()  # one writer of EDGEDIR/pki/mqtt-* at a time (renewal, CRL refresh)
         self.renewals = 0
+        self.crl_updates = 0
         self.client.max_queued_messages_set(10_000)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
@@ -345,17 +442,67 @@ class DeviceTwinService:
             if due > 0:
                 await asyncio.sleep(min(max(due, 1.0), RENEW_CHECK_MAX_S))
                 continue
-            await ensure_certs(self.core)
+            async with self.pki_lock:
+                await ensure_certs(self.core)
             await asyncio.to_thread(self.tls_context.load_cert_chain, pki_dir / "mqtt-client.crt",
                                     pki_dir / "mqtt-client.key")
             await self._restart_broker(stop_first=True)
             self.renewals += 1
             log.info("MQTT certificates renewed (%d); mosquitto restarted with them", self.renewals)
 
+    async def _refresh_crl(self) -> crl.Action:
+        """Ask the cloud for the device CA's current CRL; install it if it is newer and changes
+        something, and have mosquitto use it (:func:`crl.decide`: a newly revoked device means a
+        restart, which also ends that device's live session)."""
+        hub, pki_dir, limits = self.core.hub, self.core.dir.pki, self.core.hub.limits
+        reply = await hub.request(hub.new_message(m.QUERY, f"default/devicecrl/{self.core.node}", None), timeout=30)
+        if reply.route.operation == m.ERROR or not isinstance(reply.content, dict):
+            raise PeerError("cloud refused the device CRL", code="crl_refused")
+        data, new = _crl_from_cloud(reply.content.get("crl"), limits)
+        await _until_valid(new)
+        async with self.pki_lock:
+            installed = await asyncio.to_thread(_installed_crl, pki_dir, limits)
+            action = crl.decide(installed, new, now=dt.datetime.now(dt.timezone.utc))
+            if action is crl.Action.KEEP:
+                return action
+            await asyncio.to_thread(_install_crl, pki_dir, data)
+        self.crl_updates += 1
+        if action is crl.Action.RESTART:
+            await self._restart_broker(stop_first=True)
+            log.info("device CRL updated (%d revoked); mosquitto restarted with it", len(new.revoked))
+        else:
+            self.broker.reload()
+            log.info("device CRL refreshed (%d revoked); mosquitto reloads it", len(new.revoked))
+        return action
+
+    async def _crl_refresher(self) -> None:
+        """Poll the device CRL: first at once (the one on disk may be as old as the certificates),
+        then every ``limits.device_crl_poll_s`` (1 s .. 1 h) and well before it goes stale; while
+        the tunnel is down, wait for it (and poll as soon as it is back); after a failure, retry
+        with backoff up to CRL_RETRY_S."""
+        hub = self.core.hub
+        interval = min(max(float(hub.limits.device_crl_poll_s), CRL_POLL_MIN_S), CRL_POLL_MAX_S)
+        delay, failures = 0.0, 0
+        while True:
+            await asyncio.sleep(delay)
+            await hub.connected.wait()
+            try:
+                await self._refresh_crl()
+                failures = 0
+            except (KedgeError, TimeoutError, OSError) as exc:
+                failures += 1
+                log.warning("device CRL not refreshed: %s", getattr(exc, "code", type(exc).__name__))
+            if failures:
+                delay = min(interval, CRL_RETRY_S, 2.0 ** failures)
+            else:
+                installed = await asyncio.to_thread(_installed_crl, self.core.dir.pki, hub.limits)
+                delay = crl.poll_delay(installed, interval_s=interval, now=dt.datetime.now(dt.timezone.utc))
+
     async def upload_loop(self) -> None:
         senders = [asyncio.create_task(self._uploader()) for _ in range(UPLOAD_PIPELINE)]
-        if self.broker.managed:  # an operator's broker has the operator's certificates
+        if self.broker.managed:  # an operator's broker has the operator's certificates and CRL
             senders.append(asyncio.create_task(self._renewer()))
+            senders.append(asyncio.create_task(self._crl_refresher()))
         try:
             while True:
                 await asyncio.sleep(1.0)
@@ -455,7 +602,8 @@ async def run_devicetwin(core) -> None:
     await ensure_certs(core)
     pki_dir = core.dir.pki
     broker = Broker(root / "mqtt", core.node, cafile=pki_dir / "mqtt-ca.crt",
-                    certfile=pki_dir / "mqtt-broker.crt", keyfile=pki_dir / "mqtt-broker.key")
+                    certfile=pki_dir / "mqtt-broker.crt", keyfile=pki_dir / "mqtt-broker.key",
+                    crlfile=pki_dir / CRL_FILE)
     try:
         known = fsutil.read_json(core.dir.endpoints, {})
     except KedgeError:
