@@ -27,13 +27,14 @@ CLIENT_KEY_STAGED = "mqtt-client.key.next"
 def stage_keys(pki_dir: str | os.PathLike[str], node: str) -> dict[str, str]:
     """Generate and stage both keys; return their CSRs (PEM strings)."""
     from kedge._internal import fsutil
+    from kedge.edge.broker import admin_username
     from kedge.pki import ca as pki
 
     d = Path(pki_dir)
     pki.validate_node_name(node)
     out: dict[str, str] = {}
     for staged, field, cn in ((SERVER_KEY_STAGED, "serverCsr", f"mqtt-broker:{node}"),
-                              (CLIENT_KEY_STAGED, "clientCsr", f"edgecore:{node}")):
+                              (CLIENT_KEY_STAGED, "clientCsr", admin_username(node))):
         key = pki.generate_key()
         fsutil.write_private(d / staged, pki.key_to_pem(key))
         out[field] = pki.make_csr_for(key, cn[:64]).decode()
