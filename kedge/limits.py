@@ -80,7 +80,10 @@ DEFAULT = Limits()
 
 # API server: HTTP (kedge.apiserver.http).
 API_MAX_BODY_BYTES = 3 * MIB  # one request body (kube-apiserver's limit); more is a 413
+API_MAX_YAML_BODY_BYTES = 256 * KIB  # one YAML body: decoded ~100x slower than JSON, so kept small (clients send JSON)
 API_MAX_CONNECTIONS = 2048  # open client connections; more are closed at accept
+API_MAX_CERTLESS_CONNECTIONS = 256  # of those, without a client certificate (bearer tokens, anonymous)...
+API_MAX_CERTLESS_PER_SOURCE = 32  # ...and from one source address: idle anonymous sockets cannot lock others out
 API_MAX_HEADERS = 256  # header fields in one request
 API_BODY_TIMEOUT_S = 60.0  # a whole request body (at most 3 MiB) must arrive within this
 API_WRITE_TIMEOUT_S = 30.0  # a client must take each response write within this

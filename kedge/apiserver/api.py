@@ -11,6 +11,7 @@ streams the :class:`Watch`. The clock is injected (``clock``) so tests control t
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import logging
@@ -21,7 +22,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from kedge.apiserver import podlog
+from kedge.apiserver import decoding, podlog
 from kedge.apiserver.admission import Admission
 from kedge.apiserver.decoding import BodyDecoding
 from kedge.apiserver.discovery import _SUBRESOURCE_VERBS, Discovery
@@ -92,6 +93,7 @@ class API(BodyDecoding, ReadHandlers, TableRendering, WatchHandlers, WriteHandle
         self.graph = NodeGraph()
         self._policy: Policy | None = None
         self._watchers: set[Watch] = set()
+        self._yaml_slot = asyncio.Semaphore(1)  # YAML bodies decoded off the loop, one at a time
         # node name -> its tunnel session (cloudcore sets it; a lone `kedge apiserver` has no tunnels).
         self.node_session: Callable[[str], Any] = lambda node: None
         self._bootstrap()
@@ -204,6 +206,10 @@ class API(BodyDecoding, ReadHandlers, TableRendering, WatchHandlers, WriteHandle
         return result
     async def handle_async(self, req: Request) -> Response | Watch:
         """Serve one request; while its writes reach the disk (with others', in one commit) the loop runs on."""
+        if req.body and decoding.content_type(req) in decoding.YAML_TYPES:
+            # YAML is slow to decode: one body at a time, in a worker thread, so the loop serves others.
+            async with self._yaml_slot:
+                req.decoded_yaml = await asyncio.to_thread(decoding.decode_yaml_outcome, req.body)
         with self.store.deferred() as writes:
             result = self._handle(req)
         if writes:
@@ -211,6 +217,7 @@ class API(BodyDecoding, ReadHandlers, TableRendering, WatchHandlers, WriteHandle
         if isinstance(result, LogFetch):
             return await self._serve_log(result)
         return result
+
     async def _serve_log(self, fetch: LogFetch) -> Response | LogStream:
         lr = fetch.request
         try:

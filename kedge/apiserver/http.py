@@ -36,6 +36,8 @@ from kedge.limits import (  # bounds on what a client sends, under this module's
     API_LINGER_MAX_BYTES as LINGER_MAX_BYTES,
     API_LINGER_S as LINGER_S,
     API_MAX_BODY_BYTES as MAX_API_BODY_BYTES,
+    API_MAX_CERTLESS_CONNECTIONS as MAX_CERTLESS_CONNECTIONS,
+    API_MAX_CERTLESS_PER_SOURCE as MAX_CERTLESS_PER_SOURCE,
     API_MAX_CONNECTIONS as MAX_CONNECTIONS,
     API_MAX_HEADERS as MAX_HEADERS,
     API_WRITE_TIMEOUT_S as WRITE_TIMEOUT_S,
@@ -185,6 +187,7 @@ class ApiServer:
         self.crl_keeper = crl_keeper
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[asyncio.Task[Any]] = set()
+        self._certless: dict[str, int] = {}  # source address -> open connections without a client certificate
         self._streams: set[_Connection] = set()  # connections serving a watch or a log stream
         self._watcher: asyncio.Task[None] | None = None
         self._audit_fd: int | None = None
@@ -220,9 +223,31 @@ class ApiServer:
             os.close(self._audit_fd)
             self._audit_fd = None
 
+    def _admit_connection(self, writer: asyncio.StreamWriter) -> str | None:
+        """Whether a new connection may stay: ``""`` (it holds a client certificate), its source
+        address (counted among the certificate-less), or None (over a budget: close it).
+
+        Connections without a client certificate -- bearer tokens, or anyone at all before a
+        request -- share a smaller budget, per source address too, so idle anonymous sockets
+        cannot take the slots that nodes, controllers and users with certificates need.
+        """
+        if len(self._conns) >= MAX_CONNECTIONS:
+            return None
+        sslobj = writer.get_extra_info("ssl_object")
+        if sslobj is not None and sslobj.getpeercert():
+            return ""
+        peer = writer.get_extra_info("peername")
+        source = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        if sum(self._certless.values()) >= MAX_CERTLESS_CONNECTIONS or \
+                self._certless.get(source, 0) >= MAX_CERTLESS_PER_SOURCE:
+            return None
+        self._certless[source] = self._certless.get(source, 0) + 1
+        return source
+
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        if task is None or len(self._conns) >= MAX_CONNECTIONS:
+        source = self._admit_connection(writer) if task is not None else None
+        if task is None or source is None:
             writer.close()
             return
         self._conns.add(task)
@@ -234,6 +259,12 @@ class ApiServer:
             pass  # server stopping: end this connection quietly (asyncio would log the cancellation)
         finally:
             self._conns.discard(task)
+            if source:
+                left = self._certless.get(source, 1) - 1
+                if left > 0:
+                    self._certless[source] = left
+                else:
+                    self._certless.pop(source, None)
             writer.close()
             try:
                 await asyncio.wait_for(writer.wait_closed(), 2)
@@ -385,9 +416,13 @@ class _Connection:
 
     async def run(self) -> None:
         limits = self.server.limits
+        # The first request must start within the read timeout (a connection that never sends one
+        # holds a slot for nothing); between requests a keep-alive connection may idle longer.
+        idle = limits.http_read_timeout_s
         while True:
             try:
-                event = await self._next_event(IDLE_KEEPALIVE_S, limits.http_read_timeout_s)
+                event = await self._next_event(idle, limits.http_read_timeout_s)
+                idle = IDLE_KEEPALIVE_S
             except h11.RemoteProtocolError:
                 await self._error(400, "malformed HTTP request")
                 return

@@ -42,6 +42,8 @@ class Request:
     headers: dict[str, list[str]]  # lower-cased names
     body: bytes
     user: User
+    # A YAML body decoded ahead, off the event loop (API.handle_async): ("ok", value) or ("error", ApiError).
+    decoded_yaml: tuple[str, Any] | None = None
 
     def header(self, name: str) -> str | None:
         v = self.headers.get(name.lower())

@@ -65,6 +65,7 @@ def test_idle_paths_load_nothing_heavy(tmp_path: Path):
         (edge / "pki" / name).write_bytes(pki.cert_to_pem(cert))
     for name in ("mqtt-broker.key", "mqtt-client.key"):
         (edge / "pki" / name).write_bytes(pki.key_to_pem(key))
+    (edge / "pki" / "mqtt-crl.pem").write_bytes(b"")  # the idle path only checks the CRL is there
     (edge / "config.json").write_text(json.dumps(
         EdgeConfig(node_name="e1", certs="https://127.0.0.1:1", hub="wss://127.0.0.1:2").to_dict()))
     heavy = _run(
