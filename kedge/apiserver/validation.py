@@ -18,6 +18,8 @@ from kedge.apiserver.model import User, _meta, _without
 from kedge.apiserver.request import RequestInfo
 from kedge.apiserver.resources import CRDError, Registry, ResourceType, from_crd
 from kedge.apiserver.status import already_exists, invalid
+from kedge.authz import podrefs
+from kedge.authz.labels import is_label_value, is_qualified_name
 from kedge.authz.rbac import RBAC_GROUP
 
 if TYPE_CHECKING:
@@ -63,9 +65,66 @@ class Validation:
 
     def _validate(self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None, user: User,
                   info: RequestInfo) -> None:
+        write = Write(rt, obj, old, user, info)
+        check_metadata(write)
         validator = VALIDATORS.get(rt.storage_key)
         if validator is not None:
-            validator(self, Write(rt, obj, old, user, info))  # type: ignore[arg-type]  # the mixin is an API
+            validator(self, write)  # type: ignore[arg-type]  # the mixin is an API
+
+
+# -- metadata, every kind (Kubernetes' ValidateObjectMeta) -----------------------------------------
+
+MAX_ANNOTATIONS_BYTES = 256 * 1024  # Kubernetes' TotalAnnotationSizeLimitB
+_STANDARD_FINALIZERS = frozenset({"kubernetes", "orphan", "foregroundDeletion"})
+
+
+def metadata_error(meta: dict[str, Any]) -> str | None:
+    """The first thing Kubernetes' object-metadata validation refuses in ``meta``, or None."""
+    labels = meta.get("labels") or {}
+    if isinstance(labels, dict):
+        for k, v in labels.items():
+            if not is_qualified_name(k):
+                return f"metadata.labels: Invalid value: {k!r}: a valid label key must be a qualified name"
+            if not is_label_value(v):
+                return f"metadata.labels: Invalid value: {v!r}: a valid label value must be 63 characters or " \
+                       "less and consist of alphanumerics, '-', '_' or '.', starting and ending alphanumerically"
+    annotations = meta.get("annotations") or {}
+    if isinstance(annotations, dict):
+        size = 0
+        for k, v in annotations.items():
+            if not isinstance(k, str) or not is_qualified_name(k.lower()):
+                return f"metadata.annotations: Invalid value: {k!r}: a valid annotation key must be a qualified name"
+            size += len(str(k)) + len(str(v))
+        if size > MAX_ANNOTATIONS_BYTES:
+            return f"metadata.annotations: Too long: must have at most {MAX_ANNOTATIONS_BYTES} bytes"
+    for f in meta.get("finalizers") or ():
+        if not is_qualified_name(f):
+            return f"metadata.finalizers: Invalid value: {f!r}: a finalizer must be a qualified name"
+        if "/" not in str(f) and f not in _STANDARD_FINALIZERS:
+            return f"metadata.finalizers: Invalid value: {f!r}: name is neither a standard finalizer name nor " \
+                   "is it fully qualified"
+    refs = meta.get("ownerReferences")
+    if refs is not None:
+        if not isinstance(refs, list):
+            return "metadata.ownerReferences: Invalid value: must be a list"
+        controllers = 0
+        for i, ref in enumerate(refs):
+            if not isinstance(ref, dict):
+                return f"metadata.ownerReferences[{i}]: Invalid value: must be an object"
+            for field in ("apiVersion", "kind", "name", "uid"):
+                if not isinstance(ref.get(field), str) or not ref.get(field):
+                    return f"metadata.ownerReferences[{i}].{field}: Invalid value: {field} must not be empty"
+            if ref.get("controller") is True:
+                controllers += 1
+        if controllers > 1:
+            return "metadata.ownerReferences: Invalid value: Only one reference can have Controller set to true"
+    return None
+
+
+def check_metadata(w: Write) -> None:
+    err = metadata_error(_meta(w.obj))
+    if err is not None:
+        raise invalid(w.rt.kind, w.name, err, w.rt.group)
 
 
 # -- RBAC: escalation checks need the policy (kedge.apiserver.rbac_admission) --------------------
@@ -109,6 +168,12 @@ def check_pod(api: API | None, w: Write) -> None:
     for c in spec["containers"]:
         if not isinstance(c, dict) or not c.get("name") or not c.get("image"):
             raise invalid("Pod", name, "spec.containers[]: name and image are required")
+    if w.old is not None:
+        was, now = (_meta(o).get("annotations") or {} for o in (w.old, w.obj))
+        if isinstance(was, dict) and isinstance(now, dict) and \
+                was.get(podrefs.MIRROR_POD_ANNOTATION) != now.get(podrefs.MIRROR_POD_ANNOTATION):
+            raise invalid("Pod", name, f"metadata.annotations[{podrefs.MIRROR_POD_ANNOTATION}]: Forbidden: "
+                          "cannot change the mirror pod annotation")
     if w.old is not None and w.info.subresource == "":
         old_spec = w.old.get("spec") or {}
         if _without(old_spec, *_POD_MUTABLE, "containers") != _without(spec, *_POD_MUTABLE, "containers") or \

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import copy
 import json
 import logging
 from collections.abc import Callable
@@ -232,7 +233,12 @@ class WatchHandlers:
             if now_match and not was_match:
                 kind = "ADDED"
             elif was_match and not now_match:
+                # As Kubernetes' watch cache: the object as it was (the last state the watcher was
+                # entitled to see), at this event's resourceVersion.
                 kind, now_match = "DELETED", True
+                obj = copy.deepcopy(cache["prev"])
+                _meta(obj)["resourceVersion"] = str(ev.rv)
+                data = json.dumps(obj, separators=(",", ":"))
         if not now_match:
             return
         if w.table:

@@ -83,7 +83,7 @@ def bootstrap_cluster_roles() -> list[dict[str, Any]]:
                       aggregation=[{"matchLabels": {"rbac.authorization.k8s.io/aggregate-to-edit": "true"}}]),
         _cluster_role("admin", [], aggregation=[{"matchLabels": {"rbac.authorization.k8s.io/aggregate-to-admin": "true"}}]),
         _cluster_role("system:aggregate-to-view", [
-            {"apiGroups": [""], "resources": ["pods", "pods/status", "configmaps", "services", "endpoints",
+            {"apiGroups": [""], "resources": ["pods", "pods/status", "pods/log", "configmaps", "services", "endpoints",
                                               "persistentvolumeclaims", "serviceaccounts", "events",
                                               "namespaces", "namespaces/status"], "verbs": _RO},
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": _RO},

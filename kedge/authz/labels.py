@@ -92,6 +92,16 @@ def _split_top(text: str) -> list[str]:
     return parts
 
 
+def is_qualified_name(key: object) -> bool:
+    """Kubernetes' ``IsQualifiedName``: label and annotation keys, finalizer names."""
+    return isinstance(key, str) and _KEY.fullmatch(key) is not None
+
+
+def is_label_value(value: object) -> bool:
+    """Kubernetes' ``IsValidLabelValue``."""
+    return isinstance(value, str) and _VALUE.fullmatch(value) is not None
+
+
 def _check_key(key: object) -> str:
     if not isinstance(key, str) or not _KEY.fullmatch(key):
         raise SelectorError("invalid label key")

@@ -67,3 +67,38 @@ def test_a_crd_may_not_shadow_a_built_in_resource_on_create_or_update(api):
     crd["metadata"]["name"] = "roles.rbac.authorization.k8s.io"
     status, err = call(api, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
     assert status == 422 and "shadow a built-in" in err["message"], err
+
+
+@pytest.mark.parametrize("meta", [
+    {"labels": {"NODE-RESTRICTION.KUBERNETES.IO/x": "y"}},
+    {"labels": {"bad key!": "v"}},
+    {"labels": {"k": "é"}},
+    {"labels": {"k": "x" * 64}},
+    {"annotations": {"bad key!": "v"}},
+    {"annotations": {"big": "x" * (256 * 1024)}},
+    {"finalizers": ["not-standard"]},
+    {"finalizers": ["Bad/Name!"]},
+    {"ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": "n"}]},
+    {"ownerReferences": [{"apiVersion": "v1", "kind": "A", "name": "a", "uid": "1", "controller": True},
+                         {"apiVersion": "v1", "kind": "B", "name": "b", "uid": "2", "controller": True}]},
+])
+def test_object_metadata_is_validated_as_kubernetes_does(api, meta):
+    status, err = call(api, "POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"name": "m", **meta}})
+    assert status == 422 and err["reason"] == "Invalid", (meta, err)
+
+
+def test_valid_metadata_is_accepted(api):
+    meta = {"labels": {"example.com/tier": "web", "app": ""}, "annotations": {"Example.com/Note": "any text\n"},
+            "finalizers": ["example.com/cleanup", "orphan"],
+            "ownerReferences": [{"apiVersion": "v1", "kind": "A", "name": "a", "uid": "1", "controller": True}]}
+    assert call(api, "POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"name": "m", **meta}})[0] == 201
+
+
+def test_the_mirror_pod_annotation_cannot_be_added_or_removed(api):
+    pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}
+    assert call(api, "POST", "/api/v1/namespaces/default/pods", pod)[0] == 201
+    resp = api.handle(Request("PATCH", "/api/v1/namespaces/default/pods/p",
+                              {"content-type": ["application/merge-patch+json"]},
+                              json.dumps({"metadata": {"annotations": {"kubernetes.io/config.mirror": "x"}}}).encode(),
+                              ADMIN))
+    assert resp.status == 422 and b"mirror pod annotation" in resp.body

@@ -165,3 +165,21 @@ def test_one_failing_watch_does_not_stop_the_others(api, monkeypatch):
     assert names(second) == [("ADDED", "c")]
     assert first.overflowed  # ended (the client re-lists), not silently stalled
     second.close()
+
+
+def test_object_leaving_a_selector_is_deleted_as_it_was_at_the_new_resource_version(api):
+    """Kubernetes' watch cache: the DELETED event of an object that stopped matching carries its
+    previous state (what the watcher was entitled to see), at the event's resourceVersion."""
+    call(api, "POST", "/api/v1/namespaces/default/configmaps",
+         {"metadata": {"name": "c", "labels": {"x": "1"}}, "data": {"seen": "yes"}})
+    w = call(api, "GET", "/api/v1/namespaces/default/configmaps?watch=1&labelSelector=x%3D1")
+    names(w)
+    status, new = call(api, "PATCH", "/api/v1/namespaces/default/configmaps/c",
+                       {"metadata": {"labels": {"x": "2"}}, "data": {"seen": "no"}},
+                       ctype="application/merge-patch+json")
+    assert status == 200
+    (event,) = [json.loads(x) for x in w.lines]
+    assert event["type"] == "DELETED"
+    assert event["object"]["metadata"]["labels"] == {"x": "1"} and event["object"]["data"] == {"seen": "yes"}
+    assert event["object"]["metadata"]["resourceVersion"] == new["metadata"]["resourceVersion"]
+    w.close()
