@@ -34,9 +34,16 @@ class Limits:
     outbound_queue_items: int = 1_000
     upstream_qps: float = 50.0
     upstream_burst: int = 100
-    # Bootstrap failures per source address.
+    # Failed attempts at the cert endpoint: per source address for requests that prove nothing,
+    # and per credential a request proved -- a usable bootstrap token or a verified client
+    # certificate -- from all sources together. A request is refused only by the bucket its own
+    # failures go to, so a flood of bad tokens never refuses a join or renewal (kedge.cloud.certserver).
     bootstrap_fail_burst: int = 10
     bootstrap_fail_per_s: float = 0.5
+    # Bootstrap failures naming no usable token, from all sources together: what bounds token
+    # guessing from many addresses. A request naming a usable token is never refused by it.
+    bootstrap_fail_global_burst: int = 200
+    bootstrap_fail_global_per_s: float = 20.0
     # Successful node certificate renewals per node and hour (the cert endpoint refuses more with
     # renewal_rate_limited; never below four times what the node certificate validity needs).
     renewals_per_node_per_hour: int = 12

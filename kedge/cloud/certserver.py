@@ -11,13 +11,35 @@ Issuance and revocation are serialised (:meth:`kedge.cloud.state.CloudState.reco
 a certificate signed while its node is being revoked is recorded revoked and never handed
 out. Successful renewals are rate-limited per node (``renewals_per_node_per_hour``, never
 below four times what the node certificate validity needs: code ``renewal_rate_limited``,
-429, audited); failed attempts per source address; bodies are capped.
+429, audited); failed bootstrap attempts by :class:`BootstrapGate`; bodies are capped.
+
+Failed attempts must not let anyone deny others (one source address is often many edges,
+behind NAT or on one host), so a failure is charged to the credential the request proved, and
+a request is refused (429 ``rate_limited``) only by the bucket it would be charged to
+(:class:`BootstrapGate`):
+
+- a **renewal** (a client certificate verified by TLS against the cluster CA) to that
+  certificate: a revoked node retrying makes only itself wait, never another node or a
+  joining edge; successful renewals have their own per-node rate limit;
+- a bootstrap naming a **usable token** (well-formed, this cluster's CA hash, an id that
+  exists, unused, unrevoked, unexpired: one primary-key read, no secret needed) to that
+  token, across all sources: its wrong secrets, bad CSRs and node mismatches drain that
+  token's bucket only. Guessing a token's 256-bit secret is bounded per token however many
+  addresses guess; only someone who knows a token's id -- printed only with the token
+  itself -- can make that one token wait;
+- **anything else** (no token, malformed, another cluster's, unknown or spent id) to its
+  source address and to one global bucket over all sources (so id guessing cannot scale
+  with addresses either). A flood of these never delays a usable token or a renewal.
+
+Whether an id is usable is observable (a usable id is never refused by its source's bucket);
+ids are not secret (:mod:`kedge.pki.tokens`), the secret is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import logging
 import math
 import time
@@ -27,7 +49,7 @@ from cryptography import x509
 
 from kedge._internal.auditlog import AuditLog
 from kedge._internal.http11 import Request, Response, serve_connection
-from kedge._internal.ratelimit import KeyedLimiter
+from kedge._internal.ratelimit import KeyedLimiter, TokenBucket
 from kedge.cloud.state import CloudState
 from kedge.errors import ConfigError, KedgeError, PeerError
 from kedge.limits import Limits
@@ -37,6 +59,31 @@ from kedge.pki import tokens
 log = logging.getLogger(__name__)
 
 RENEWAL_WINDOW = dt.timedelta(hours=1)  # the window renewals_per_node_per_hour counts in
+
+
+class BootstrapGate:
+    """Failed attempts at the endpoint, charged to what the request proved (module docstring).
+    Pure: the caller passes ``now`` (seconds); nothing here reads a clock or does I/O.
+
+    ``credential`` names what the request proved -- ``"token:<id>"`` for a usable token,
+    ``"cert:<sha256 of its DER>"`` for a verified client certificate -- or is None."""
+
+    def __init__(self, limits: Limits, *, now: float) -> None:
+        self.per_source = KeyedLimiter(limits.bootstrap_fail_per_s, limits.bootstrap_fail_burst)
+        self.per_credential = KeyedLimiter(limits.bootstrap_fail_per_s, limits.bootstrap_fail_burst)
+        self.anonymous = TokenBucket(limits.bootstrap_fail_global_per_s, limits.bootstrap_fail_global_burst, now=now)
+
+    def allowed(self, *, source: str, credential: str | None, now: float) -> bool:
+        if credential is not None:
+            return self.per_credential.allowed(credential, now)
+        return self.per_source.allowed(source, now) and self.anonymous.wait_time(now) == 0.0
+
+    def failed(self, *, source: str, credential: str | None, now: float) -> None:
+        if credential is not None:
+            self.per_credential.charge(credential, now)
+        else:
+            self.per_source.charge(source, now)
+            self.anonymous.take(now)
 
 
 class CertService:
@@ -62,7 +109,7 @@ class CertService:
         self.validity = node_cert_validity
         self.hub_url = hub_url
         self.clock = clock
-        self.failures = KeyedLimiter(limits.bootstrap_fail_per_s, limits.bootstrap_fail_burst)
+        self.gate = BootstrapGate(limits, now=clock())
 
     @property
     def renewal_limit(self) -> int:
@@ -89,19 +136,30 @@ class CertService:
         return Response.error(404, "not_found")
 
     async def _edge_cert(self, req: Request) -> Response:
-        source = req.peer.rsplit(":", 1)[0]
-        if not self.failures.allowed(source, self.clock()):
-            self.audit.write("bootstrap", peer=req.peer, result="refused", code="rate_limited")
-            return Response.error(429, "rate_limited")
         renewal = req.peer_cert_der is not None
+        event = "renewal" if renewal else "bootstrap"
+        source = req.peer.rsplit(":", 1)[0]
+        credential: str | None = None
         try:
+            if req.peer_cert_der is not None:
+                credential = "cert:" + hashlib.sha256(req.peer_cert_der).hexdigest()
+                tok = None
+            else:
+                tok = self._bearer(req)
+                token_id = await self._usable_token_id(tok)
+                credential = None if token_id is None else "token:" + token_id
+            if not self.gate.allowed(source=source, credential=credential, now=self.clock()):
+                self.audit.write(event, peer=req.peer, result="refused", code="rate_limited")
+                return Response.error(429, "rate_limited")
             if renewal:
                 node, cert = await self._renew(req)
+            elif isinstance(tok, tokens.BootstrapToken):
+                node, cert = await self._bootstrap(req, tok)
             else:
-                node, cert = await self._bootstrap(req)
+                raise tok or PeerError("missing bearer token", code="token_missing")
         except PeerError as exc:
-            self.failures.charge(source, self.clock())
-            self.audit.write("renewal" if renewal else "bootstrap", peer=req.peer, result="refused", code=exc.code)
+            self.gate.failed(source=source, credential=credential, now=self.clock())
+            self.audit.write(event, peer=req.peer, result="refused", code=exc.code)
             if exc.code == "renewal_rate_limited":
                 status = 429
             elif exc.code.startswith(("token_", "unauth", "not_a_node", "revoked", "cert_")):
@@ -110,7 +168,7 @@ class CertService:
                 status = 400
             return Response.error(status, exc.code)
         serial = format(cert.serial_number, "x")
-        self.audit.write("renewal" if renewal else "bootstrap", peer=req.peer, node=node, result="accepted",
+        self.audit.write(event, peer=req.peer, node=node, result="accepted",
                          serial=serial, not_after=cert.not_valid_after_utc.isoformat())
         return Response.json(200, {
             "node": node,
@@ -118,6 +176,25 @@ class CertService:
             "ca": self.ca_pem.decode(),
             "hub": self.hub_url(),
         })
+
+    @staticmethod
+    def _bearer(req: Request) -> tokens.BootstrapToken | PeerError | None:
+        """The request's bootstrap token, the error parsing it gave, or None without one."""
+        auth = req.headers.get("authorization", "")
+        if not auth.startswith("Bearer "):
+            return None
+        try:
+            return tokens.parse_token(auth[len("Bearer "):].strip())
+        except PeerError as exc:
+            return exc
+
+    async def _usable_token_id(self, tok: tokens.BootstrapToken | PeerError | None) -> str | None:
+        """``tok``'s id if it is a usable token of this cluster (no secret checked: that is
+        :meth:`CloudState.consume_token`'s, under the write lock), else None."""
+        if not isinstance(tok, tokens.BootstrapToken) or tok.ca_hash != self.ca_hash:
+            return None
+        usable = await asyncio.to_thread(self.state.token_usable, token_id=tok.token_id, now=self._now())
+        return tok.token_id if usable else None
 
     def _precheck_csr(self, body: bytes) -> None:
         # Exactly the checks signing applies, run *before* a token is consumed, so a broken
@@ -138,11 +215,7 @@ class CertService:
             max_recent=limit)
         return cert
 
-    async def _bootstrap(self, req: Request) -> tuple[str, x509.Certificate]:
-        auth = req.headers.get("authorization", "")
-        if not auth.startswith("Bearer "):
-            raise PeerError("missing bearer token", code="token_missing")
-        tok = tokens.parse_token(auth[len("Bearer "):].strip())
+    async def _bootstrap(self, req: Request, tok: tokens.BootstrapToken) -> tuple[str, x509.Certificate]:
         if tok.ca_hash != self.ca_hash:
             raise PeerError("token belongs to another cluster", code="token_wrong_cluster")
         self._precheck_csr(req.body)

@@ -273,6 +273,21 @@ class CloudState:
         # An AuthenticationError rolls the transaction back; nothing was written.
         return self._write(tx)
 
+    def token_usable(self, *, token_id: str, now: _dt.datetime) -> bool:
+        """Whether a token ``token_id`` exists that is unused, unrevoked and unexpired at ``now``.
+
+        Read-only and secret-free: the certificate endpoint uses it to tell a request naming a
+        usable token from anonymous noise (which bucket its failures go to); only
+        :meth:`consume_token` checks the secret and decides.
+        """
+        if not is_token_id(token_id):
+            return False
+        rows = self._read(
+            "SELECT 1 FROM tokens WHERE id = ? AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ?",
+            (token_id, _to_us(now)),
+        )
+        return bool(rows)
+
     def revoke_token(self, token_id: str, *, now: _dt.datetime | None = None) -> None:
         """Make an unused token unusable. Unknown ids raise ``StateError('token_unknown')``."""
         stamp = _to_us(now) if now is not None else _to_us(_dt.datetime.now(_dt.timezone.utc))

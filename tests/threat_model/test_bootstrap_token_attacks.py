@@ -58,3 +58,44 @@ def test_edge_refuses_ca_whose_hash_does_not_match_token(cloud: Cloud, tmp_path:
     # The token was never sent: the cloud saw no bootstrap attempt, and the real token still works.
     assert not [e for e in cloud.audit()[before:] if e["event"] == "bootstrap"]
     assert cloud.join("pinned", tmp_path / "p2", token).returncode == 0
+
+
+def _bad_token_posts(cloud: Cloud, n: int) -> list[tuple[int, str]]:
+    """``n`` bootstrap attempts with a malformed token from 127.0.0.1, as the red team sent them."""
+    import http.client
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cloud.dir / "pki" / "ca.crt")
+    out = []
+    for _ in range(n):
+        conn = http.client.HTTPSConnection("127.0.0.1", cloud.certs_port, context=ctx, timeout=5)
+        try:
+            conn.request("POST", "/edge.crt", body=b"-", headers={"Authorization": "Bearer bad.bad.bad"})
+            resp = conn.getresponse()
+            out.append((resp.status, json.loads(resp.read())["error"]))
+        finally:
+            conn.close()
+    return out
+
+
+@pytest.mark.threat("K-TOKEN-FORGERY")
+def test_bad_token_flood_from_an_address_does_not_block_joins_or_renewals_from_it(tmp_path: Path):
+    from kedge.edge.renewal import renew_identity
+    from support.cluster import running_cloud
+
+    with running_cloud(tmp_path) as c:
+        edge = tmp_path / "renewer"
+        assert c.join("renewer", edge).returncode == 0  # joined before the flood
+        before = pki.load_cert_file(edge / "pki" / "node.crt").serial_number
+        flood = _bad_token_posts(c, 14)
+        assert flood[:10] == [(401, "token_malformed")] * 10 and flood[10:] == [(429, "rate_limited")] * 4
+        # A valid join from the same address, with a fresh token, still works...
+        r = c.join("newcomer", tmp_path / "newcomer")
+        assert r.returncode == 0, r.stderr
+        # ...and so does a node's renewal over mutual TLS from it.
+        renew_identity(edge)
+        assert pki.load_cert_file(edge / "pki" / "node.crt").serial_number != before
+        # The flood itself stays refused.
+        assert _bad_token_posts(c, 3) == [(429, "rate_limited")] * 3
+        accepted = [e for e in c.audit() if e.get("result") == "accepted"]
+        assert {(e["event"], e["node"]) for e in accepted} >= {("bootstrap", "newcomer"), ("renewal", "renewer")}

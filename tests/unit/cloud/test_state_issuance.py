@@ -70,3 +70,19 @@ def test_issuance_rate_per_node(state):
     assert info.value.code == "renewal_rate_limited"
     assert not state._read("SELECT 1 FROM certs WHERE serial = '13'")  # nothing recorded
     _record(state, 14, NOW + HOUR + 3 * SEC, renewed_from=12, max_recent=(3, HOUR))  # an hour on
+
+
+def test_a_token_is_usable_until_it_is_used_revoked_or_expired_and_the_check_needs_no_secret(state):
+    tok = tokens.generate("0" * 64)
+    state.add_token(token_id=tok.token_id, node="edge-a", secret_hash=tokens.hash_secret(tok.token_id, tok.secret),
+                    expires_at=NOW + HOUR, created_at=NOW)
+    assert state.token_usable(token_id=tok.token_id, now=NOW)
+    assert not state.token_usable(token_id=tok.token_id, now=NOW + HOUR)
+    assert not state.token_usable(token_id="zzzzzz", now=NOW)
+    assert not state.token_usable(token_id="bad id; --", now=NOW)
+    state.consume_token(token_id=tok.token_id, secret=tok.secret, now=NOW)
+    assert not state.token_usable(token_id=tok.token_id, now=NOW)
+    revoked = _token(state, NOW)
+    state.revoke_token(revoked, now=NOW)
+    assert not state.token_usable(token_id=revoked, now=NOW)
+
