@@ -64,6 +64,13 @@ class Limits:
     # reaches the edge's broker within this (edgecore keeps it within 1 s .. 1 h).
     max_device_crl_bytes: int = 512 * KIB
     device_crl_poll_s: float = 300.0
+    # MQTT (device CA) certificate pairs per node (devicecerts, kedge.cloud.devicecontroller.pki):
+    # at most this many issued in any hour (more: device_certs_rate_limited), and at most this
+    # many unexpired on record, valid or superseded (more: device_certs_exhausted) -- what bounds
+    # one node's share of the device CA's record and of the CRL every edge downloads. A healthy
+    # edge needs one pair per certificate lifetime, plus a retry or two.
+    device_cert_pairs_per_hour: int = 4
+    device_cert_pairs_per_node: int = 32
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -124,6 +131,10 @@ POD_LOG_MAX_FOLLOW_S = 3600.0  # a follow stream ends after this
 # Label selectors in requests (kedge.authz.labels).
 LABEL_SELECTOR_MAX_BYTES = 4096
 LABEL_SELECTOR_MAX_REQUIREMENTS = 64
+
+# The device CA's certificate record (kedge.cloud.devicecontroller.pki): entries kept at once
+# (expired ones are dropped first); more is refused with device_ca_full.
+DEVICE_CA_MAX_RECORDS = 200_000
 
 # Certificate signing requests (kedge.pki.ca, kedge.cloud.devicecontroller).
 MAX_CSR_BYTES = 16 * KIB  # one PEM CSR

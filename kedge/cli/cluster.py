@@ -202,6 +202,7 @@ def cmd_node_revoke(args: argparse.Namespace) -> int:
     from kedge._internal import fsutil
     from kedge._internal.auditlog import AuditLog
     from kedge.cloud.config import CloudDir
+    from kedge.cloud.devicecontroller import pki as device_pki
     from kedge.cloud.state import CloudState
     from kedge.pki import ca as pki
 
@@ -216,10 +217,15 @@ def cmd_node_revoke(args: argparse.Namespace) -> int:
     finally:
         state.close()
     fsutil.atomic_write(d.crl, crl.public_bytes(serialization.Encoding.PEM))
+    # Then its MQTT (device CA) certificates: after the node itself, so a pair the device
+    # controller records meanwhile is either revoked here or refused there (it checks the node).
+    mqtt = device_pki.revoke_node_certs(d.root, node, now=now)
     audit = AuditLog(d.audit_log_path(cfg))
-    audit.write("node_revoked", node=node, certificates=count)
+    audit.write("node_revoked", node=node, certificates=count, mqtt_certificates=len(mqtt),
+                mqtt_serials=[format(s, "x") for s in mqtt])
     audit.close()
-    print(f"revoked node {node}: {count} certificate(s); live tunnels are closed by cloudcore")
+    print(f"revoked node {node}: {count} certificate(s), {len(mqtt)} MQTT certificate(s); live tunnels are "
+          "closed by cloudcore, edges' brokers refuse the MQTT ones from their next device CRL refresh")
     return 0
 
 

@@ -288,6 +288,18 @@ class CloudState:
         )
         return bool(rows)
 
+    def node_has_valid_cert(self, node: str, *, now: _dt.datetime) -> bool:
+        """Whether ``node`` holds a node certificate that is recorded, unrevoked, unexpired at
+        ``now`` and issued after the node's last revocation (if any) -- what a request over its
+        tunnel needs to still be authorised (see :meth:`is_cert_revoked` for one serial)."""
+        validate_node_name(node)
+        rows = self._read(
+            "SELECT 1 FROM certs WHERE node = ? AND revoked_at IS NULL AND not_after > ?"
+            " AND issued_at > COALESCE((SELECT revoked_at FROM nodes WHERE name = ?), -1) LIMIT 1",
+            (node, _to_us(now), node),
+        )
+        return bool(rows)
+
     def revoke_token(self, token_id: str, *, now: _dt.datetime | None = None) -> None:
         """Make an unused token unusable. Unknown ids raise ``StateError('token_unknown')``."""
         stamp = _to_us(now) if now is not None else _to_us(_dt.datetime.now(_dt.timezone.utc))

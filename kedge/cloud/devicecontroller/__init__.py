@@ -17,7 +17,9 @@ Plugged into the edgecontroller through its extension points (``install``):
   per twin by the report timestamp, so stale buffered reports never overwrite newer ones;
 - upstream route ``devicecerts``: the node's broker server certificate and edgecore's
   MQTT client certificate, issued by the device CA for the keys in the node's two CSRs
-  (see :mod:`.pki`).
+  (see :mod:`.pki`: a bounded number of pairs per node, each superseding the pair before the
+  previous one; refusals are audited and answered with a code). A pair recorded for a node
+  whose revocation commits meanwhile is revoked with it and not handed out.
 
 Status writes go to the ``status`` subresource as cloudcore (``devices/status`` merge patch).
 Reports wait in one round-robin queue of devices (the device that waited longest first);
@@ -285,6 +287,8 @@ class DeviceController:
         self.rejects: dict[str, int] = {}
         self.writes = 0
         self._last_stats = (time.monotonic(), 0)
+        self._state: Any = None  # kedge.cloud.state.CloudState, opened by the first devicecerts request
+        self._state_lock = threading.Lock()
 
     # -- the cache of Devices and DeviceModels -----------------------------------------
 
@@ -579,6 +583,10 @@ class DeviceController:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        with self._state_lock:
+            state, self._state = self._state, None
+        if state is not None:
+            state.close()
 
     async def route_certs(self, node: str, msg) -> dict[str, Any]:
         from kedge.cloud.devicecontroller import pki
@@ -593,12 +601,20 @@ class DeviceController:
             raise PeerError("devicecerts carries the broker's and the client's CSRs", code="csr_required")
         def issue() -> dict[str, str]:
             from kedge.cloud.config import CloudDir
+            from kedge.errors import AuthenticationError
             from kedge.pki import ca
 
-            validity = dt.timedelta(seconds=CloudDir(self.data_dir).load_config().mqtt_cert_validity_s)
+            cfg = CloudDir(self.data_dir).load_config()
+            now = dt.datetime.now(dt.timezone.utc)
             try:
-                certs = pki.issue_broker_certs(self.data_dir, node, csrs[0].encode(), csrs[1].encode(),
-                                               now=dt.datetime.now(dt.timezone.utc), validity=validity)
+                certs = pki.issue_broker_certs(self.data_dir, node, csrs[0].encode(), csrs[1].encode(), now=now,
+                                               validity=dt.timedelta(seconds=cfg.mqtt_cert_validity_s),
+                                               limits=cfg.build_limits())
+                # Recorded first, then checked: a `kedge node revoke` committed before this check is
+                # seen here; one committed after it revokes the recorded pair itself.
+                if self._node_revoked(node, now):
+                    pki.revoke_node_certs(self.data_dir, node, now=now)
+                    raise AuthenticationError("node revoked", code="revoked")
             except KedgeError as exc:
                 self.audit("mqtt_certs", node=node, result="refused", code=exc.code)
                 raise
@@ -610,6 +626,19 @@ class DeviceController:
             return certs
 
         return await asyncio.to_thread(issue)
+
+    def _node_revoked(self, node: str, now: dt.datetime) -> bool:
+        """Whether ``node`` was revoked and holds no node certificate issued since (its tunnel is
+        being closed). The cloud state is opened on first use and kept."""
+        from kedge.cloud.config import CloudDir
+        from kedge.cloud.state import CloudState
+
+        with self._state_lock:
+            if self._state is None:
+                assert self.data_dir is not None  # nosec B101 - checked by the route
+                self._state = CloudState(CloudDir(self.data_dir).state_db)
+            state = self._state
+        return state.is_node_revoked(node) is not None and not state.node_has_valid_cert(node, now=now)
 
     async def route_crl(self, node: str, msg) -> dict[str, Any]:
         """``devicecrl``: the device CA's current CRL (revoked device certificates), for the node's

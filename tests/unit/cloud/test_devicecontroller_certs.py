@@ -55,3 +55,37 @@ def test_anything_but_two_good_csrs_is_refused(dc, content, code):
         asyncio.run(dc.route_certs("edge-1", query(content)))
     assert exc.value.code == code
     assert dc.audited == [("mqtt_certs", {"node": "edge-1", "result": "refused", "code": code})]
+
+
+def test_a_node_past_its_pair_budget_is_refused_with_a_code_and_audited(dc, tmp_path):
+    from kedge.cloud.config import CloudDir
+
+    d = CloudDir(dc.data_dir)
+    cfg = d.load_config()
+    d.save_config(type(cfg)(**{**cfg.__dict__, "limits": {"device_cert_pairs_per_hour": 2}}))
+    csrs = mqttkeys.stage_keys(tmp_path, "edge-1")  # the same two CSRs again and again, as the red team did
+    for _ in range(2):
+        asyncio.run(dc.route_certs("edge-1", query(csrs)))
+    with pytest.raises(PeerError) as exc:
+        asyncio.run(dc.route_certs("edge-1", query(csrs)))
+    assert exc.value.code == "device_certs_rate_limited"
+    assert [f["result"] for _, f in dc.audited] == ["accepted", "accepted", "refused"]
+    assert dc.audited[-1][1]["code"] == "device_certs_rate_limited"
+
+
+def test_a_pair_issued_to_a_revoked_node_is_revoked_and_not_handed_out(dc, tmp_path):
+    from kedge.cloud.config import CloudDir
+    from kedge.cloud.devicecontroller import pki as device_pki
+    from kedge.cloud.state import CloudState
+    from kedge.edge.devicetwin import crl
+
+    with CloudState(CloudDir(dc.data_dir).state_db) as state:  # as `kedge node revoke` does, first step
+        state.revoke_node("edge-1", now=dt.datetime.now(dt.timezone.utc))
+    with pytest.raises(PeerError) as exc:
+        asyncio.run(dc.route_certs("edge-1", query(mqttkeys.stage_keys(tmp_path, "edge-1"))))
+    assert exc.value.code == "revoked"
+    listed = crl.parse_crl_pem(device_pki.device_crl_pem(dc.data_dir, now=dt.datetime.now(dt.timezone.utc),
+                                                         lifetime=dt.timedelta(hours=1)).encode(),
+                               max_bytes=1 << 20).revoked
+    assert len(listed) == 2
+    asyncio.run(dc.close())

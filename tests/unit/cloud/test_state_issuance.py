@@ -86,3 +86,13 @@ def test_a_token_is_usable_until_it_is_used_revoked_or_expired_and_the_check_nee
     state.revoke_token(revoked, now=NOW)
     assert not state.token_usable(token_id=revoked, now=NOW)
 
+
+def test_a_node_has_a_valid_certificate_until_revoked_and_again_after_re_joining(state):
+    assert not state.node_has_valid_cert("edge-a", now=NOW)
+    _record(state, 1, NOW)
+    assert state.node_has_valid_cert("edge-a", now=NOW)
+    assert not state.node_has_valid_cert("edge-a", now=NOW + 2 * HOUR)  # expired
+    state.revoke_node("edge-a", now=NOW + SEC)
+    assert not state.node_has_valid_cert("edge-a", now=NOW + 2 * SEC)
+    _record(state, 2, NOW + 3 * SEC, token_id=_token(state, NOW + 2 * SEC))
+    assert state.node_has_valid_cert("edge-a", now=NOW + 4 * SEC)
