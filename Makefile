@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.kedge-installed
 
-.PHONY: up test venv system-deps release clean
+.PHONY: up test lint venv system-deps release clean
 
 all: test
 
@@ -24,7 +24,12 @@ up: venv
 system-deps: venv
 	sh tests/install-system-deps.sh $(VENV)
 
-test: venv system-deps
+# ruff over the tree and mypy --strict over the pure cores (configured in pyproject.toml).
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(PY) -m mypy
+
+test: venv system-deps lint
 	PATH="$(CURDIR)/$(VENV)/bin:$(PATH):/usr/sbin" $(PY) -m pytest -q
 
 # Reproducible release: sdist, wheel, SBOM, SHA256SUMS and provenance in dist/.

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -150,8 +148,8 @@ def main() -> None:
                   f"p99 {1000 * pct(to_start, 99):.0f} ms; started -> Running seen: "
                   f"p50 {1000 * pct(to_seen, 50):.0f} ms, p99 {1000 * pct(to_seen, 99):.0f} ms")
         time.sleep(2)
-        rss = int(next(l for l in Path(f"/proc/{ec.pid}/status").read_text().splitlines()
-                       if l.startswith("VmRSS")).split()[1])
+        rss = int(next(line for line in Path(f"/proc/{ec.pid}/status").read_text().splitlines()
+                       if line.startswith("VmRSS")).split()[1])
         print(f"edgecore RSS with {args.pods} pods running: {rss / 1024:.1f} MiB (its own process; goal <= 45 MB at 20 pods)")
         # Offline convergence.
         ec.send_signal(signal.SIGTERM)

@@ -18,7 +18,6 @@ import datetime as dt
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,7 +62,6 @@ async def simulate(args) -> None:
 
     raise_nofile()
     work = Path(args.work)
-    ctx_cache: dict[int, ssl.SSLContext] = {}
 
     def ctx_for(i: int) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)

@@ -247,10 +247,12 @@ class _Visitor(ast.NodeVisitor):
         for kw in node.keywords:
             if kw.arg == "mode":
                 mode = kw.value
-        if not (isinstance(mode, ast.Constant) and isinstance(mode.value, str) and ("w" in mode.value or "a" in mode.value or "x" in mode.value)):
+        if not (isinstance(mode, ast.Constant) and isinstance(mode.value, str)
+                and any(flag in mode.value for flag in "wax")):
             return
         if KEY_FILE_PATH.search(self.text(node.args[0])):
-            self.add(node, "KL008", "writes a key file with open(); use fsutil.write_private/create_exclusive (0600 from creation)")
+            self.add(node, "KL008",
+                     "writes a key file with open(); use fsutil.write_private/create_exclusive (0600 from creation)")
 
 
 def _apply_waivers(issues: list[Issue], source: str, path: str) -> list[Issue]:

@@ -47,7 +47,8 @@ SIGNED_PAYLOAD = json.dumps(
             "buildDefinition": {
                 "buildType": "https://kedge.dev/fuzz/v1",
                 "externalParameters": {"workflow": {"repository": "https://github.com/o/r", "ref": "refs/tags/v1.0.0"}},
-                "resolvedDependencies": [{"uri": "git+https://github.com/o/r@refs/tags/v1.0.0", "digest": {"gitCommit": "ab" * 20}}],
+                "resolvedDependencies": [{"uri": "git+https://github.com/o/r@refs/tags/v1.0.0",
+                                          "digest": {"gitCommit": "ab" * 20}}],
             },
             "runDetails": {"builder": {"id": "https://github.com/o/r/.github/workflows/b.yml@refs/tags/v1.0.0"}},
         },

@@ -575,7 +575,8 @@ class _Connection:
             return
 
     async def _error(self, status: int, message: str) -> None:
-        body = _dumps(status_body(status, {400: "BadRequest", 413: "RequestEntityTooLarge", 431: "RequestHeaderFieldsTooLarge"}.get(status, ""), message))
+        reason = {400: "BadRequest", 413: "RequestEntityTooLarge", 431: "RequestHeaderFieldsTooLarge"}.get(status, "")
+        body = _dumps(status_body(status, reason, message))
         try:
             if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                 await self._send(h11.Response(status_code=status, headers=[

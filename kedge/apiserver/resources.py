@@ -244,7 +244,7 @@ class Registry:
                 versions = out.setdefault(t.group, [])
                 if t.version not in versions:
                     versions.append(t.version)
-        for g, vs in out.items():
+        for vs in out.values():
             vs.sort(key=_version_priority)
         return out
 

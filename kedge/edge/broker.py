@@ -292,7 +292,7 @@ class Broker:
                 seen = self._acl_version
             self._hup()
             with self._acl_changed:
-                self._acl_changed.wait_for(lambda: self._acl_version != seen
+                self._acl_changed.wait_for(lambda seen=seen: self._acl_version != seen
                                            or self._reloader is not threading.current_thread(), CONFIRM_AFTER_S)
                 quiet = self._acl_version == seen and self._reloader is threading.current_thread()
             if quiet:

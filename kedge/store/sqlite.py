@@ -19,7 +19,8 @@ Why this shape:
   transaction with one ``COMMIT`` in WAL mode with ``synchronous=FULL``: a few multi-row
   statements after checking that each object is still at the rv it was decided on, or,
   if not (an earlier write failed) or a statement fails, write by write, each in its own
-  savepoint, so a write that fails there fails alone (and so do writes decided on it). Only after that commit is a write *published* on the owner's thread:
+  savepoint, so a write that fails there fails alone (and so do writes decided on it). Only after
+  that commit is a write *published* on the owner's thread:
   listeners (watch fan-out) see events in resourceVersion order and the caller is
   acknowledged. So an acknowledged write survives ``kill -9`` (and power loss on a disk
   that honours fsync), and no SQLite work blocks the event loop's writers.

@@ -79,7 +79,8 @@ def _timestamps(vm: Any) -> list[Any]:
         raise VerificationError("timestamp malformed", code="timestamp_invalid") from exc
 
 
-def verify(doc: dict[str, Any], digest_hex: str, key: ec.EllipticCurvePublicKey, trusted_root: Any, limits: VerifyLimits = DEFAULT) -> str:
+def verify(doc: dict[str, Any], digest_hex: str, key: ec.EllipticCurvePublicKey, trusted_root: Any,
+           limits: VerifyLimits = DEFAULT) -> str:
     """Verify ``doc`` (a bundle dict) for the artifact ``digest_hex`` with ``key``."""
     from sigstore.errors import Error as SigstoreError
     from sigstore.models import Bundle

@@ -271,7 +271,7 @@ def test_malformed_payloads_do_not_stop_devicetwin(cluster):
     ]
     try:
         infos = []
-        for i in range(3):
+        for _ in range(3):
             for payload in bad:
                 for action in ("twin/update", "state/update", "twin/get"):
                     infos.append(client.publish(base + action, payload, qos=1))

@@ -83,7 +83,7 @@ def test_upstream_flood_is_rate_limited_without_slowing_others(cloud: Cloud, tmp
             async def flood():
                 nonlocal answered
                 while time.monotonic() < stop:
-                    batch = [flooder.request(flooder.new_message("query", f"flooder/hubinfo/flooder", None, "hub"))
+                    batch = [flooder.request(flooder.new_message("query", "flooder/hubinfo/flooder", None, "hub"))
                              for _ in range(50)]
                     answered += sum(1 for r in await asyncio.gather(*batch, return_exceptions=True)
                                     if not isinstance(r, BaseException))

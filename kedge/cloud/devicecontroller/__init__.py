@@ -486,7 +486,7 @@ class DeviceController:
                         self._last_stats = (time.monotonic(), self.writes)
         except KedgeError as exc:
             results = [self._refused(node, ns, name, exc) for _ in items]
-        for (_, fut), result in zip(items, results):
+        for (_, fut), result in zip(items, results, strict=True):
             if not fut.done():
                 fut.set_result(result)
 

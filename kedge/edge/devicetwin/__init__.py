@@ -382,7 +382,9 @@ class DeviceTwinService:
             if reply.route.operation == m.ERROR or not isinstance(results, list) or len(results) != len(batch):
                 log.warning("cloud refused a device status batch: %s", str(reply.content)[:200])
                 return False
-            done = [e for e, r in zip(batch, results) if isinstance(r, dict) and (r.get("ok") or not r.get("retry"))]
+            # The cloud's answer may be shorter than the batch (a peer): what it did not answer is retried.
+            done = [e for e, r in zip(batch, results, strict=False)
+                    if isinstance(r, dict) and (r.get("ok") or not r.get("retry"))]
             for r in results:
                 if isinstance(r, dict) and not r.get("ok"):
                     log.info("cloud refused the report for %s/%s: %s", r.get("namespace"), r.get("name"),

@@ -72,6 +72,8 @@ from kedge.edge.metamanager.decide import (
 from kedge.errors import ProtocolError, StateError
 from kedge.protocol.message import Resource
 
+DEFAULT_PRUNE_POLICY = PrunePolicy()  # frozen: one shared default
+
 __all__ = [
     "KEY_BYTES",
     "SEALED_TYPES",
@@ -234,7 +236,7 @@ class MetaStore:
         path: str | os.PathLike[str],
         key_path: str | os.PathLike[str],
         *,
-        prune_policy: PrunePolicy = PrunePolicy(),
+        prune_policy: PrunePolicy = DEFAULT_PRUNE_POLICY,
         prune_every: int = 256,
         synchronous: str = "FULL",
         busy_timeout_ms: int = 5000,
@@ -252,7 +254,8 @@ class MetaStore:
         self._init(str(self.path), key, prune_policy, prune_every, synchronous, busy_timeout_ms)
 
     @classmethod
-    def in_memory(cls, key: bytes, *, prune_policy: PrunePolicy = PrunePolicy(), prune_every: int = 256) -> MetaStore:
+    def in_memory(cls, key: bytes, *, prune_policy: PrunePolicy = DEFAULT_PRUNE_POLICY,
+                  prune_every: int = 256) -> MetaStore:
         """A store in SQLite's ``:memory:`` (fuzzing, pure tests); same code paths otherwise."""
         self = cls.__new__(cls)
         self.path = Path(":memory:")

@@ -370,7 +370,8 @@ def test_clusterrole_with_malformed_aggregation_selector_is_refused_at_write():
 
     from kedge.apiserver.api import API, Request, User
     from kedge.store.sqlite import Store
-    import tempfile, pathlib
+    import tempfile
+    import pathlib
     from cryptography.hazmat.primitives.asymmetric import ec
 
     d = pathlib.Path(tempfile.mkdtemp())

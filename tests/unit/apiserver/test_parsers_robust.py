@@ -97,7 +97,7 @@ def test_api_answers_every_random_body_with_a_status(tmp_path):
              "/apis/authorization.k8s.io/v1/subjectaccessreviews"]
     ctypes = ["application/json", "application/merge-patch+json", "application/json-patch+json",
               "application/strategic-merge-patch+json"]
-    for i in range(1500):
+    for _ in range(1500):
         base = RNG.choice(paths)
         body = _value()
         if isinstance(body, dict) and RNG.random() < 0.7:

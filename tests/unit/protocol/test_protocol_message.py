@@ -85,7 +85,8 @@ def _env(**header_or_route) -> dict:
 _DELETE = object()
 
 
-def _code(data: bytes | dict, limits: Limits = Limits()) -> str:
+def _code(data: bytes | dict, limits: Limits | None = None) -> str:
+    limits = limits or Limits()
     with pytest.raises(ProtocolError) as info:
         if isinstance(data, dict):
             Message.from_dict(data, limits)

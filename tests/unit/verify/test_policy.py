@@ -171,7 +171,8 @@ def test_workflow_inputs_must_match_exactly() -> None:
     policy.evaluate(_identity(), "application/vnd.in-toto+json", stmt, _opts(workflow_inputs=(("release", "true"),)))
     for wanted in ((("release", "false"),), (("missing", "x"),), (("n", "3"),)):
         assert _code(
-            lambda: policy.evaluate(_identity(), "application/vnd.in-toto+json", stmt, _opts(workflow_inputs=wanted))
+            lambda wanted=wanted: policy.evaluate(_identity(), "application/vnd.in-toto+json", stmt,
+                                                  _opts(workflow_inputs=wanted))
         ) == "workflow_input_mismatch"
 
 
