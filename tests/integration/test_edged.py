@@ -15,6 +15,7 @@ import asyncio
 import base64
 import collections
 import json
+import logging
 import os
 import shutil
 import signal
@@ -30,6 +31,7 @@ import pytest
 
 from kedge.edge.edged import DEFAULT_POD_UID_RANGE, BackoffPolicy, PodManager, ProcessRuntime, parse_id_range
 from kedge.edge.edged.runtime import SHELL, proc_stat
+from kedge.edge.edged.spec import MAX_DIR_NAME, pod_dir_name
 
 # The system interpreter: the venv's may live under /root, which nobody cannot reach.
 PY = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
@@ -113,7 +115,7 @@ class Edge:
         return obj
 
     def pod_dir(self, name: str) -> Path:
-        return self.root / f"default_{name}_uid-{name}"
+        return self.root / pod_dir_name("default", name, f"uid-{name}")
 
     def log(self, name: str) -> str:
         try:
@@ -280,9 +282,9 @@ def test_crashing_container_restarts_with_growing_backoff_and_counts_restarts(ba
         await edge.until(lambda: edge.cs("crash").get("restartCount", 0) >= 3
                          and len(edge.log("crash").split()) >= 4, "three restarts")
         starts = [float(x) for x in edge.log("crash").split()]
-        gaps = [b - a for a, b in zip(starts, starts[1:])]
+        gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
         # back-off 0.2, 0.4, 0.8 s between the runs (plus interpreter start-up)
-        for gap, delay in zip(gaps, (0.2, 0.4, 0.8)):
+        for gap, delay in zip(gaps, (0.2, 0.4, 0.8), strict=False):
             assert gap >= delay * 0.9, (gaps, starts)
         assert gaps[2] > gaps[0] + 0.3, gaps
         seen = [s["containerStatuses"][0] for s in edge.history["crash"]]
@@ -836,3 +838,142 @@ def test_a_pod_started_without_an_identity_of_its_own_is_restarted_under_one(bas
         await second.stop(stop_pods=True)
 
     run(main())
+
+
+def private_dir(base: Path) -> Path:
+    """A directory only root may enter (as the node's EDGEDIR is), holding an executable."""
+    private = base / "private"
+    private.mkdir(mode=0o700)
+    exe = private / "tool"
+    exe.write_text("#!/bin/sh\necho ran\n")
+    exe.chmod(0o755)
+    return private
+
+
+def terminated(edge: Edge, name: str, hide: str) -> dict:
+    """A container's terminated state without its times, ``hide`` (the path it named) masked."""
+    t = dict(edge.cs(name)["state"]["terminated"])
+    return {k: str(v).replace(hide, "PATH") for k, v in t.items() if k in ("reason", "message", "exitCode")}
+
+
+@pytest.mark.threat("K-POD-ESCAPE")
+def test_a_pod_cannot_tell_whether_a_command_behind_a_root_only_directory_exists(base):
+    private = private_dir(base)
+    edge = Edge(base, {})
+    probes = {"there": str(private / "tool"), "missing": str(private / "nosuchfile"),
+              "rel-there": "../../../private/tool", "rel-missing": "../../../private/nosuchfile"}
+
+    async def main():
+        await edge.start()
+        await edge.mgr.sync([edge.pod(n, "", policy="Never", command=[cmd]) for n, cmd in probes.items()])
+        await edge.until(lambda: all("terminated" in edge.cs(n).get("state", {}) for n in probes),
+                         "every probe pod finished")
+        seen = {n: terminated(edge, n, cmd) for n, cmd in probes.items()}
+        assert seen["there"] == seen["missing"] == seen["rel-there"] == seen["rel-missing"], seen
+        assert seen["there"] == {"reason": "StartError", "exitCode": "128",
+                                 "message": "cannot start 'PATH': permission denied"}, seen
+        assert "ran" not in edge.log("there")
+        await edge.stop(stop_pods=True)
+
+    run(main())
+
+
+@pytest.mark.threat("K-POD-ESCAPE")
+def test_a_pod_cannot_tell_whether_a_working_dir_behind_a_root_only_directory_exists(base):
+    """A workingDir the operator allows (allowed_host_paths) is entered as the pod: a
+    directory inside a root-only one reads the same whether it exists or not."""
+    private = private_dir(base)
+    (private / "sub").mkdir(mode=0o755)
+    edge = Edge(base, {}, allowed_host_paths=(str(base),))
+    dirs = {"there": str(private / "sub"), "missing": str(private / "nosuchdir")}
+
+    async def main():
+        await edge.start()
+        await edge.mgr.sync([edge.pod(n, "print('ran', flush=True)", policy="Never", workingDir=d)
+                             for n, d in dirs.items()])
+        await edge.until(lambda: all("terminated" in edge.cs(n).get("state", {}) for n in dirs),
+                         "both pods finished")
+        seen = {n: terminated(edge, n, d) for n, d in dirs.items()}
+        assert seen["there"] == seen["missing"] == {
+            "reason": "StartError", "exitCode": "128",
+            "message": "cannot enter the working directory 'PATH': permission denied"}, seen
+        assert "ran" not in edge.log("there")
+        await edge.stop(stop_pods=True)
+
+    run(main())
+
+
+def test_a_pod_with_the_longest_valid_name_runs_and_is_readopted(base):
+    name = "n" * 253  # Kubernetes' bound; <namespace>_<name>_<uid> would be 270 bytes
+    script = "import os, time\nprint('up', os.getcwd(), flush=True)\nwhile True: time.sleep(0.05)"
+
+    async def main():
+        first = await Edge(base, {}).start()
+        pod = first.pod(name, script, uid="uid-long")
+        await first.mgr.sync([pod])
+        await first.until(lambda: first.running(name), "the long-named pod running")
+        pid = first.mgr.handles("uid-long")["main"].pid
+        dirs = [p for p in first.root.iterdir() if p.is_dir()]
+        assert len(dirs) == 1 and len(dirs[0].name) <= MAX_DIR_NAME and dirs[0].name.startswith("default_nnn")
+        log = dirs[0] / "logs" / "main.log"
+        await first.until(lambda: f"up {dirs[0] / 'work'}" in log.read_text(), "it says where it runs")
+        await first.stop(stop_pods=False)
+
+        second = await Edge(base, {}).start()  # a restarted edgecore finds the same directory
+        await second.mgr.sync([pod])
+        await second.until(lambda: second.running(name), "re-adopted")
+        assert second.mgr.handles("uid-long")["main"].pid == pid and alive(pid)
+        await second.stop(stop_pods=True)
+
+    run(main())
+
+
+def test_a_pod_directory_named_before_names_were_bounded_is_readopted(base):
+    name = "m" * (MAX_DIR_NAME + 10)  # <namespace>_<name>_<uid> fits 255 bytes: such dirs exist
+    legacy = f"default_{name}_uid-mid"
+
+    async def main():
+        first = await Edge(base, {}).start()
+        pod = first.pod(name, SLEEPER, uid="uid-mid")
+        await first.mgr.sync([pod])
+        await first.until(lambda: first.running(name), "running")
+        pid = first.mgr.handles("uid-mid")["main"].pid
+        await first.stop(stop_pods=False)
+        bounded = pod_dir_name("default", name, "uid-mid")
+        assert bounded != legacy
+        # As an older edgecore left it: the full name, its own paths in state.json.
+        os.rename(first.root / bounded, first.root / legacy)
+        state = first.root / legacy / "state.json"
+        state.write_text(state.read_text().replace(bounded, legacy))
+
+        second = await Edge(base, {}).start()
+        await second.mgr.sync([pod])
+        await second.until(lambda: second.running(name), "re-adopted")
+        assert second.mgr.handles("uid-mid")["main"].pid == pid
+        assert sorted(p.name for p in second.root.iterdir() if p.is_dir()) == [legacy]
+        await second.stop(stop_pods=True)
+        assert not alive(pid)
+
+    run(main())
+
+
+def test_a_pod_whose_directory_cannot_be_made_says_why_once_without_a_traceback(base, caplog):
+    edge = Edge(base, {})
+    pod = edge.pod("blocked", SLEEPER)
+
+    async def main():
+        await edge.start()
+        edge.root.joinpath(pod_dir_name("default", "blocked", "uid-blocked")).write_text("")  # not a dir
+        await edge.mgr.sync([pod])
+        await edge.until(lambda: edge.cs("blocked").get("state", {}).get("waiting", {}).get("reason")
+                         == "CreateContainerError", "the reason reported")
+        assert "EEXIST" in edge.cs("blocked")["state"]["waiting"]["message"]
+        await edge.until(lambda: sum("failed again" in r.getMessage() for r in caplog.records) >= 3,
+                         "three more attempts (back-off)")
+        await edge.stop(stop_pods=True)
+
+    with caplog.at_level(logging.DEBUG, logger="kedge.edge.edged.manager"):
+        run(main())
+    said = [r for r in caplog.records if r.levelno >= logging.WARNING and "blocked" in r.getMessage()]
+    assert len(said) == 1 and "pod_dir_error" in said[0].getMessage() and "EEXIST" in said[0].getMessage()
+    assert not [r for r in caplog.records if r.exc_info], "no traceback"

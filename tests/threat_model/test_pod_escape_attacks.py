@@ -11,7 +11,10 @@ real kubectl; the attacking pods are Python scripts that report what they could 
 - under a non-root edgecore every pod ran as edgecore's own user and read ``node.key``
   -- pods must not run at all then;
 - a pod's uid must survive an edgecore restart (or its files and processes would change
-  hands), and pods run with ``no_new_privs`` and no supplementary groups.
+  hands), and pods run with ``no_new_privs`` and no supplementary groups;
+- a pod names a file in the node's 0700 data directory as its command: edgecore resolved
+  it as root, so "exit code 126" (there) and "executable not found" (missing) told the pod
+  which files exist there. It must read the same either way.
 
 These need root (the runtime does); CI runs as root. Not root is a failure, not a skip.
 """
@@ -66,9 +69,10 @@ def kubectl(cloud: Cloud, *args: str, input: str | None = None) -> str:
     return r.stdout
 
 
-def pod_manifest(node: str, name: str, command: list[str], *, security: dict | None = None) -> str:
+def pod_manifest(node: str, name: str, command: list[str], *, security: dict | None = None,
+                 restart: str = "Always") -> str:
     doc = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
-           "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1,
+           "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1, "restartPolicy": restart,
                     "containers": [{"name": "c", "image": "example/attacker", "command": command}]}}
     if security is not None:
         doc["spec"]["securityContext"] = security
@@ -162,6 +166,28 @@ def test_pod_cannot_read_another_pods_secret_or_environ_or_signal_it_or_read_the
     assert seen["groups"] == "" and seen["no_new_privs"] == "1", seen
     assert Path(f"/proc/{victim}/stat").read_text().split(") ")[1][0] != "T"
     kubectl(cloud, "delete", "pod", "victim", "thief", "--wait=false")
+
+
+@pytest.mark.threat("K-POD-ESCAPE")
+def test_a_pod_cannot_learn_which_files_exist_in_the_node_data_dir_from_its_start_error(cluster):
+    cloud, edge_dir, _, _ = cluster
+    probes = {"probe-key": edge_dir / "pki" / "node.key", "probe-none": edge_dir / "pki" / "nosuchfile"}
+    assert probes["probe-key"].exists() and not probes["probe-none"].exists()
+    for name, path in probes.items():
+        kubectl(cloud, "apply", "--validate=false", "-f", "-",
+                input=pod_manifest("esc", name, [str(path)], restart="Never"))
+
+    def ended(name: str) -> dict:
+        pod = json.loads(kubectl(cloud, "get", "pod", name, "-o", "json"))
+        statuses = pod.get("status", {}).get("containerStatuses") or [{}]
+        return statuses[0].get("state", {}).get("terminated") or {}
+
+    wait_until(lambda: all(ended(n) for n in probes), 30, what="both probe pods ended")
+    seen = {n: {k: str(ended(n).get(k)).replace(str(p), "PATH") for k in ("reason", "message", "exitCode")}
+            for n, p in probes.items()}
+    assert seen["probe-key"] == seen["probe-none"], seen  # no existence oracle
+    assert seen["probe-key"]["reason"] == "StartError" and "permission denied" in seen["probe-key"]["message"]
+    kubectl(cloud, "delete", "pod", *probes, "--wait=false")
 
 
 @pytest.mark.threat("K-POD-ESCAPE")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import errno
 import inspect
 import json
 import logging
@@ -46,14 +47,16 @@ from kedge.edge.edged.plan import Action, BackoffPolicy, ContainerState, PodStat
 from kedge.edge.edged.prober import run_probe
 from kedge.edge.edged.runtime import (EXIT_UNKNOWN, ContainerHandle, ContainerSpec, Runtime, StartError,
                                       proc_uids, running_uids)
-from kedge.edge.edged.spec import ContainerDef, PodDef, PodSpecError, ProbeDef, parse_pod
+from kedge.edge.edged.spec import ContainerDef, PodDef, PodSpecError, ProbeDef, parse_pod, pod_dir_name
 from kedge.edge.edged.volumes import TRAVERSE_DIR, PodDir, make_dir, rotate_log
 from kedge.errors import KedgeError
 
 log = logging.getLogger(__name__)
 
 StatusCallback = Callable[[str, str, dict[str, Any]], "Awaitable[None] | None"]
-_DIR_NAME = re.compile(r"\A[a-z0-9][-a-z0-9]*_[a-z0-9][-a-z0-9.]*_[A-Za-z0-9][-A-Za-z0-9]*\Z")
+# <namespace>_<name>_<uid>, the name shortened with '~' and a digest when long (spec.pod_dir_name)
+_DIR_NAME = re.compile(r"\A[a-z0-9][-a-z0-9]*_[a-z0-9][-a-z0-9.]*(?:~[0-9a-f]{32})?_[A-Za-z0-9][-A-Za-z0-9]*\Z")
+POD_DIR_ERROR = "pod_dir_error"  # the code logged for a filesystem error about one pod
 STATE_VERSION = 1
 MAX_STATE_BYTES = 256 * 1024
 IDS_FILE = "ids.json"  # in root: {"version": 1, "last": the last id handed out}
@@ -67,7 +70,7 @@ class _Pod:
 
     def __init__(self, root: Path, uid: str, namespace: str, name: str) -> None:
         self.uid, self.namespace, self.name = uid, namespace, name
-        self.dir = PodDir(root, f"{namespace}_{name}_{uid}")
+        self.dir = PodDir(root, pod_dir_name(namespace, name, uid))
         self.defn: PodDef | None = None
         self.grace_s = 30.0
         self.start_time: float | None = None
@@ -79,6 +82,7 @@ class _Pod:
         self.task: asyncio.Task[None] | None = None
         self.last_status: dict[str, Any] | None = None
         self.ids: tuple[int, int] | None = None  # (uid, gid), given once, kept until removal
+        self.fs_trouble: str | None = None  # the errno last logged for this pod (see _fs_failed)
 
     @property
     def busy(self) -> bool:
@@ -111,6 +115,11 @@ def _replace_private(path: Path, data: bytes) -> None:
     starting 100 pods well under a second on a busy disk.
     """
     fsutil.atomic_write(path, data, mode=fsutil.PRIVATE_FILE, durable=False)
+
+
+def _errno_name(exc: OSError) -> str:
+    """``ENOSPC``, ``ENAMETOOLONG``, ...: what went wrong, without the paths."""
+    return errno.errorcode.get(exc.errno or 0, exc.__class__.__name__)
 
 
 def _uid(obj: Any) -> str | None:
@@ -234,10 +243,12 @@ class PodManager:
                 log.warning("ignoring unreadable pod state in %s: %s", entry.name, exc.__class__.__name__)
                 self._reserve_owner(entry)
                 continue
-            if pod.dir.path != entry:
+            # A directory made before names were bounded keeps its longer (<= 255) name.
+            if entry.name not in (pod.dir.path.name, f"{pod.namespace}_{pod.name}_{pod.uid}"):
                 log.warning("ignoring pod state that does not match its directory %s", entry.name)
                 self._reserve_owner(entry)
                 continue
+            pod.dir = PodDir(self.root, entry.name)
             self._pods[pod.uid] = pod
             self._save(pod)
 
@@ -306,6 +317,19 @@ class PodManager:
                               for name, c in pod.containers.items()}}
         make_dir(pod.dir.path, TRAVERSE_DIR)
         _replace_private(pod.dir.state, json.dumps(doc, sort_keys=True).encode())
+
+    def _fs_failed(self, pod: _Pod, what: str, exc: OSError) -> None:
+        """A filesystem error about one pod (its directory, state, logs): logged once per errno
+        until a container of the pod starts, with a code and the errno's name -- not a
+        traceback at every retry. The pod's status says why its containers do not run (see
+        :meth:`_start`)."""
+        name = _errno_name(exc)
+        if pod.fs_trouble == name:
+            log.debug("pod %s/%s: %s failed again (%s)", pod.namespace, pod.name, what, name)
+            return
+        pod.fs_trouble = name
+        log.warning("pod %s/%s: %s failed (%s, %s); retried with back-off", pod.namespace, pod.name, what,
+                    POD_DIR_ERROR, name)
 
     # --- public API -----------------------------------------------------------------------
 
@@ -398,8 +422,11 @@ class PodManager:
         for key in list(self._exit_fds):
             self._forget_exit(key)
         for pod in list(self._pods.values()):
-            if pod.dir.path.exists():
-                self._save(pod)
+            try:
+                if pod.dir.path.exists():
+                    self._save(pod)
+            except OSError as exc:
+                self._fs_failed(pod, "saving its state", exc)
 
     def log_path(self, namespace: str, name: str, container: str, previous: bool = False) -> Path | None:
         """The log file of a container this node runs (``previous``: the rotated one), or ``None``.
@@ -491,10 +518,16 @@ class PodManager:
                 if rc is not None:
                     self._record_exit(pod, name, rc, now)
                     changed = True
-                else:
+                    continue
+                try:
                     rotate_log(pod.dir.log_path(name), self._log_max, self._log_backups)
-            if changed:
-                self._save(pod)
+                except OSError as exc:  # one pod's files: every container is still polled
+                    self._fs_failed(pod, f"rotating the log of {name}", exc)
+            try:
+                if changed:
+                    self._save(pod)
+            except OSError as exc:
+                self._fs_failed(pod, "saving its state", exc)
             self._schedule_probes(pod, now)
 
     def _reconcile(self) -> None:
@@ -559,6 +592,9 @@ class PodManager:
                     return
                 self._save(pod)
             await self._report_pod(pod)  # persisted first, then reported
+        except OSError as exc:  # its directory (disk full, read-only, ...): said once, retried
+            self._fs_failed(pod, f"applying {[a.kind for a in actions]}", exc)
+            await self._report_pod(pod)  # what it could not do is on its containers' states
         except Exception:  # noqa: BLE001 - keep supervising the other pods
             log.exception("applying %s to pod %s/%s failed", [a.kind for a in actions], pod.namespace,
                           pod.name)
@@ -631,8 +667,9 @@ class PodManager:
             return
         except OSError as exc:  # our side (disk full, ...): retried after the base back-off
             pod.containers[name] = dataclasses.replace(
-                base, reason="CreateContainerError", message=exc.__class__.__name__, finished_at=now)
-            log.warning("pod %s/%s container %s: cannot prepare: %s", pod.namespace, pod.name, name, exc)
+                base, reason="CreateContainerError", finished_at=now,
+                message=f"cannot prepare the pod's directory: {_errno_name(exc)}")
+            self._fs_failed(pod, f"preparing container {name}", exc)
             return
         try:
             handle = await self._runtime.start_container(pod.uid, cspec)
@@ -642,6 +679,7 @@ class PodManager:
                 message=str(exc))
             return
         pod.handles[name] = handle
+        pod.fs_trouble = None
         self._notice_exit(handle)
         pod.launch[name] = launch
         pod.containers[name] = dataclasses.replace(base, running=True, started_at=handle.started_at,

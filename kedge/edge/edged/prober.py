@@ -3,7 +3,8 @@
 HTTP and TCP probes only ever connect to 127.0.0.1 (a "pod IP" here is the node's
 loopback): a pod spec cannot turn the edge into a scanner of other hosts. HTTPS
 probes are refused (they would need a TLS context outside :mod:`kedge.tls`).
-Exec probes run as the container's user, with its environment and working directory.
+Exec probes run as the container's user, with its environment and working directory
+(opened as that user, as the container's is: see :func:`~kedge.edge.edged.runtime.as_pod`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import signal
 import subprocess  # nosec B404 - exec probes run the pod's own command
 from collections.abc import Mapping
 
+from kedge.edge.edged.runtime import StartError, as_pod, open_dir
 from kedge.edge.edged.spec import ContainerDef, ProbeDef
 
 LOOPBACK = "127.0.0.1"
@@ -77,12 +79,18 @@ async def _exec(probe: ProbeDef, env: Mapping[str, str], cwd: str, uid: int | No
     if uid is not None and os.geteuid() == 0:
         kwargs.update(user=uid, group=gid if gid is not None else uid, extra_groups=[])
     try:
+        cwd_fd = as_pod(uid, gid, lambda: open_dir(cwd))
+    except (OSError, StartError):
+        return False
+    try:
         proc = subprocess.Popen(  # nosec B603 - the pod's probe argv, no shell
             list(probe.command), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, cwd=cwd, env=dict(env), start_new_session=True,
-            close_fds=True, **kwargs)  # type: ignore[call-overload]
+            stderr=subprocess.DEVNULL, cwd=f"/proc/self/fd/{cwd_fd}", env=dict(env),
+            start_new_session=True, close_fds=True, **kwargs)  # type: ignore[call-overload]
     except (OSError, subprocess.SubprocessError):
         return False
+    finally:
+        os.close(cwd_fd)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + probe.timeout_s
     try:

@@ -5,6 +5,13 @@ Without images, namespaces or root-only bind mounts, a "container" here is its
 whole process group and it outlives edgecore), with a clean environment, a working
 directory inside the pod directory and stdout/stderr appended to a log file.
 
+Every decision about a path the pod names -- its working directory, its command -- is
+made with the pod's identity (:func:`as_pod`), never as root: a pod learns nothing that
+``exec`` as itself would not tell it. A file behind a directory it cannot search (the
+node's 0700 data directory, say) reads "permission denied" whether it exists or not, as
+a missing one does. The working directory is opened as the pod and entered through that
+descriptor (``/proc/self/fd/N``), so a link the pod swaps in afterwards cannot move it.
+
 Confinement is by identity only. Every container runs as its pod's own uid/gid (from
 the node's pod id range, see :mod:`kedge.edge.edged.ids`; never root -- the runtime
 refuses a spec without one, or with 0) with no supplementary groups (``setgroups([])``),
@@ -43,15 +50,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import logging
 import os
 import re
 import signal
 import stat
 import subprocess  # nosec B404 - starting the pod's own processes is this module's job
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from kedge.errors import LocalError
 
@@ -66,6 +76,8 @@ _SH_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
 # $0 = the exit file, "$@" = the container's argv. PWD/OLDPWD are unset so the
 # container's environment is exactly the one the spec resolved.
 _SHIM = 'unset PWD OLDPWD; trap : TERM INT HUP QUIT; "$@"; rc=$?; echo "$rc" > "$0"; exit "$rc"'
+_T = TypeVar("_T")
+_libc: Any = None  # ctypes' handle on libc, loaded when first needed (root only)
 
 
 class StartError(LocalError):
@@ -192,15 +204,109 @@ def read_exit_file(path: str) -> int | None:
     return int(raw)
 
 
-def _which(cmd: str, env: dict[str, str], cwd: str) -> str | None:
-    if "/" in cmd:
-        path = os.path.join(cwd, cmd)  # relative commands resolve in the container's cwd
-        return path if os.path.isfile(path) else None
-    for d in env.get("PATH", "").split(":"):
-        candidate = os.path.join(cwd, d or ".", cmd)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    return None
+def _libc_handle() -> Any:
+    global _libc
+    if _libc is None:
+        import ctypes  # only a root edgecore that runs pods pays for ctypes
+
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
+
+
+def as_pod(uid: int | None, gid: int | None, fn: Callable[[], _T]) -> _T:
+    """``fn()`` with the filesystem identity ``uid``/``gid``: its path lookups and permission
+    checks are the pod's (no supplementary groups, no capability over files).
+
+    The identity changes in a fresh thread through ``setfsuid``/``setfsgid``, which act on
+    the calling thread only -- ``setresuid`` would change every thread of edgecore (glibc
+    applies it to all) -- and the kernel drops the file capabilities (DAC override and
+    read-search) of a thread whose fsuid is not 0. The thread ends with it; nothing is
+    changed back. Not root, or no uid: edgecore's identity is the pod's, ``fn`` runs here.
+    ``fn`` must import nothing (the import would run as the pod).
+    """
+    if uid is None or os.geteuid() != 0:
+        return fn()
+    fsgid = uid if gid is None else gid
+    libc = _libc_handle()
+    result: list[tuple[bool, Any]] = []
+
+    def body() -> None:
+        try:
+            if os.getgroups():  # ProcessRuntime drops them: a pod's checks must not have root's
+                raise StartError("edgecore has supplementary groups: no path is resolved for a pod")
+            libc.setfsgid(fsgid)
+            libc.setfsuid(uid)
+            if libc.setfsuid(-1) != uid or libc.setfsgid(-1) != fsgid:  # -1 changes nothing: reads
+                raise StartError("the pod's filesystem identity could not be taken")
+            result.append((True, fn()))
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+            result.append((False, exc))
+
+    thread = threading.Thread(target=body, name="kedge-as-pod", daemon=True)
+    thread.start()
+    thread.join()
+    ok, value = result[0]
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]
+
+
+def open_dir(path: str) -> int:
+    """An ``O_PATH`` descriptor of directory ``path``, which the caller may enter: the
+    trailing ``/.`` makes the kernel check search permission on ``path`` itself too."""
+    return os.open(os.path.join(path, "."), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def _why(exc: OSError, *, command: bool = False) -> str:
+    """What exec (or chdir) said, in kubelet's words; never a path."""
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return "executable not found" if command else "no such file or directory"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return os.strerror(exc.errno).lower() if exc.errno else exc.__class__.__name__
+
+
+def _may_exec(st: os.stat_result, uid: int, gid: int) -> bool:
+    if st.st_uid == uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid == gid:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
+def find_executable(cmd: str, search: list[str], dir_fd: int, uid: int, gid: int) -> None:
+    """Raise the ``OSError`` exec of ``cmd`` would (as execvp searches: a name without ``/``
+    in each ``search`` directory, ``ENOENT`` skipped, ``EACCES`` kept), relative to
+    ``dir_fd``. Call it as the pod (:func:`as_pod`): a stat the pod cannot make fails with
+    the pod's errno. Execute bits are read for ``uid``/``gid`` (the pod has no other groups)."""
+    candidates = [cmd] if "/" in cmd else [os.path.join(d or ".", cmd) for d in search]
+    err: OSError | None = None
+    for candidate in candidates:
+        try:
+            st = os.stat(candidate, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENOTDIR) and err is None:
+                err = exc
+            continue
+        if stat.S_ISREG(st.st_mode) and _may_exec(st, uid, gid):
+            return
+        if err is None:
+            err = OSError(errno.EACCES, os.strerror(errno.EACCES))
+    raise err or OSError(errno.ENOENT, os.strerror(errno.ENOENT))
+
+
+def _enter(cwd: str, cmd: str, search: list[str], uid: int, gid: int) -> int:
+    """The working directory, opened as the pod, once ``cmd`` is found from it (as the pod)."""
+    try:
+        fd = open_dir(cwd)
+    except OSError as exc:
+        raise StartError(f"cannot enter the working directory {cwd!r}: {_why(exc)}") from None
+    try:
+        find_executable(cmd, search, fd, uid, gid)
+    except OSError as exc:
+        os.close(fd)
+        raise StartError(f"cannot start {cmd!r}: {_why(exc, command=True)}") from None
+    return fd
 
 
 def proc_uids(pid: int) -> tuple[int, ...] | None:
@@ -266,6 +372,10 @@ class ProcessRuntime:
         self._shim = shim and os.access(SHELL, os.X_OK)
         self.boot_id = boot_id()
         self._nnp_failed = no_new_privs and os.geteuid() == 0 and not set_no_new_privs()
+        if os.geteuid() == 0 and os.getgroups():
+            # Root's supplementary groups would count in the checks made as a pod (as_pod):
+            # edgecore needs none (it is root), so it drops them, for every thread, once.
+            os.setgroups([])
 
     async def start_container(self, pod_uid: str, spec: ContainerSpec) -> ContainerHandle:
         env = dict(spec.env)
@@ -274,16 +384,6 @@ class ProcessRuntime:
         # allows e.g. "app.conf"); such containers run without the shim rather than
         # with a different environment -- their exit code is then lost on an edgecore restart.
         exit_file = spec.exit_file if self._shim and all(_SH_NAME.match(k) for k in env) else ""
-        if exit_file:
-            if _which(argv[0], env, spec.cwd) is None:  # the shell would say 127; kubelet says StartError
-                raise StartError(f"cannot start {argv[0]!r}: executable not found")
-            try:
-                os.unlink(exit_file)  # a stale code from the previous run must not be read
-            except FileNotFoundError:
-                pass
-            # The pod's argv goes to the shim as positional parameters, never into the
-            # script text: no shell parsing of pod input.
-            argv = [SHELL, "-c", _SHIM, exit_file, *argv]
         kwargs: dict[str, Any] = {}
         if os.geteuid() == 0:
             # Defence in depth: the manager decided the identity; never start without one.
@@ -292,16 +392,41 @@ class ProcessRuntime:
             if self._nnp_failed:
                 raise StartError("no_new_privs could not be set on edgecore: containers are not started")
             kwargs.update(user=spec.uid, group=spec.gid, extra_groups=[])  # setgroups([]): none
+        uid = os.geteuid() if spec.uid is None else spec.uid
+        gid = os.getegid() if spec.gid is None else spec.gid
+        # As the pod: its working directory and its command (the shell would say 127 for a
+        # missing one; kubelet says StartError). The descriptor is what the process enters.
+        search = os.get_exec_path(env)
+        cwd_fd = as_pod(spec.uid, spec.gid, lambda: _enter(spec.cwd, argv[0], search, uid, gid))
+        try:
+            return self._launch(pod_uid, spec, env, argv, exit_file, cwd_fd, kwargs)
+        finally:
+            os.close(cwd_fd)
+
+    def _launch(self, pod_uid: str, spec: ContainerSpec, env: dict[str, str], argv: list[str],
+                exit_file: str, cwd_fd: int, kwargs: dict[str, Any]) -> ContainerHandle:
+        if exit_file:
+            try:
+                os.unlink(exit_file)  # a stale code from the previous run must not be read
+            except FileNotFoundError:
+                pass
+            # The pod's argv goes to the shim as positional parameters, never into the
+            # script text: no shell parsing of pod input.
+            argv = [SHELL, "-c", _SHIM, exit_file, *argv]
         log_fd = os.open(spec.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
                          | os.O_CLOEXEC, 0o600)
         try:
             started_at = time.time()
-            # The argv comes from the pod spec by design: running it is the point.
+            # The argv comes from the pod spec by design: running it is the point. The child
+            # enters the directory the pod opened (the descriptor is close-on-exec) and execs
+            # as the pod: an exec error is the pod's own errno.
             proc = subprocess.Popen(  # nosec B603 - argv list, pod input never parsed by a shell
                 argv, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
-                cwd=spec.cwd, env=env, start_new_session=True, close_fds=True,
+                cwd=f"/proc/self/fd/{cwd_fd}", env=env, start_new_session=True, close_fds=True,
                 umask=self._umask, **kwargs)
-        except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        except OSError as exc:
+            raise StartError(f"cannot start {spec.argv[0]!r}: {_why(exc, command=True)}") from exc
+        except (subprocess.SubprocessError, ValueError) as exc:
             raise StartError(f"cannot start {spec.argv[0]!r}: {exc.__class__.__name__}") from exc
         finally:
             os.close(log_fd)

@@ -42,6 +42,11 @@ _KEY = re.compile(r"\A[-._a-zA-Z0-9]{1,253}\Z")
 _HEADER_NAME = re.compile(r"\A[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}\Z")
 
 RESTART_POLICIES = ("Always", "OnFailure", "Never")
+# A pod directory's name (see pod_dir_name): within a file name's 255 bytes with room to
+# spare (its temp files live inside it, not beside it). 63 + 1 + 1 + 1 + 32 + 1 + 64 <= 200:
+# namespace, at least one character of the name, the digest and the uid always fit.
+MAX_DIR_NAME = 200
+DIR_NAME_DIGEST = 32  # hex digits of SHA-256 (128 bits) in a shortened name
 
 
 class PodSpecError(PeerError):
@@ -208,6 +213,26 @@ class ContainerDef:
         return None
 
 
+def pod_dir_name(namespace: str, name: str, uid: str) -> str:
+    """The name of a pod's directory: ``<namespace>_<name>_<uid>``, bounded.
+
+    Unambiguous since none of the parts may hold ``_``. Kubernetes allows 63 + 253 + 64
+    characters, more than a file name may have (255 bytes): a name that would make it
+    longer than :data:`MAX_DIR_NAME` keeps a prefix (for people reading ``ls``) and gets
+    ``~`` and 32 hex digits of the SHA-256 of ``<namespace>/<name>/<uid>``. No pod name
+    holds ``~``, so a shortened name never equals another pod's full one. Pure and stable:
+    a restarted edgecore computes the same name from ``state.json``. Names within the bound
+    are what they always were; a directory made before the bound with a longer (<= 255)
+    name is still re-adopted under it (see the manager's ``_load``).
+    """
+    full = f"{namespace}_{name}_{uid}"
+    if len(full) <= MAX_DIR_NAME:
+        return full
+    digest = hashlib.sha256(f"{namespace}/{name}/{uid}".encode()).hexdigest()[:DIR_NAME_DIGEST]
+    keep = MAX_DIR_NAME - len(namespace) - len(uid) - DIR_NAME_DIGEST - 3  # '_', '~', '_'
+    return f"{namespace}_{name[:max(keep, 1)]}~{digest}_{uid}"
+
+
 @dataclasses.dataclass(frozen=True)
 class PodDef:
     uid: str
@@ -224,8 +249,8 @@ class PodDef:
 
     @property
     def dir_name(self) -> str:
-        """``<namespace>_<name>_<uid>``; unambiguous since none of the parts may hold ``_``."""
-        return f"{self.namespace}_{self.name}_{self.uid}"
+        """The pod's directory name: see :func:`pod_dir_name`."""
+        return pod_dir_name(self.namespace, self.name, self.uid)
 
     def volume(self, name: str) -> VolumeDef | None:
         for v in self.volumes:

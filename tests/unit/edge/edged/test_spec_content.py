@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import re
 
 import pytest
 
 from kedge.edge.edged.content import ContainerConfigError, expand, resolve_env, volume_files
-from kedge.edge.edged.spec import PodSpecError, parse_pod
+from kedge.edge.edged.spec import MAX_DIR_NAME, PodSpecError, parse_pod, pod_dir_name
 
 
 def raw(container=None, volumes=None, **spec):
@@ -146,3 +148,53 @@ def test_security_context_ids_are_parsed_and_the_hash_of_pods_without_groups_is_
 def test_malformed_pod_groups_are_refused_at_parse(ctx):
     with pytest.raises(PodSpecError):
         parse_pod(raw(securityContext=ctx))
+
+
+# --- pod directory names -------------------------------------------------------------------
+
+LONGEST = ("n" * 63, "p" * 253, "u" * 64)  # what Kubernetes allows: 382 characters with separators
+
+
+def test_pod_dir_name_is_bounded_for_the_longest_valid_pod():
+    obj = raw()
+    obj["metadata"].update(namespace=LONGEST[0], name=LONGEST[1], uid=LONGEST[2])
+    name = parse_pod(obj).dir_name
+    assert len(name.encode()) <= MAX_DIR_NAME < 255  # a file name's bound, with room to spare
+    assert name.startswith(f"{LONGEST[0]}_ppp") and name.endswith(f"_{LONGEST[2]}")
+    assert re.fullmatch(r"[a-z0-9-]+_[a-z0-9.-]+~[0-9a-f]{32}_[A-Za-z0-9-]+", name)
+
+
+def test_pod_dir_names_within_the_bound_are_unchanged_so_running_pods_are_readopted():
+    assert pod_dir_name("ns", "web", "uid-1") == "ns_web_uid-1"
+    full = f"ns_{'a' * (MAX_DIR_NAME - 9)}_uid-1"
+    assert len(full) == MAX_DIR_NAME and pod_dir_name("ns", "a" * (MAX_DIR_NAME - 9), "uid-1") == full
+    assert "~" in pod_dir_name("ns", "a" * (MAX_DIR_NAME - 8), "uid-1")  # one more: shortened
+    assert len(pod_dir_name("ns", "a" * (MAX_DIR_NAME - 8), "uid-1")) <= MAX_DIR_NAME
+
+
+@pytest.mark.parametrize("a,b", [
+    (("ns", "p" * 253, "u1"), ("ns", "p" * 253, "u2")),  # same long name, other pod
+    (("ns", "p" * 252 + "q", "u1"), ("ns", "p" * 252 + "r", "u1")),  # differ past the kept prefix
+    (("n1", "p" * 253, "u"), ("n2", "p" * 253, "u")),
+    (("ns", "p" * 253, "u"), ("ns", "p" * 199, "u")),  # long vs within the bound
+])
+def test_pod_dir_names_are_unique(a, b):
+    assert pod_dir_name(*a) != pod_dir_name(*b)
+
+
+def test_a_shortened_name_never_equals_a_pods_full_name():
+    short = pod_dir_name(*LONGEST)
+    ns, rest = short.split("_", 1)
+    name, uid = rest.rsplit("_", 1)
+    assert "~" in name  # no pod name holds '~' (parse_pod refuses it)
+    obj = raw()
+    obj["metadata"].update(namespace=ns, name=name, uid=uid)
+    with pytest.raises(PodSpecError):
+        parse_pod(obj)
+
+
+def test_pod_dir_name_is_stable():
+    assert pod_dir_name(*LONGEST) == pod_dir_name(*LONGEST)
+    # Pinned: a changed digest would orphan the directories (and processes) of running pods.
+    assert pod_dir_name("default", "x" * 253, "uid-1").endswith("~" + hashlib.sha256(
+        f"default/{'x' * 253}/uid-1".encode()).hexdigest()[:32] + "_uid-1")
