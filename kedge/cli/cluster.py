@@ -184,7 +184,8 @@ def cmd_join(args: argparse.Namespace) -> int:
     if args.mqtt_broker is not None:
         if not all(files):
             raise ConfigError("--mqtt-broker needs --mqtt-ca, --mqtt-cert and --mqtt-key", code="usage")
-        broker = {"url": args.mqtt_broker, **{k: str(Path(v).resolve()) for k, v in zip(("ca", "cert", "key"), files, strict=True)}}
+        paths = {k: str(Path(v).resolve()) for k, v in zip(("ca", "cert", "key"), files, strict=True)}
+        broker = {"url": args.mqtt_broker, **paths}
     cfg = join(cloud=args.cloud, token=args.token, node=args.node, edge_dir=args.data_dir, mqtt_broker=broker)
     print(f"joined as {cfg.node_name}; hub {cfg.hub}")
     return 0

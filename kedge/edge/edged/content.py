@@ -182,7 +182,7 @@ def volume_files(pod: PodDef, vol: VolumeDef, lookup: Lookup) -> dict[str, tuple
         raise ContainerConfigError(f"volume {vol.name!r} is too large")
     # Paths must not nest under one another as both file and directory.
     names = sorted(files)
-    for a, b in zip(names, names[1:]):
+    for a, b in zip(names, names[1:], strict=False):
         if b.startswith(a + "/"):
             raise ContainerConfigError(f"volume {vol.name!r}: {a!r} is both a file and a directory")
     return files

@@ -488,7 +488,7 @@ def parse_pod(obj: Any) -> PodDef:
     volumes = tuple(_parse_volume(v, f"spec.volumes[{i}]") for i, v in enumerate(raw_volumes))
     if len({v.name for v in volumes}) != len(volumes):
         raise _fail("spec.volumes has duplicate names")
-    raw_by_name = {v.name: raw for v, raw in zip(volumes, raw_volumes)}
+    raw_by_name = {v.name: raw for v, raw in zip(volumes, raw_volumes, strict=True)}
     pod_ctx = _dict(spec.get("securityContext"), "spec.securityContext")
     pod_sec = _security(pod_ctx, "spec.securityContext")
     pod_groups = _pod_groups(pod_ctx)
