@@ -38,7 +38,16 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--link-key", type=Path, help="P-256 key to sign in-toto links (default: ephemeral key)")
     build.add_argument("--extra", action="append", dest="extras", metavar="EXTRA",
                        help="optional extra whose dependencies the SBOM lists as optional (default: cloud)")
+    build.add_argument("--no-image", dest="with_image", action="store_false",
+                       help="leave out the cloudcore OCI image (it needs its pinned inputs, fetched or cached)")
+    build.add_argument("--cache-dir", type=Path,
+                       help="content-addressed cache of the image's pinned inputs (default: ~/.cache/kedge-release)")
     build.set_defaults(func=_cmd_build)
+
+    lock = sub.add_parser("image-lock", help="pin the image's Debian packages and wheels (apt-get, PyPI)",
+                          description="Write provenance/image.lock.json for the installed kedge[cloud].")
+    lock.add_argument("--out", type=Path, default=Path("provenance/image.lock.json"), help="lock file to write")
+    lock.set_defaults(func=_cmd_image_lock)
 
     sign = sub.add_parser("sign", help="DSSE-sign the provenance and sign the in-toto root layout",
                           description="Verify a release directory, then sign it with a local key.")
@@ -67,11 +76,14 @@ def _cmd_build(args: argparse.Namespace) -> int:
         args.out, source=args.source, commit=args.commit, repository=args.repository, ref=args.ref,
         workflow_path=args.workflow_path, builder_id=args.builder_id, invocation_id=args.invocation_id,
         link_key=args.link_key, extras=tuple(args.extras) if args.extras else ("cloud",),
+        with_image=args.with_image, cache_dir=args.cache_dir,
     )
     for warning in result.warnings:
         print(f"kedge: warning: {warning}", file=sys.stderr)
     for name, digest in sorted(result.digests.items()):
         print(f"{digest}  {result.out_dir / name}")
+    if result.manifest_digest:
+        print(f"{result.out_dir / (result.image or '')}: image manifest {result.manifest_digest}", file=sys.stderr)
     print(f"commit {result.facts.commit} SOURCE_DATE_EPOCH={result.facts.source_date_epoch} "
           f"repository {result.facts.repository} ref {result.facts.ref}", file=sys.stderr)
     return 0
@@ -107,6 +119,16 @@ def _cmd_verify_layout(args: argparse.Namespace) -> int:
     finally:
         os.chdir(previous)
     print(f"PASSED: in-toto layout, links and artifacts in {directory}")
+    return 0
+
+
+def _cmd_image_lock(args: argparse.Namespace) -> int:
+    from kedge._internal.fsutil import atomic_write
+    from kedge.release.image import make_lock
+
+    lock = make_lock()
+    atomic_write(args.out, lock.to_bytes())
+    print(f"{args.out}: {len(lock.debs)} Debian packages, {len(lock.wheels)} wheels")
     return 0
 
 

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import uuid
 import zipfile
+import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from kedge import __version__
 from kedge._internal.fsutil import sha256_file
 from kedge.errors import ConfigError, StateError
-from kedge.release import intoto, provenance, sbom, sums
+from kedge.release import image, intoto, oci, provenance, sbom, sums
 
 GIT_TIMEOUT_S = 120
 BUILD_TIMEOUT_S = 600
@@ -49,6 +50,9 @@ class BuildResult:
     digests: Mapping[str, str]
     facts: provenance.BuildFacts
     warnings: tuple[str, ...] = ()
+    image: str | None = None  # kedge-cloudcore-<version>.oci.tar
+    image_sbom: str | None = None
+    manifest_digest: str | None = None  # sha256:<hex> of the image manifest
 
 
 def _utcnow() -> dt.datetime:
@@ -155,8 +159,15 @@ def build_release(
     extras: tuple[str, ...] = ("cloud",),
     env: Mapping[str, str] | None = None,
     now: Callable[[], dt.datetime] = _utcnow,
+    with_image: bool = True,
+    cache_dir: Path | None = None,
 ) -> BuildResult:
-    """Build the release of ``commit`` in repository ``source`` into ``out_dir``."""
+    """Build the release of ``commit`` in repository ``source`` into ``out_dir``.
+
+    With ``with_image`` (the default) the release also holds the cloudcore OCI image
+    and its SBOM, assembled from the inputs pinned in ``provenance/image.lock.json``
+    of the commit built (fetched into ``cache_dir``, verified by SHA-256).
+    """
     env = os.environ if env is None else env
     started = now()
     top = Path(_git(["rev-parse", "--show-toplevel"], cwd=source))
@@ -221,12 +232,26 @@ def build_release(
             (dist / sbom_name).write_bytes(sbom_bytes)
             sbom_products = intoto.record([sbom_name], dist)
             intoto.write_link(link_dir, "sbom", ["kedge-release", "sbom"], sbom_materials, sbom_products, signer)
+            # -- image ------------------------------------------------------------------
+            built: image.BuiltImage | None = None
+            if with_image:
+                lock, _lock_bytes = image.read_lock(src)
+                image_materials = {**intoto.record([wheel], dist), **intoto.record([image.LOCK_PATH], src)}
+                built = image.build_image(
+                    (dist / wheel).read_bytes(), sha256_file(dist / wheel), lock,
+                    cache_dir or image.default_cache_dir(), epoch=epoch, source=repository,
+                    revision=full_commit, tool_version=__version__)
+                (dist / built.name).write_bytes(built.image.archive)
+                (dist / built.sbom_name).write_bytes(built.sbom)
+                intoto.write_link(link_dir, "image", ["kedge-release", "image"], image_materials,
+                                  intoto.record([built.name, built.sbom_name], dist), signer)
             (link_dir / intoto.FUNCTIONARY_PUB).write_bytes(functionary.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
             # -- sums and provenance ----------------------------------------------------
             digests = {}
-            for name in (wheel, sdist, sbom_name):
+            names = [wheel, sdist, sbom_name] + ([built.name, built.sbom_name] if built else [])
+            for name in names:
                 shutil.copyfile(dist / name, stage / name)
                 digests[name] = sha256_file(stage / name)
             (stage / sums.SUMS_NAME).write_bytes(sums.format_sums(digests))
@@ -242,17 +267,29 @@ def build_release(
                 finished_on=max(now(), started),
                 tools=(("hatchling", _version_of("hatchling")), ("kedge", __version__)),
                 internal=(("python", platform.python_version()),
-                          ("targets", "sdist,wheel"),
+                          ("targets", "sdist,wheel,oci-image" if built else "sdist,wheel"),
                           ("sbomFormat", "CycloneDX-" + sbom.SPEC_VERSION)),
             )
             for name, digest in digests.items():
-                stmt = provenance.make_statement([provenance.Subject(name, digest)], facts)
+                subjects = [provenance.Subject(name, digest)]
+                stmt_facts, deps = facts, ()
+                if built is not None and name == built.name:
+                    # Images are referenced by manifest digest: `kedge verify sha256:<manifest>` works too.
+                    subjects.append(provenance.Subject(image.IMAGE_NAME, built.image.manifest_digest[7:]))
+                    stmt_facts = dataclasses.replace(facts, internal=facts.internal + (
+                        ("imageLock", image.LOCK_PATH),
+                        ("gzip", f"level {oci.GZIP_LEVEL}, zlib {zlib.ZLIB_RUNTIME_VERSION}"),
+                    ))
+                    deps = image.resolved_dependencies(built.inputs)
+                stmt = provenance.make_statement(subjects, stmt_facts, dependencies=deps)
                 (stage / f"{name}.intoto.json").write_bytes(provenance.dump(stmt))
             _swap_into_place(stage, out_dir, prepared)
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
-    return BuildResult(out_dir, wheel, sdist, sbom_name, digests, facts, warnings)
+    return BuildResult(out_dir, wheel, sdist, sbom_name, digests, facts, warnings,
+                       image=built.name if built else None, image_sbom=built.sbom_name if built else None,
+                       manifest_digest=built.image.manifest_digest if built else None)
 
 
 def _backend_pin_warnings(pyproject: Path) -> tuple[str, ...]:

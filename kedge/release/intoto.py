@@ -27,6 +27,9 @@ LINK_DIR = "in-toto"
 FUNCTIONARY_PUB = "functionary.pub"
 LAYOUT_NAME = "root.layout"
 STEP_NAMES = ("checkout", "build", "sbom")
+#: The cloudcore image step, present when the release holds the image.
+IMAGE_STEP = "image"
+IMAGE_LOCK = "provenance/image.lock.json"
 INSPECTION_NAME = "check-release"
 #: Excluded from every recorded artifact list: VCS data and interpreter droppings.
 EXCLUDE = [".git", "*.pyc", "__pycache__", "*.link*"]
@@ -92,8 +95,13 @@ def make_layout(
     *,
     expires: dt.datetime,
     sums_name: str = "SHA256SUMS",
+    image: tuple[str, str] | None = None,
 ) -> Any:
-    """The root layout for one release (artifact names are fixed into its rules)."""
+    """The root layout for one release (artifact names are fixed into its rules).
+
+    ``image`` is ``(oci archive, image SBOM)``: an ``image`` step that consumes
+    exactly the built wheel and the image lock of the checkout and creates those two.
+    """
     from in_toto.models.layout import Inspection, Layout, Step
 
     fkey = key_dict(functionary)
@@ -110,26 +118,36 @@ def make_layout(
                      expected_command=["kedge-release", "sbom"],
                      expected_materials=[["MATCH", wheel, "WITH", "PRODUCTS", "FROM", "build"], ["DISALLOW", "*"]],
                      expected_products=[["CREATE", sbom], ["DISALLOW", "*"]])
+    steps = [checkout, build, sbom_step]
+    made = [(wheel, "build"), (sdist, "build"), (sbom, "sbom")]
+    if image is not None:
+        steps.append(Step(
+            name=IMAGE_STEP, pubkeys=[keyid], threshold=1,
+            expected_command=["kedge-release", "image"],
+            expected_materials=[["MATCH", wheel, "WITH", "PRODUCTS", "FROM", "build"],
+                                ["MATCH", IMAGE_LOCK, "WITH", "PRODUCTS", "FROM", "checkout"],
+                                ["DISALLOW", "*"]],
+            expected_products=[["CREATE", image[0]], ["CREATE", image[1]], ["DISALLOW", "*"]]))
+        made += [(image[0], IMAGE_STEP), (image[1], IMAGE_STEP)]
     inspection = Inspection(
         name=INSPECTION_NAME,
         run=["sha256sum", "--check", "--strict", "--quiet", sums_name],
         expected_materials=[
-            ["REQUIRE", wheel], ["REQUIRE", sdist], ["REQUIRE", sbom],
-            ["MATCH", wheel, "WITH", "PRODUCTS", "FROM", "build"],
-            ["MATCH", sdist, "WITH", "PRODUCTS", "FROM", "build"],
-            ["MATCH", sbom, "WITH", "PRODUCTS", "FROM", "sbom"],
-            # Whatever of the three is still unmatched differs from what its step made.
-            ["DISALLOW", wheel], ["DISALLOW", sdist], ["DISALLOW", sbom],
+            *(["REQUIRE", name] for name, _ in made),
+            *(["MATCH", name, "WITH", "PRODUCTS", "FROM", step] for name, step in made),
+            # Whatever is still unmatched differs from what its step made.
+            *(["DISALLOW", name] for name, _ in made),
             ["ALLOW", "*"],
         ],
         expected_products=[["ALLOW", "*"]],
     )
     return Layout(
-        steps=[checkout, build, sbom_step],
+        steps=steps,
         inspect=[inspection],
         keys={keyid: fkey},
         expires=expires.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        readme="kedge release: clean checkout -> hatchling sdist+wheel -> CycloneDX SBOM",
+        readme="kedge release: clean checkout -> hatchling sdist+wheel -> CycloneDX SBOM"
+               + (" -> cloudcore OCI image + image SBOM" if image else ""),
     )
 
 
@@ -154,7 +172,8 @@ def load_functionary(link_dir: Path) -> ec.EllipticCurvePublicKey:
     return key
 
 
-def check_links(link_dir: Path, functionary: ec.EllipticCurvePublicKey) -> dict[str, Any]:
+def check_links(link_dir: Path, functionary: ec.EllipticCurvePublicKey,
+                steps: tuple[str, ...] = STEP_NAMES) -> dict[str, Any]:
     """Load each step's link and verify its signature; return ``{step: Link}``.
 
     Run before the release key vouches for the functionary in a layout: a link dir
@@ -166,7 +185,7 @@ def check_links(link_dir: Path, functionary: ec.EllipticCurvePublicKey) -> dict[
 
     key = SSlibKey.from_crypto(functionary)
     out = {}
-    for step in STEP_NAMES:
+    for step in steps:
         path = link_dir / FILENAME_FORMAT.format(step_name=step, keyid=key.keyid)
         try:
             block = Metablock.load(str(path))

@@ -121,8 +121,18 @@ def rfc3339(when: dt.datetime) -> str:
     return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def make_statement(subjects: Sequence[Subject], facts: BuildFacts) -> dict[str, Any]:
-    """The in-toto Statement v1 with an SLSA Provenance v1 predicate for ``subjects``."""
+def make_statement(
+    subjects: Sequence[Subject],
+    facts: BuildFacts,
+    *,
+    dependencies: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """The in-toto Statement v1 with an SLSA Provenance v1 predicate for ``subjects``.
+
+    ``dependencies`` are further ``resolvedDependencies`` (SLSA ResourceDescriptors
+    with a ``sha256`` digest), after the source and the tools: the pinned inputs an
+    image was assembled from.
+    """
     _require(0 < len(subjects) <= MAX_SUBJECTS, "a statement needs 1..64 subjects")
     _require(all(isinstance(s, Subject) for s in subjects), "subjects must be Subject objects")
     names = [s.name for s in subjects]
@@ -131,6 +141,13 @@ def make_statement(subjects: Sequence[Subject], facts: BuildFacts) -> dict[str, 
         {"uri": facts.source_uri, "digest": {"gitCommit": facts.commit}},
     ]
     resolved.extend({"uri": f"pkg:pypi/{name}@{version}"} for name, version in facts.tools)
+    for dep in dependencies:
+        uri = dep.get("uri") if isinstance(dep, Mapping) else None
+        digest = dep.get("digest") if isinstance(dep, Mapping) else None
+        _require(isinstance(uri, str) and bool(_TOKEN.fullmatch(uri)), "a resolved dependency needs a URI")
+        _require(isinstance(digest, Mapping) and bool(_HEX64.fullmatch(str(digest.get("sha256", "")))),
+                 "a resolved dependency needs a sha256 digest")
+        resolved.append(dict(dep))
     return {
         "_type": STATEMENT_TYPE,
         "subject": [s.to_dict() for s in subjects],

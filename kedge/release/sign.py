@@ -20,12 +20,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from kedge._internal.fsutil import PUBLIC_FILE, FileTooLarge, atomic_write, create_exclusive, read_bounded, sha256_file
 from kedge.errors import ConfigError, VerificationError
-from kedge.release import intoto, provenance, sums
+from kedge.release import intoto, oci, provenance, sums
+from kedge.release.image import IMAGE_NAME, IMAGE_SBOM_SUFFIX, IMAGE_SUFFIX
 from kedge.verify.dsse import sign_envelope
 
 MAX_KEY_BYTES = 16 * 1024
 STATEMENT_SUFFIX = ".intoto.json"
 ENVELOPE_SUFFIX = ".intoto.dsse.json"
+
 
 
 def public_path_for(private_path: Path) -> Path:
@@ -117,7 +119,16 @@ def check_release_dir(directory: Path) -> tuple[dict[str, str], dict[Path, bytes
             raise VerificationError(f"{path.name} is not a regular file", code="malformed_statement")
         data = path.read_bytes()[: provenance.MAX_STATEMENT_BYTES + 1]
         doc = provenance.parse_statement(data)
-        for name, digest in provenance.subject_digests(doc).items():
+        subjects = provenance.subject_digests(doc)
+        for name, digest in subjects.items():
+            if name == IMAGE_NAME and name not in digests:
+                # An image's second subject: its manifest digest, which must be the manifest
+                # in the archive this same statement names (and SHA256SUMS lists).
+                archives = [n for n in subjects if n.endswith(IMAGE_SUFFIX) and digests.get(n) == subjects[n]]
+                if len(archives) != 1 or _manifest_hex(directory / archives[0]) != digest:
+                    raise VerificationError(f"{path.name} names an image manifest not in the archive",
+                                            code="digest_mismatch")
+                continue
             if digests.get(name) != digest:
                 raise VerificationError(f"{path.name} names {name} with a digest not in SHA256SUMS",
                                         code="digest_mismatch")
@@ -129,14 +140,25 @@ def check_release_dir(directory: Path) -> tuple[dict[str, str], dict[Path, bytes
     return digests, statements
 
 
-def _artifact_names(digests: dict[str, str]) -> tuple[str, str, str]:
+def _manifest_hex(archive: Path) -> str:
+    with archive.open("rb") as fh:
+        return oci.read_archive(fh).manifest_digest.split(":", 1)[1]
+
+
+def _artifact_names(digests: dict[str, str]) -> tuple[str, str, str, tuple[str, str] | None]:
+    """(wheel, sdist, SBOM, (image archive, image SBOM) or None)."""
+    images = [n for n in digests if n.endswith(IMAGE_SUFFIX)]
+    image_sboms = [n for n in digests if n.endswith(IMAGE_SBOM_SUFFIX)]
     wheels = [n for n in digests if n.endswith(".whl")]
     sdists = [n for n in digests if n.endswith(".tar.gz")]
-    sboms = [n for n in digests if n.endswith(".cdx.json")]
-    if len(wheels) != 1 or len(sdists) != 1 or len(sboms) != 1 or len(digests) != 3:
-        raise VerificationError("a release holds exactly one wheel, one sdist and one SBOM",
-                                code="unexpected_artifacts")
-    return wheels[0], sdists[0], sboms[0]
+    sboms = [n for n in digests if n.endswith(".cdx.json") and n not in image_sboms]
+    image = (images[0], image_sboms[0]) if len(images) == 1 and len(image_sboms) == 1 else None
+    expected = 5 if image else 3
+    if len(wheels) != 1 or len(sdists) != 1 or len(sboms) != 1 or len(digests) != expected \
+            or len(images) != len(image_sboms):
+        raise VerificationError("a release holds exactly one wheel, one sdist and one SBOM "
+                                "(and optionally one OCI image archive and its SBOM)", code="unexpected_artifacts")
+    return wheels[0], sdists[0], sboms[0], image
 
 
 def sign_release(
@@ -157,15 +179,17 @@ def sign_release(
     if not 1 <= layout_days <= 3650:
         raise ConfigError("layout validity must be 1..3650 days", code="bad_layout_expiry")
     digests, statements = check_release_dir(directory)
-    wheel, sdist, sbom_name = _artifact_names(digests)
+    wheel, sdist, sbom_name, image = _artifact_names(digests)
     link_dir = directory / intoto.LINK_DIR
     functionary = intoto.load_functionary(link_dir)
     if expected_functionary is not None and public_pem(functionary) != public_pem(expected_functionary):
         raise VerificationError("the links were not signed by the expected functionary key",
                                 code="unexpected_functionary")
-    links = intoto.check_links(link_dir, functionary)
-    built = {**links["build"].products, **links["sbom"].products}
-    for name in (wheel, sdist, sbom_name):
+    steps = intoto.STEP_NAMES + ((intoto.IMAGE_STEP,) if image else ())
+    links = intoto.check_links(link_dir, functionary, steps)
+    built = {**links["build"].products, **links["sbom"].products,
+             **(links[intoto.IMAGE_STEP].products if image else {})}
+    for name in (wheel, sdist, sbom_name, *(image or ())):
         if built.get(name, {}).get("sha256") != digests[name]:
             raise VerificationError(f"{name} is not what the recorded build step produced",
                                     code="digest_mismatch")
@@ -178,7 +202,7 @@ def sign_release(
         atomic_write(out, (json.dumps(env, indent=2, sort_keys=True) + "\n").encode("ascii"))
         envelopes.append(out)
     layout = intoto.make_layout(functionary, wheel, sdist, sbom_name,
-                                expires=now + dt.timedelta(days=layout_days))
+                                expires=now + dt.timedelta(days=layout_days), image=image)
     layout_path = directory / intoto.LAYOUT_NAME
     tmp = directory / f".{intoto.LAYOUT_NAME}.{os.getpid()}.tmp"
     try:
