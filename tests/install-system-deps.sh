@@ -1,12 +1,14 @@
 #!/bin/sh
 # Installs what the test suite needs beyond the Python packages: mosquitto (a real MQTT
-# broker for the device tests) and kubectl (the real CLI against our API server).
+# broker for the device tests), systemd-analyze (scores and verifies the units `kedge
+# systemd` writes; Debian package systemd) and kubectl (the real CLI against our API server).
 # Idempotent; installs only what is missing. Usage: install-system-deps.sh VENV_DIR
 set -eu
 venv="${1:-.venv}"
 need=""
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need="$need mosquitto"
 command -v openssl >/dev/null 2>&1 || need="$need openssl"
+command -v systemd-analyze >/dev/null 2>&1 || [ -x /usr/bin/systemd-analyze ] || need="$need systemd"
 if [ -n "$need" ]; then
     if [ "$(id -u)" = "0" ]; then
         export DEBIAN_FRONTEND=noninteractive

@@ -17,6 +17,7 @@ from typing import Callable, Iterable
 
 from kedge.audit.facts import CertInfo, CloudFacts, EdgeFacts, Facts, FileStat, MqttListener, ProbeFacts
 from kedge.audit.model import Outcome, Status
+from kedge.systemd import policy as unit_policy
 
 CheckFn = Callable[[Facts], Outcome]
 REGISTRY: dict[str, CheckFn] = {}
@@ -1111,3 +1112,59 @@ def mqtt_acl(f: Facts) -> Outcome:
     if bad:
         return _o(Status.FAIL, exp, ", ".join(bad), [m.conf_path])
     return _o(Status.PASS, exp, "anonymous off, ACL configured")
+
+
+# --------------------------------------------------------------------------- systemd units
+
+
+def _unit_data_dir(eff: unit_policy.Effective) -> str | None:
+    words = eff.scalars.get("ExecStart", "").split()
+    for i, w in enumerate(words[:-1]):
+        if w == "--data-dir":
+            return words[i + 1].strip('"')
+    return None
+
+
+def _systemd_unit(f: Facts, role: str) -> Outcome:
+    name = unit_policy.UNIT_NAMES[role]
+    goal = unit_policy.EXPOSURE_GOALS[role]
+    exp = (f"installed {name} (with its drop-ins) meets kedge's unit policy (kedge systemd) and "
+           f"`systemd-analyze security` exposure <= {goal}")
+    part: CloudFacts | EdgeFacts | None = f.cloud if role == unit_policy.CLOUD else f.edge
+    if part is None:
+        return _no_cloud(exp) if role == unit_policy.CLOUD else _no_edge(exp)
+    u = part.systemd_unit
+    if u is None:
+        where = ", ".join(part.systemd_dirs) or "the systemd unit directories"
+        return _skip(exp, f"component not present: no {name} in {where}")
+    if u.error:
+        return _o(Status.FAIL, exp, f"unit unreadable: {u.error}", [u.path])
+    locations = [p for p, _ in u.files]
+    try:
+        assignments = [a for path, text in u.files for a in unit_policy.parse(text, path)]
+    except unit_policy.UnitSyntaxError as exc:
+        return _o(Status.FAIL, exp, f"not a unit file: {exc}", locations)
+    eff = unit_policy.merge(assignments)
+    problems = unit_policy.evaluate(role, eff)
+    if u.exposure is not None and u.exposure > goal:
+        problems.insert(0, f"exposure {u.exposure:.1f} > {goal}")
+    notes = [f"exposure {u.exposure:.1f}" if u.exposure is not None else f"exposure not measured ({u.analyze_error})"]
+    if len(u.files) > 1:
+        notes.append(f"{len(u.files) - 1} drop-in(s) applied")
+    runs_on = _unit_data_dir(eff)
+    if runs_on is not None and PurePath(runs_on) != PurePath(part.root):
+        notes.append(f"note: the unit runs on {runs_on}, not the audited {part.root}")
+    if problems:
+        return _o(Status.FAIL, exp, "missing or weakened: " + "; ".join(problems) + " (" + "; ".join(notes) + ")",
+                  locations)
+    return _o(Status.PASS, exp, "; ".join(notes))
+
+
+@check("KEDGE-CLOUD-022")
+def cloud_systemd_unit(f: Facts) -> Outcome:
+    return _systemd_unit(f, unit_policy.CLOUD)
+
+
+@check("KEDGE-EDGE-012")
+def edge_systemd_unit(f: Facts) -> Outcome:
+    return _systemd_unit(f, unit_policy.EDGE)

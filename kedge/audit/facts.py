@@ -133,6 +133,22 @@ class MqttFacts:
 
 
 @dataclasses.dataclass(frozen=True)
+class SystemdUnitFacts:
+    """An installed ``kedge-cloudcore.service``/``kedge-edgecore.service`` and its drop-ins.
+
+    ``files`` are ``(path, text)``: the unit file, then its ``<unit>.d/*.conf`` drop-ins in
+    the order systemd applies them. ``exposure`` is ``systemd-analyze security``'s score
+    (None with ``analyze_error`` saying why: not installed, failed).
+    """
+
+    path: str
+    files: tuple[tuple[str, str], ...] = ()
+    error: str | None = None  # the unit (or a drop-in) could not be read
+    exposure: float | None = None
+    analyze_error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class CloudFacts:
     root: str
     service_uid: int | None
@@ -153,6 +169,9 @@ class CloudFacts:
     api_db: FileStat | None = None  # the embedded API server's store (None: not checked)
     secrets_at_rest: "SecretsAtRest | None" = None  # None: no api.db to look into
     extra_logs: tuple[FileStat, ...] = ()  # other audit logs (API server)
+    # The installed systemd unit; None: none found (or not looked for).
+    systemd_unit: SystemdUnitFacts | None = None
+    systemd_dirs: tuple[str, ...] = ()  # where it was looked for
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,6 +204,8 @@ class EdgeFacts:
     mqtt_keys: tuple[FileStat, ...] = ()
     mqtt_certs: tuple[CertInfo, ...] = ()
     mqtt_external: bool = False
+    systemd_unit: SystemdUnitFacts | None = None  # as CloudFacts'
+    systemd_dirs: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,7 @@ import re
 import sqlite3
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 from cryptography import x509
@@ -37,6 +37,7 @@ from kedge.audit.facts import (
     RbacFacts,
     RoleRules,
     SecretsAtRest,
+    SystemdUnitFacts,
     TokenFacts,
     TokenRow,
 )
@@ -50,6 +51,11 @@ MAX_TOKEN_ROWS = 10_000
 MAX_MANIFEST_FILES = 200
 MAX_MANIFEST_DOCS = 5_000
 MAX_MQTT_CONF_BYTES = 256 * 1024
+MAX_UNIT_BYTES = 256 * 1024
+MAX_DROPINS = 64
+# Where systemd looks for system units, highest precedence first (systemd.unit(5)).
+SYSTEMD_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system",
+                "/usr/lib/systemd/system", "/lib/systemd/system")
 
 # kedge bootstrap token: <64 hex CA hash>.<6 id>.<43 base64url secret> (kedge/pki/tokens.py).
 _TOKEN_BYTES = re.compile(rb"(?<![0-9a-f])[0-9a-f]{64}\.[a-z0-9]{6}\.[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
@@ -550,3 +556,38 @@ def _mqtt_credentials(r: Path, config: Any) -> dict[str, Any]:
     certs = tuple(_cert_facts(n, pki / n, ca_cert) for n in ("mqtt-broker.crt", "mqtt-client.crt")
                   if (pki / n).exists())
     return {"mqtt_keys": keys, "mqtt_certs": certs}
+
+
+# --------------------------------------------------------------------------- systemd units
+
+
+def read_systemd_unit(name: str, dirs: Sequence[str] = SYSTEMD_DIRS, *,
+                      analyze: bool = True) -> SystemdUnitFacts | None:
+    """The unit ``name`` from the first of ``dirs`` that has it, with its ``name.d/*.conf``
+    drop-ins from all of them (a drop-in name in an earlier dir hides the same name in a later
+    one; they apply sorted by file name), scored by ``systemd-analyze security`` when that is
+    installed. None when no dir has the unit."""
+    unit = next((Path(d) / name for d in dirs if (Path(d) / name).is_file()), None)
+    if unit is None:
+        return None
+    dropins: dict[str, Path] = {}
+    for d in dirs:
+        ddir = Path(d) / f"{name}.d"
+        if ddir.is_dir():
+            for p in sorted(ddir.glob("*.conf"))[:MAX_DROPINS]:
+                dropins.setdefault(p.name, p)
+    files = []
+    for p in [unit, *(dropins[n] for n in sorted(dropins))]:
+        try:
+            files.append((str(p), _read_bounded(p, MAX_UNIT_BYTES).decode("utf-8", "replace")))
+        except (OSError, ValueError) as exc:
+            return SystemdUnitFacts(path=str(unit), error=f"{p}: {type(exc).__name__}: {str(exc)[:100]}")
+    exposure, analyze_error = None, None
+    if analyze:
+        from kedge.systemd import analyze as sa
+
+        try:
+            exposure = sa.security_exposure(unit)
+        except sa.AnalyzeError as exc:
+            analyze_error = str(exc)[:200]
+    return SystemdUnitFacts(path=str(unit), files=tuple(files), exposure=exposure, analyze_error=analyze_error)

@@ -15,6 +15,7 @@ from kedge.audit.checks import REGISTRY
 from kedge.audit.facts import Facts
 from kedge.audit.model import Outcome, Report, Result, Status, Waiver
 from kedge.errors import ConfigError
+from kedge.systemd.policy import CLOUD, EDGE, UNIT_NAMES
 
 
 def evaluate(facts: Facts, cat: Catalogue, waivers: Iterable[Waiver] = (),
@@ -89,9 +90,13 @@ def run_audit(
     catalogue_path: str | Path | None = None,
     now: dt.datetime | None = None,
     probe_timeout: float = 3.0,
+    systemd_dirs: Sequence[str] = (),
 ) -> Report:
     cat = catalogue_mod.load(catalogue_path)
     ws = waivers_mod.load(waiver_file) if waiver_file is not None else ()
+    for d in systemd_dirs:
+        if not Path(d).is_dir():
+            raise ConfigError(f"--systemd-dir {d} is not a directory", code="no_such_dir")
     for d, flag in ((data_dir, "--data-dir"), (edge_data_dir, "--edge-data-dir")):
         if d is not None and not Path(d).is_dir():
             raise ConfigError(f"{flag} {d} is not a directory", code="no_such_dir")
@@ -104,6 +109,14 @@ def run_audit(
     now = now or dt.datetime.now(dt.timezone.utc)
     cloud = gather.gather_cloud(data_dir) if data_dir is not None else None
     edge = gather.gather_edge(edge_data_dir) if edge_data_dir is not None else None
+    # The installed units (kedge systemd), from --systemd-dir or where systemd looks for them.
+    unit_dirs = tuple(str(d) for d in systemd_dirs) or gather.SYSTEMD_DIRS
+    if cloud is not None:
+        cloud = dataclasses.replace(cloud, systemd_dirs=unit_dirs,
+                                    systemd_unit=gather.read_systemd_unit(UNIT_NAMES[CLOUD], unit_dirs))
+    if edge is not None:
+        edge = dataclasses.replace(edge, systemd_dirs=unit_dirs,
+                                   systemd_unit=gather.read_systemd_unit(UNIT_NAMES[EDGE], unit_dirs))
     ca = None
     for root in (data_dir, edge_data_dir):
         if root is not None and ca is None:

@@ -30,6 +30,10 @@ def register(subparsers: Any) -> None:
                    help="lowest severity of a FAIL that makes the exit code 1 (default high)")
     p.add_argument("--output", help="write the report to this file instead of stdout")
     p.add_argument("--waivers", help="YAML waiver file (see security/audit-waivers.example.yaml)")
+    p.add_argument("--systemd-dir", action="append", default=[], metavar="DIR",
+                   help="where the installed kedge-cloudcore.service/kedge-edgecore.service (and their .d/ "
+                        "drop-ins) are; repeatable, highest precedence first; default: systemd's system unit "
+                        "directories (/etc/systemd/system, /run/systemd/system, /usr/lib/systemd/system, ...)")
     p.add_argument("--probe-timeout", type=float, default=3.0, help=argparse.SUPPRESS)
     p.set_defaults(func=_run)
 
@@ -42,7 +46,8 @@ def _run(args: argparse.Namespace) -> int:
         print("kedge audit: --probe-timeout must be in (0, 60]", file=sys.stderr)
         return 2
     report = run_audit(data_dir=args.data_dir, edge_data_dir=args.edge_data_dir, endpoints=args.endpoint,
-                       waiver_file=args.waivers, probe_timeout=args.probe_timeout)
+                       waiver_file=args.waivers, probe_timeout=args.probe_timeout,
+                       systemd_dirs=args.systemd_dir)
     text = render.render(report, args.format)
     if args.output:
         fsutil.atomic_write(args.output, text.encode(), mode=fsutil.PRIVATE_FILE)
