@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs what the test suite needs beyond the Python packages: mosquitto (a real MQTT
 # broker for the device tests), systemd-analyze (scores and verifies the units `kedge
-# systemd` writes; Debian package systemd) and kubectl (the real CLI against our API server).
+# systemd` writes; Debian package systemd), skopeo (reads the release's OCI image) and kubectl
+# (the real CLI against our API server).
 # Idempotent; installs only what is missing. Usage: install-system-deps.sh VENV_DIR
 set -eu
 venv="${1:-.venv}"
@@ -9,6 +10,8 @@ need=""
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need="$need mosquitto"
 command -v openssl >/dev/null 2>&1 || need="$need openssl"
 command -v systemd-analyze >/dev/null 2>&1 || [ -x /usr/bin/systemd-analyze ] || need="$need systemd"
+# skopeo: reads the release's OCI image archive as container tooling does (tests/integration/test_release.py).
+command -v skopeo >/dev/null 2>&1 || need="$need skopeo"
 if [ -n "$need" ]; then
     if [ "$(id -u)" = "0" ]; then
         export DEBIAN_FRONTEND=noninteractive

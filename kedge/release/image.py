@@ -101,9 +101,13 @@ class Pinned:
 
     @property
     def purl(self) -> str:
+        """The canonical package URL (``+`` in a Debian version is ``%2B``), as the SBOM writes it."""
+        from packageurl import PackageURL
+
         if self.kind == "deb":
-            return f"pkg:deb/debian/{self.name}@{self.version}?arch={DEBIAN['arch']}&distro={DEBIAN['distro']}"
-        return f"pkg:pypi/{self.name}@{self.version}"
+            return str(PackageURL("deb", "debian", self.name, self.version,
+                                  {"arch": DEBIAN["arch"], "distro": DEBIAN["distro"]}).to_string())
+        return str(PackageURL("pypi", None, self.name, self.version).to_string())
 
 
 @dataclasses.dataclass(frozen=True)

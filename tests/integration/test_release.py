@@ -1,8 +1,9 @@
 """Release pipeline end to end: real git clones, real hatchling, real in-toto, real keys.
 
 Two clean clones of HEAD are built with ``python -m kedge.release build`` (what
-``make release`` runs) in separate processes; the wheel and sdist must be
-bit-identical. One build is then signed with ``kedge release sign`` and checked by
+``make release`` runs) in separate processes; the wheel, sdist, SBOMs and the
+cloudcore OCI image must be bit-identical. (The image's pinned inputs are fetched
+once into a cache shared by both builds; every use re-checks their SHA-256.) One build is then signed with ``kedge release sign`` and checked by
 in-toto's own verifier and by kedge's DSSE/SLSA verification, and each kind of
 tampering must be caught.
 """
@@ -26,6 +27,9 @@ PY = sys.executable
 REPOSITORY = "https://github.com/kedge/kedge"
 REF = "refs/tags/v0.1.0"
 TIMEOUT = 120
+IMAGE = "kedge-cloudcore-0.1.0.oci.tar"
+IMAGE_SBOM = "kedge-cloudcore-0.1.0.oci.cdx.json"
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kedge-release"
 
 
 def run(args, cwd=REPO, check=True):
@@ -63,7 +67,8 @@ def builds(tmp_path_factory):
             with open(clone / "README.md", "a") as fh:
                 fh.write("\nlocal edit\n")
         out = root / f"dist-{name}"
-        run(["build", "--out", str(out), "--source", str(clone), "--repository", REPOSITORY, "--ref", REF])
+        run(["build", "--out", str(out), "--source", str(clone), "--repository", REPOSITORY, "--ref", REF,
+             "--cache-dir", str(CACHE)])
         outs.append(out)
     return outs
 
@@ -81,13 +86,14 @@ def signed(builds, tmp_path_factory):
 
 def artifacts(dist: Path) -> dict[str, str]:
     return {p.name: sha256(p) for p in sorted(dist.iterdir())
-            if p.name.endswith((".whl", ".tar.gz", ".cdx.json"))}
+            if p.name.endswith((".whl", ".tar.gz", ".cdx.json", ".oci.tar"))}
 
 
 def test_two_clean_clones_build_bit_identical_wheel_and_sdist(builds):
     a, b = (artifacts(d) for d in builds)
-    assert sorted(a) == ["kedge-0.1.0-py3-none-any.whl", "kedge-0.1.0.cdx.json", "kedge-0.1.0.tar.gz"]
-    assert a == b  # wheel, sdist and SBOM
+    assert sorted(a) == ["kedge-0.1.0-py3-none-any.whl", "kedge-0.1.0.cdx.json", "kedge-0.1.0.tar.gz",
+                         IMAGE_SBOM, IMAGE]
+    assert a == b  # wheel, sdist, SBOM, image and image SBOM
     assert (builds[0] / "SHA256SUMS").read_bytes() == (builds[1] / "SHA256SUMS").read_bytes()
     print("wheel+sdist sha256:", {k: v for k, v in a.items() if not k.endswith(".json")})
 
@@ -115,7 +121,8 @@ def test_release_files_and_provenance_describe_the_commit(builds):
                                check=True).stdout)
     for name, digest in sums.items():
         stmt = json.loads((dist / f"{name}.intoto.json").read_text())
-        assert stmt["subject"] == [{"name": name, "digest": {"sha256": digest}}]
+        assert stmt["subject"][0] == {"name": name, "digest": {"sha256": digest}}
+        assert len(stmt["subject"]) == (2 if name == IMAGE else 1)
         pred = stmt["predicate"]
         assert pred["buildDefinition"]["resolvedDependencies"][0] == {
             "uri": f"git+{REPOSITORY}@{REF}", "digest": {"gitCommit": head}}
@@ -360,3 +367,189 @@ def test_verify_layout_command_names_what_was_tampered(signed, tmp_path, tamper,
     done = run(["verify-layout", "--in", str(work), "--key", str(pub)], check=False)
     assert done.returncode == 1
     assert f"kedge: {code}:" in done.stderr
+
+
+# --- the cloudcore OCI image ----------------------------------------------------------
+
+
+def _image_info(path: Path):
+    from kedge.release import oci
+
+    with path.open("rb") as fh:
+        return oci.read_archive(fh)
+
+
+def test_two_builds_give_the_same_image_manifest_digest(builds):
+    a, b = (_image_info(d / IMAGE) for d in builds)
+    assert (builds[0] / IMAGE).read_bytes() == (builds[1] / IMAGE).read_bytes()
+    assert a.manifest_digest == b.manifest_digest
+    print("image", IMAGE, (builds[0] / IMAGE).stat().st_size, "bytes; sha256", sha256(builds[0] / IMAGE),
+          "manifest", a.manifest_digest)
+
+
+def test_image_layout_is_valid_and_describes_the_commit(builds):
+    import gzip
+    import tarfile
+
+    from kedge.release import oci
+
+    dist = builds[0]
+    info = _image_info(dist / IMAGE)  # index -> manifest -> config/layers: digests, sizes, media types, diff_ids
+    clone = dist.parent / "a"
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    epoch = int(subprocess.run(["git", "log", "-1", "--format=%ct"], cwd=clone, capture_output=True, text=True,
+                               check=True).stdout)
+    assert info.ref_name == "0.1.0" and len(info.layer_digests) == 3
+    cfg = info.config
+    assert cfg["created"] == oci.rfc3339(epoch) and (cfg["os"], cfg["architecture"]) == ("linux", "amd64")
+    assert cfg["config"]["User"] == "65532:65532"
+    assert cfg["config"]["Entrypoint"] == ["/opt/kedge/bin/kedge"] and cfg["config"]["Cmd"][0] == "cloudcore"
+    labels = cfg["config"]["Labels"]
+    assert labels["org.opencontainers.image.source"] == REPOSITORY
+    assert labels["org.opencontainers.image.revision"] == head
+    assert labels["org.opencontainers.image.version"] == "0.1.0"
+    assert info.manifest["annotations"] == labels
+    with tarfile.open(dist / IMAGE) as outer:
+        for digest in info.layer_digests:
+            blob = outer.extractfile("blobs/sha256/" + digest[7:]).read()
+            assert blob[4:8] == b"\0\0\0\0"  # gzip mtime 0
+            with tarfile.open(fileobj=__import__("io").BytesIO(gzip.decompress(blob))) as layer:
+                members = layer.getmembers()
+            assert {m.mtime for m in members} == {epoch}
+            assert not any(m.mode & 0o6000 for m in members)  # no setuid/setgid
+            assert all(m.uid in (0, 65532) and not {"mtime", "atime", "ctime"} & set(m.pax_headers) for m in members)
+            names = [m.name.rstrip("/") for m in members]
+            assert names == sorted(names, key=lambda n: n.split("/"))
+
+
+def test_image_provenance_names_the_manifest_and_every_pinned_input(builds):
+    from kedge.release import image
+
+    dist = builds[0]
+    stmt = json.loads((dist / f"{IMAGE}.intoto.json").read_text())
+    manifest = _image_info(dist / IMAGE).manifest_digest
+    assert stmt["subject"][1] == {"name": "kedge-cloudcore", "digest": {"sha256": manifest[7:]}}
+    lock = image.parse_lock((dist.parent / "a" / image.LOCK_PATH).read_bytes())
+    deps = {d["uri"]: d["digest"]["sha256"] for d in stmt["predicate"]["buildDefinition"]["resolvedDependencies"]
+            if d["uri"].startswith(("pkg:deb/", "pkg:pypi/")) and "digest" in d}
+    assert deps == {p.purl: p.sha256 for p in (*lock.debs, *lock.wheels)}
+    bom = json.loads((dist / IMAGE_SBOM).read_text())
+    assert bom["metadata"]["component"]["type"] == "container"
+    assert bom["metadata"]["component"]["hashes"][0]["content"] == manifest[7:]
+    purls = {c["purl"] for c in bom["components"]}
+    assert "pkg:pypi/kedge@0.1.0" in purls
+    assert {p.purl for p in (*lock.debs, *lock.wheels)} <= purls
+    kedge = next(c for c in bom["components"] if c["name"] == "kedge")
+    assert kedge["hashes"][0]["content"] == sha256(dist / "kedge-0.1.0-py3-none-any.whl")
+
+
+def test_image_sbom_is_valid_cyclonedx(builds):
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    errors = JsonStrictValidator(SchemaVersion.V1_5).validate_str((builds[0] / IMAGE_SBOM).read_text(),
+                                                                 all_errors=True)
+    assert errors is None, errors
+
+
+def _unpack_rootfs(archive: Path, root: Path) -> None:
+    import tarfile
+
+    info = _image_info(archive)
+    with tarfile.open(archive) as outer:
+        for digest in info.layer_digests:
+            with tarfile.open(fileobj=outer.extractfile("blobs/sha256/" + digest[7:]), mode="r:gz") as layer:
+                layer.extractall(root, filter="tar")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("chroot"), reason="chroot into the image needs root")
+def test_image_runs_cloudcore_as_nonroot(builds, tmp_path):
+    """The unpacked layers are a working system: Debian's python3.11 runs kedge init and cloudcore as 65532."""
+    import time
+
+    root = tmp_path / "rootfs"
+    _unpack_rootfs(builds[0] / IMAGE, root)
+    user = [shutil.which("chroot"), "--userspec=65532:65532", str(root), "/opt/kedge/bin/kedge"]
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    done = subprocess.run([*user, "init", "--data-dir", "/var/lib/kedge/c", "--api-port", "0", "--hub-port", "0",
+                           "--cert-port", "0"], capture_output=True, text=True, timeout=TIMEOUT, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    proc = subprocess.Popen([*user, "cloudcore", "--data-dir", "/var/lib/kedge/c"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=env)
+    try:
+        endpoints = root / "var/lib/kedge/c/endpoints.json"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if endpoints.exists() and "hub" in json.loads(endpoints.read_text() or "{}"):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert json.loads(endpoints.read_text())["hub"].startswith("wss://")
+        assert (root / "var/lib/kedge/c/pki/ca.key").stat().st_uid == 65532
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.skipif(not shutil.which("skopeo"), reason="skopeo is not installed (tests/install-system-deps.sh)")
+def test_skopeo_reads_the_image_and_agrees_on_its_digest(builds, tmp_path):
+    archive = f"oci-archive:{builds[0] / IMAGE}"
+    done = subprocess.run(["skopeo", "inspect", archive], capture_output=True, text=True, timeout=TIMEOUT,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    inspected = json.loads(done.stdout)
+    assert inspected["Digest"] == _image_info(builds[0] / IMAGE).manifest_digest
+    assert (inspected["Os"], inspected["Architecture"]) == ("linux", "amd64")
+    # A copy makes skopeo read and check every blob against its descriptor.
+    done = subprocess.run(["skopeo", "copy", "--quiet", archive, f"dir:{tmp_path / 'copy'}"], capture_output=True,
+                          text=True, timeout=TIMEOUT, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_kedge_verify_accepts_the_image_by_file_and_by_manifest_digest(signed):
+    dist, _key, pub = signed
+    envelope = dist / f"{IMAGE}.intoto.dsse.json"
+    manifest = _image_info(dist / IMAGE).manifest_digest
+    for artifact in (str(dist / IMAGE), manifest):
+        done = subprocess.run([PY, "-m", "kedge", "verify", artifact, "--provenance-path", str(envelope),
+                               "--key", str(pub), "--source-uri", "github.com/kedge/kedge", "--source-tag", "v0.1.0",
+                               "--builder-id", "https://kedge.dev/provenance/builders/local/v1"],
+                              cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+        assert done.returncode == 0, done.stderr
+        assert "PASSED: SLSA verification passed" in done.stdout + done.stderr
+
+
+def test_tampered_image_fails_kedge_verify(signed, tmp_path):
+    dist, _key, pub = signed
+    tampered = tmp_path / IMAGE
+    shutil.copy(dist / IMAGE, tampered)
+    _flip(tampered, offset=tampered.stat().st_size // 2)
+    envelope = dist / f"{IMAGE}.intoto.dsse.json"
+    done = kedge_verify(tampered, envelope, pub)
+    assert done.returncode == 1 and "digest_mismatch" in done.stderr
+    done = subprocess.run([PY, "-m", "kedge", "verify", "sha256:" + sha256(tampered), "--provenance-path",
+                           str(envelope), "--key", str(pub), "--source-uri", "github.com/kedge/kedge"],
+                          cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    assert done.returncode == 1 and "digest_mismatch" in done.stderr
+
+
+def test_tampered_image_fails_in_toto_verification(signed, tmp_path):
+    dist, _key, pub = signed
+    work = tmp_path / "d"
+    shutil.copytree(dist, work)
+    _flip(work / IMAGE, offset=4096)
+    done = run(["verify-layout", "--in", str(work), "--key", str(pub)], check=False)
+    assert done.returncode == 1 and "kedge: inspection_failed:" in done.stderr
+
+
+def test_sign_refuses_an_image_statement_naming_another_manifest(builds, tmp_path):
+    work = tmp_path / "d"
+    shutil.copytree(builds[0], work)
+    run(["keygen", "--out", str(tmp_path / "k.pem")])
+    path = work / f"{IMAGE}.intoto.json"
+    stmt = json.loads(path.read_text())
+    stmt["subject"][1]["digest"]["sha256"] = "2" * 64
+    path.write_text(json.dumps(stmt))
+    done = run(["sign", "--key", str(tmp_path / "k.pem"), "--in", str(work)], check=False)
+    assert done.returncode == 1 and "digest_mismatch" in done.stderr
