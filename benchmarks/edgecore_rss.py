@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Idle edgecore memory: a real `kedge edgecore` process, joined and connected to a real cloudcore.
 
-    .venv/bin/python benchmarks/edgecore_rss.py [--runs 3] [--settle 5]
+    .venv/bin/python benchmarks/edgecore_rss.py [--runs 3] [--settle 5] [--metrics]
 
 Each run: `kedge init` + `kedge cloudcore`, `kedge token create` + `kedge join`, then
 
@@ -14,7 +14,9 @@ Each run: `kedge init` + `kedge cloudcore`, `kedge token create` + `kedge join`,
 
 For each it prints the process's own VmRSS (what `ps`/`top` show), PSS and USS (private) from
 /proc/PID/smaps_rollup, median and every run, in MiB and MB (goal: RSS <= 40 MB = 38.1 MiB),
-and whether cryptography's native module is mapped. Asserts nothing; stops by itself.
+and whether cryptography's native module is mapped. ``--metrics`` starts edgecore with
+``--metrics-address 127.0.0.1:0`` (prometheus_client loaded, one scrape before measuring).
+Asserts nothing; stops by itself.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def _json(path: Path) -> dict:
         return {}
 
 
-def one_run(settle: float, broker: bool) -> tuple[dict[str, int], dict[str, int], int]:
+def one_run(settle: float, broker: bool, metrics: bool = False) -> tuple[dict[str, int], dict[str, int], int]:
     root = Path(tempfile.mkdtemp(prefix="kedge-rss-"))
     cloud, edge = root / "cloud", root / "edge"
     connected = cloud / "connected.json"
@@ -83,8 +85,17 @@ def one_run(settle: float, broker: bool) -> tuple[dict[str, int], dict[str, int]
         return "rss" in _json(connected).get("nodes", [])
 
     def start_edge() -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "kedge", "edgecore", "--data-dir", str(edge)],
+        extra = ["--metrics-address", "127.0.0.1:0"] if metrics else []
+        return subprocess.Popen([sys.executable, "-m", "kedge", "edgecore", "--data-dir", str(edge), *extra],
                                 stderr=subprocess.DEVNULL, cwd=REPO)
+
+    def scrape() -> None:
+        if metrics:
+            import urllib.request
+
+            wait(lambda: "metrics" in _json(edge / "endpoints.json"), what="edge metrics endpoint")
+            with urllib.request.urlopen(_json(edge / "endpoints.json")["metrics"] + "/metrics", timeout=10) as r:
+                r.read()
 
     def stop(proc: subprocess.Popen) -> None:
         proc.send_signal(signal.SIGTERM)
@@ -119,6 +130,7 @@ def one_run(settle: float, broker: bool) -> tuple[dict[str, int], dict[str, int]
             ec = start_edge()
             try:
                 wait(edge_connected, what="reconnect")
+                scrape()
                 time.sleep(settle)
                 idle = memory_kb(ec.pid)
                 cloud_rss = memory_kb(cc.pid)["rss"]
@@ -152,16 +164,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--settle", type=float, default=5.0)
+    ap.add_argument("--metrics", action="store_true", help="edgecore with --metrics-address 127.0.0.1:0")
     args = ap.parse_args()
     broker = find_mosquitto() is not None
     firsts, idles, clouds = [], [], []
     for _ in range(args.runs):
-        first, idle, cloud_rss = one_run(args.settle, broker)
+        first, idle, cloud_rss = one_run(args.settle, broker, args.metrics)
         firsts.append(first)
         idles.append(idle)
         clouds.append(cloud_rss)
     print(f"edgecore memory over {args.runs} runs, settle {args.settle:.0f} s; device broker (mosquitto): "
-          f"{'running' if broker else 'not installed, device management off'}")
+          f"{'running' if broker else 'not installed, device management off'}; metrics endpoint: "
+          f"{'on (scraped once)' if args.metrics else 'off'}")
     _report("idle edgecore (provisioned node, restarted; the headline figure)", idles)
     _report("first start after join (includes the one-time provisioning)", firsts)
     print(f"cloudcore RSS with one edge: median {statistics.median(clouds) / 1024:.1f} MiB")

@@ -195,6 +195,9 @@ class ApiServer:
         self._audit_bytes = 0
         if audit_path is not None:
             self._open_audit()
+        # Metrics hook: called with (verb, HTTP status, seconds) once each request is answered
+        # (a watch or log stream: once it is established). Set by cloudcore's metrics.
+        self.on_request: Callable[[str, int, float], None] | None = None
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(
@@ -467,6 +470,7 @@ class _Connection:
                 return
             target = event.target.decode("latin-1")
             method = event.method.decode("ascii", "replace")
+            started = time.monotonic()
             audit_base = audit_record_base([self.peer.rsplit(":", 1)[0]], headers.get("user-agent", [""])[-1])
             user, token = self._authenticate(headers)
             if user is None:
@@ -482,6 +486,7 @@ class _Connection:
                     resp.audit = {"requestURI": target[:2048], "verb": method.lower(),
                                   "user": {"username": user.name, "groups": list(user.groups)},
                                   "responseStatus": {"code": 500}}
+            self._observe(resp, started)
             if isinstance(resp, Watch):
                 self.server.audit(dict(audit_base, **resp.audit, responseStatus={"code": 200},
                                        stageTimestamp=_now_iso()))
@@ -504,6 +509,17 @@ class _Connection:
                 self.conn.start_next_cycle()
             except h11.LocalProtocolError:
                 return
+
+    def _observe(self, resp: Any, started: float) -> None:
+        hook = self.server.on_request
+        if hook is None:
+            return
+        audit = getattr(resp, "audit", None) or {}
+        status = 200 if isinstance(resp, Watch) else int(getattr(resp, "status", 200) or 200)
+        try:
+            hook(str(audit.get("verb", "")), status, time.monotonic() - started)
+        except Exception:  # noqa: BLE001 - metrics must never fail a request
+            log.exception("metrics hook failed")
 
     def _authenticate(self, headers: dict[str, list[str]]) -> tuple[User | None, str | None]:
         """This request's user (and bearer token, if that is what authenticated it), or None.
@@ -528,6 +544,7 @@ class _Connection:
     async def _streaming(self, user: User, token: str | None, kind: str) -> AsyncIterator[None]:
         """While a watch or log stream is open, the server's revocation watcher may end it."""
         self.stream_user, self.stream_token = user, token
+        self.stream_kind = kind  # read by the metrics collector (open watches)
         self.stream_ended = asyncio.Event()
         self.server._streams.add(self)
         try:

@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import signal
 
+from kedge._internal import logfmt
+
 
 def _port(value: str) -> int:
     if not value.isdigit() or not 0 <= int(value) <= 65535:
@@ -19,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=_port, default=None, help="override config.json api_port (0 = free port)")
     p.add_argument("--watch-history", type=_positive, default=10_000,
                    help="events kept for watches from an old resourceVersion (older ones get 410 Gone)")
+    logfmt.add_argument(p)
     p.set_defaults(func=cmd_apiserver)
 
 
@@ -31,6 +34,7 @@ def _positive(value: str) -> int:
 def cmd_apiserver(args: argparse.Namespace) -> int:
     from kedge.apiserver.server import serve_apiserver
 
+    logfmt.apply(args)
     async def main() -> None:
         task = asyncio.ensure_future(serve_apiserver(args.data_dir, port=args.port, watch_window=args.watch_history))
         loop = asyncio.get_running_loop()

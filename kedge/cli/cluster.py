@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from kedge._internal import logfmt
 from kedge.errors import ConfigError
 
 
@@ -39,6 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cloudcore", help="run CloudHub, the certificate endpoint and the controllers")
     p.add_argument("--data-dir", required=True)
     p.add_argument("--kubeconfig", default=None, help="use this API server instead of the embedded one")
+    p.add_argument("--metrics-address", metavar="HOST:PORT", default=None,
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off; port 0 = a free "
+                        "port, written to DIR/endpoints.json as metrics). Off loopback: HTTPS, and only client "
+                        "certificates of the cluster CA in system:masters or system:monitoring may read")
+    logfmt.add_argument(p)
     p.set_defaults(func=cmd_cloudcore)
 
     p = sub.add_parser("token", help="bootstrap tokens")
@@ -69,6 +75,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", required=True)
     p.add_argument("--stop-pods-on-exit", action="store_true",
                    help="stop this node's pods when edgecore stops (default: they keep running, edge autonomy)")
+    p.add_argument("--metrics-address", metavar="HOST:PORT", default=None,
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics, loopback only (default: off; "
+                        "port 0 = a free port, written to EDGEDIR/endpoints.json as metrics)")
+    logfmt.add_argument(p)
     p.set_defaults(func=cmd_edgecore)
 
     p = sub.add_parser("node", help="node administration")
@@ -81,6 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="all-in-one local cluster (cloud + edges) in the foreground")
     p.add_argument("--data-dir", default="./.kedge-up")
     p.add_argument("--edges", type=int, default=2)
+    logfmt.add_argument(p)
     p.set_defaults(func=cmd_up)
 
 
@@ -128,7 +139,8 @@ def _run_async(coro, *, fast_loop: bool = False) -> int:
 def cmd_cloudcore(args: argparse.Namespace) -> int:
     from kedge.cloud.core import CloudCore
 
-    core = CloudCore(args.data_dir, kubeconfig=args.kubeconfig)
+    logfmt.apply(args)
+    core = CloudCore(args.data_dir, kubeconfig=args.kubeconfig, metrics_address=args.metrics_address)
     return _run_async(core.run_forever(), fast_loop=True)
 
 
@@ -194,7 +206,9 @@ def cmd_join(args: argparse.Namespace) -> int:
 def cmd_edgecore(args: argparse.Namespace) -> int:
     from kedge.edge.core import run_edgecore
 
-    return _run_async(run_edgecore(args.data_dir, stop_pods_on_exit=args.stop_pods_on_exit))
+    logfmt.apply(args)
+    return _run_async(run_edgecore(args.data_dir, stop_pods_on_exit=args.stop_pods_on_exit,
+                                   metrics_address=args.metrics_address))
 
 
 def cmd_node_revoke(args: argparse.Namespace) -> int:
@@ -233,4 +247,5 @@ def cmd_node_revoke(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from kedge.cli.up import run_up
 
-    return run_up(Path(args.data_dir), edges=args.edges, out=sys.stdout)
+    logfmt.apply(args)
+    return run_up(Path(args.data_dir), edges=args.edges, out=sys.stdout, log_format=args.log_format)

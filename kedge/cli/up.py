@@ -59,7 +59,7 @@ def _own_pod_id_range(edge_dir: Path, index: int) -> None:
         d.save_config(dataclasses.replace(cfg, pod_uid_range=wanted))
 
 
-def run_up(root: Path, *, edges: int, out: TextIO) -> int:
+def run_up(root: Path, *, edges: int, out: TextIO, log_format: str = "text") -> int:
     from kedge.cloud.config import CloudDir
     from kedge.cloud.init import init_cloud
     from kedge.cloud.state import CloudState
@@ -87,7 +87,9 @@ def run_up(root: Path, *, edges: int, out: TextIO) -> int:
 
     old = signal.signal(signal.SIGTERM, stop)
     try:
-        procs.append(subprocess.Popen(_kedge("cloudcore", "--data-dir", str(cloud.root))))  # nosec B603 - argv of our own interpreter and module
+        # Metrics on loopback, free ports: listed below from endpoints.json.
+        procs.append(subprocess.Popen(_kedge("cloudcore", "--data-dir", str(cloud.root), "--log-format", log_format,  # nosec B603 - argv of our own interpreter and module
+                                             "--metrics-address", "127.0.0.1:0")))
         endpoints = _wait_for(lambda: (fsutil.read_json(cloud.endpoints, {}) or {}).get("certs") and
                               fsutil.read_json(cloud.endpoints), "cloudcore endpoints", procs)
         certs = endpoints["certs"].removeprefix("https://")
@@ -108,7 +110,8 @@ def run_up(root: Path, *, edges: int, out: TextIO) -> int:
                 print(f"joined {name}", file=out)
             _own_pod_id_range(edge_dir, names.index(name))
             # A try-it-out cluster: its demo pods stop with it (a real edge keeps them running).
-            procs.append(subprocess.Popen(_kedge("edgecore", "--data-dir", str(edge_dir), "--stop-pods-on-exit")))  # nosec B603 - argv of our own interpreter and module
+            procs.append(subprocess.Popen(_kedge("edgecore", "--data-dir", str(edge_dir), "--stop-pods-on-exit",  # nosec B603 - argv of our own interpreter and module
+                                                 "--log-format", log_format, "--metrics-address", "127.0.0.1:0")))
 
         def all_connected():
             nodes = set((fsutil.read_json(cloud.connected, {}) or {}).get("nodes", []))
@@ -120,6 +123,10 @@ def run_up(root: Path, *, edges: int, out: TextIO) -> int:
         for key, url in sorted(fsutil.read_json(cloud.endpoints, {}).items()):
             print(f"  {key:<6} {url}", file=out)
         print(f"  edges  {', '.join(names) or '(none)'} connected", file=out)
+        for name in names:
+            edge_metrics = (fsutil.read_json(root / name / "endpoints.json", {}) or {}).get("metrics")
+            if edge_metrics:
+                print(f"  {name} metrics {edge_metrics}/metrics", file=out)
         print(f"  kubectl: export KUBECONFIG={cloud.kubeconfig.resolve()}", file=out)
         if os.geteuid() != 0:
             print("  pods: NOT RUN -- the edges' process runtime gives each pod a uid of its own, which "

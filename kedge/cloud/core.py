@@ -15,6 +15,8 @@ from kedge._internal.auditlog import AuditLog
 from kedge.cloud.certserver import CertService, start_cert_server
 from kedge.cloud.config import CloudDir
 from kedge.cloud.hub import CloudHub
+from kedge.cloud.metrics import CloudMetrics, ObservedAudit
+from kedge._internal.metrics import parse_address
 from kedge.cloud.state import CloudState
 from kedge.pki import ca as pki
 
@@ -23,13 +25,19 @@ log = logging.getLogger(__name__)
 
 
 class CloudCore:
-    def __init__(self, data_dir: str | Path, *, kubeconfig: str | None = None) -> None:
+    def __init__(self, data_dir: str | Path, *, kubeconfig: str | None = None,
+                 metrics_address: str | None = None) -> None:
         self.dir = CloudDir(data_dir)
         self.cfg = self.dir.load_config()
         self.limits = self.cfg.build_limits()
         self.kubeconfig = kubeconfig
         self.state = CloudState(self.dir.state_db)
-        self.audit = AuditLog(self.dir.audit_log_path(self.cfg))
+        # Counted (and the important events logged) as written; the file and its format are unchanged.
+        self.audit = ObservedAudit(AuditLog(self.dir.audit_log_path(self.cfg)))
+        self.metrics_address = metrics_address
+        if metrics_address is not None:
+            parse_address(metrics_address)  # a usage error before anything starts
+        self.metrics: CloudMetrics | None = None
         self.hub: CloudHub | None = None
         self.cert_server: asyncio.base_events.Server | None = None
         self.endpoints: dict[str, str] = {}
@@ -73,7 +81,12 @@ class CloudCore:
 
     async def start(self) -> dict[str, str]:
         d, cfg = self.dir, self.cfg
+        if self.metrics_address is not None:
+            self.metrics = CloudMetrics(self, self.audit)
         await self._start_api()
+        if self.metrics is not None and self.api_server is not None:
+            self.api_server.on_request = self.metrics.observe_request
+            self.api_store.on_commit = self.metrics.observe_commit
         ca_cert = pki.load_cert_file(d.ca_crt)
         ca_key = pki.load_key_file(d.ca_key)
         hub_ctx = tls.server_context(d.hub_crt, d.hub_key, d.ca_crt, client_cert="required",
@@ -94,10 +107,13 @@ class CloudCore:
         self.cert_server = await start_cert_server(service, cert_ctx, cfg.bind_address, cfg.cert_port, self.limits)
         cert_port = self.cert_server.sockets[0].getsockname()[1]
         self.endpoints.update({"hub": hub_url, "certs": f"https://{self.advertise}:{cert_port}"})
+        if self.metrics is not None and self.metrics_address is not None:
+            self.endpoints["metrics"] = await self.metrics.start(self, self.metrics_address)
         fsutil.update_json(d.endpoints, self.endpoints)
         self.audit.write("cloudcore_started", hub=hub_url, certs=self.endpoints["certs"])
         self._connected_task = asyncio.create_task(self._write_connected())
-        log.info("cloudhub listening on %s, certificate endpoint on %s", hub_url, self.endpoints["certs"])
+        log.info("cloudhub listening on %s, certificate endpoint on %s", hub_url, self.endpoints["certs"],
+                 extra={"event": "cloudcore.started"})
         return self.endpoints
 
     async def _write_connected(self) -> None:
@@ -120,6 +136,8 @@ class CloudCore:
             await self.hub.stop()
         if self.cert_server is not None:
             self.cert_server.close()
+        if self.metrics is not None:
+            self.metrics.stop()
         if self.controller is not None:
             for sync in list(self.controller.syncs.values()):
                 sync.cancel()

@@ -24,7 +24,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request
 
 from kedge._internal.auditlog import AuditLog
+from kedge._internal.metrics import Tally
 from kedge._internal.ratelimit import TokenBucket
+from kedge.cloud.metrics import message_labels
 from kedge.cloud.state import CloudState
 from kedge.errors import KedgeError, PeerError
 from kedge.limits import Limits
@@ -99,6 +101,9 @@ class NodeSession:
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
         self._tasks: set[asyncio.Task] = set()
 
+    def _count(self, direction: str, operation: str, resource: str) -> None:
+        self.hub.messages.inc((direction, *message_labels(operation, resource)))
+
     def _flush(self) -> None:
         for frame in self.session.data_to_send():
             try:
@@ -132,6 +137,7 @@ class NodeSession:
         self.waiters[msg.header.msg_id] = fut
         try:
             self.session.send_message(msg, expect_response=True)
+            self._count("out", msg.route.operation, msg.route.resource)
             self._flush()
             async with asyncio.timeout(timeout):
                 return await fut
@@ -143,6 +149,7 @@ class NodeSession:
     def push(self, msg: m.Message) -> None:
         """Send ``msg`` without waiting for a response."""
         self.session.send_message(msg)
+        self._count("out", msg.route.operation, msg.route.resource)
         self._flush()
 
     async def _sender(self) -> None:
@@ -185,8 +192,10 @@ class NodeSession:
             return False  # closing or failed meanwhile: nothing more goes out
         if code is not None:
             self.session.send_error(msg, code, now_ms=now_ms)
+            self._count("out", m.ERROR, msg.route.resource)
         elif content is not None:
             self.session.send_response(msg, content, now_ms=now_ms)
+            self._count("out", m.RESPONSE, msg.route.resource)
         return True
 
     async def _answer_concurrently(self, msg: m.Message) -> None:
@@ -205,13 +214,16 @@ class NodeSession:
         events, self._held_events = self._held_events + self.session.events_received(), []
         for event in events:
             if isinstance(event, ResponseReceived):
+                self._count("in", event.message.route.operation, event.request.route.resource)
                 fut = self.waiters.get(event.request.header.msg_id)
                 if fut is not None and not fut.done():
                     fut.set_result(event.message)
             elif isinstance(event, MessageReceived):
                 msg = event.message
+                self._count("in", msg.route.operation, msg.route.resource)
                 if msg.route.operation == m.KEEPALIVE:
                     self.session.send_response(msg, {"ts": now_ms}, now_ms=now_ms)
+                    self._count("out", m.RESPONSE, msg.route.resource)
                     continue
                 if _concurrent_ok(msg):
                     # Bounded: with every slot taken we stop reading this tunnel (backpressure).
@@ -285,6 +297,9 @@ class CloudHub:
         self.on_change = on_change
         self.on_session_closed = on_session_closed
         self.sessions: dict[str, NodeSession] = {}
+        # Tunnel messages by (direction, type, resource type), label values from fixed sets
+        # (kedge.cloud.metrics); read by the metrics collector at scrape time.
+        self.messages = Tally()
         self.server = None
         self.port: int | None = None
         self._watch_task: asyncio.Task | None = None

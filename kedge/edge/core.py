@@ -62,6 +62,10 @@ def _ensure_traversable(root: Path) -> None:
             os.chmod(d, 0o711)  # nosec B103 - a directory holding no secrets: others may traverse (o+x) to their pod dir, not list or write
 
 
+# Stable log event names (``--log-format json``) for pod phase changes.
+_PHASE_EVENTS = {"Running": "pod.started", "Succeeded": "pod.exited", "Failed": "pod.exited"}
+
+
 def node_status(node: str) -> dict[str, Any]:
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return {
@@ -77,7 +81,13 @@ def node_status(node: str) -> dict[str, Any]:
 
 
 class EdgeCore:
-    def __init__(self, data_dir: str | Path, *, keepalive_interval: float | None = None) -> None:
+    def __init__(self, data_dir: str | Path, *, keepalive_interval: float | None = None,
+                 metrics_address: str | None = None) -> None:
+        if metrics_address is not None:
+            from kedge.edge.metrics import check_address
+
+            check_address(metrics_address)  # a usage error before anything starts
+        self.metrics_address = metrics_address
         self.dir = EdgeDir(data_dir)
         self.hub = EdgeHub(data_dir, handler=self._handle, on_connect=self._on_connect,
                            keepalive_interval=keepalive_interval)
@@ -97,6 +107,7 @@ class EdgeCore:
         self._pods_dirty = asyncio.Event()
         self._pod_status: dict[tuple[str, str], dict[str, Any]] = {}
         self._deleting: set[str] = set()
+        self.devicetwin: Any = None  # the running DeviceTwinService, once devices are bound (metrics)
         # Pods outlive edgecore (edge autonomy) unless asked otherwise (`kedge up`'s demo edges).
         self.stop_pods_on_exit = False
 
@@ -111,6 +122,11 @@ class EdgeCore:
         return self.store.get(f"{namespace}/{kind}/{name}")
 
     async def _on_pod_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        before = (self._pod_status.get((namespace, name)) or {}).get("phase")
+        phase = status.get("phase")
+        if phase != before and phase in _PHASE_EVENTS:
+            log.info("pod %s/%s %s", namespace, name, phase,
+                     extra={"event": _PHASE_EVENTS[phase], "node": self.node})
         self._pod_status[(namespace, name)] = status
         await self._send_pod_status(namespace, name, status)
 
@@ -209,8 +225,15 @@ class EdgeCore:
                 log.warning("node status heartbeat failed: %s", getattr(exc, "code", type(exc).__name__))
 
     async def run(self) -> None:
-        log.info("edgecore for node %s starting", self.node)
+        log.info("edgecore for node %s starting", self.node, extra={"event": "edgecore.starting", "node": self.node})
         self._loop = asyncio.get_running_loop()
+        metrics = None
+        if self.metrics_address is not None:
+            from kedge._internal import fsutil
+            from kedge.edge.metrics import start as start_metrics
+
+            metrics, url = await start_metrics(self, self.metrics_address)
+            await asyncio.to_thread(fsutil.update_json, self.dir.endpoints, {"metrics": url})
         tasks = [asyncio.create_task(c(self)) for c in self.components]
         try:
             await self.hub.run()
@@ -218,10 +241,13 @@ class EdgeCore:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if metrics is not None:
+                metrics.close()
             self.store.close()
 
 
-async def run_edgecore(data_dir: str | Path, *, stop_pods_on_exit: bool = False) -> None:
-    core = EdgeCore(data_dir)
+async def run_edgecore(data_dir: str | Path, *, stop_pods_on_exit: bool = False,
+                       metrics_address: str | None = None) -> None:
+    core = EdgeCore(data_dir, metrics_address=metrics_address)
     core.stop_pods_on_exit = stop_pods_on_exit
     await core.run()

@@ -146,7 +146,8 @@ class EdgeHub:
         await asyncio.shield(self._renewal)
         self._renew_at = None
         self.rotations += 1
-        log.info("node certificate renewed (rotation %d)", self.rotations)
+        log.info("node certificate renewed (rotation %d)", self.rotations,
+                 extra={"event": "renewal.done", "node": self.node})
 
     # -- tunnel -----------------------------------------------------------------
 
@@ -234,7 +235,8 @@ class EdgeHub:
                 code = getattr(exc, "code", type(exc).__name__)
                 wait = backoff_delay(attempt, self.rng)
                 attempt += 1
-                log.warning("certificate renewal failed (%s); retrying in %.1fs", code, wait)
+                log.warning("certificate renewal failed (%s); retrying in %.1fs", code, wait,
+                            extra={"event": "renewal.failed", "node": self.node, "code": code})
                 self._renew_at = time.time() + wait
                 continue
             if self.conn is not None:
@@ -266,7 +268,8 @@ class EdgeHub:
             self.session.connection_made()
             self.connects += 1
             self.connected.set()
-            log.info("tunnel connected to %s as %s", self.cfg.hub, self.node)
+            log.info("tunnel connected to %s as %s", self.cfg.hub, self.node,
+                     extra={"event": "tunnel.connected", "node": self.node, "peer": self.cfg.hub})
             tasks = [asyncio.create_task(self._keepalive()), asyncio.create_task(self._rotate_when_due())]
             if self.on_connect is not None:
                 tasks.append(asyncio.create_task(self._run_on_connect()))
@@ -286,6 +289,9 @@ class EdgeHub:
                     if t.done() and not t.cancelled() and isinstance(t.exception(), CertificateExpired):
                         raise t.exception()  # type: ignore[misc]
                 self.last_close = (conn.close_code, conn.close_reason or "")
+                log.info("tunnel disconnected: %s %s", conn.close_code, conn.close_reason or "",
+                         extra={"event": "tunnel.disconnected", "node": self.node,
+                                "code": conn.close_reason or str(conn.close_code)})
                 for fut in self.waiters.values():
                     if not fut.done():
                         fut.set_exception(ConnectionError("tunnel closed"))
@@ -303,7 +309,9 @@ class EdgeHub:
                 raise
             except (OSError, WebSocketException, KedgeError, TimeoutError) as exc:
                 reason = exc.response.status_code if isinstance(exc, InvalidStatus) else getattr(exc, "code", type(exc).__name__)
-                log.warning("tunnel to %s failed: %s", self.cfg.hub, reason)
+                log.warning("tunnel to %s failed: %s", self.cfg.hub, reason,
+                            extra={"event": "tunnel.failed", "node": self.node, "peer": self.cfg.hub,
+                                   "code": str(reason)})
             if self.last_close and self.last_close[1] == "rotating":
                 attempt = 0
                 continue  # reconnect at once with the new identity

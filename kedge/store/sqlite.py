@@ -47,6 +47,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -307,6 +308,8 @@ class Store:
         self._closing = False
         self._closed = False
         self.transactions = 0  # committed write transactions (each holds one or more writes)
+        # Metrics hook: seconds one write transaction took, called in the writer thread.
+        self.on_commit: Callable[[float], None] | None = None
         self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
         self._writer.start()
 
@@ -692,7 +695,13 @@ class Store:
                 batch = _Batch(writes)
                 for w in writes:
                     w.done = batch.done
+            started = time.monotonic()
             self._commit(batch, force)
+            if self.on_commit is not None and not batch.failed:
+                try:
+                    self.on_commit(time.monotonic() - started)
+                except Exception:  # noqa: BLE001 - metrics must never stop the writer
+                    log.exception("store commit hook failed")
             self._done.append(batch)
             batch.done.set()
             with self._cv:

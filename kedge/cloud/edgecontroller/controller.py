@@ -460,6 +460,7 @@ class EdgeController:
         # cloudcore's audit log (event, **fields): what the tunnel refused to carry goes there.
         self.audit: Callable[..., None] = audit or (lambda event, **fields: None)
         self.refused_total = 0  # pushes skipped because the tunnel refused them
+        self.resyncs_total = 0  # syncs started from an edge's inventory (cloudcore's metrics read it)
         self.node_grace_s = node_grace_s
         self.resync_interval_s = resync_interval_s
         self.syncs: dict[str, NodeSync] = {}
@@ -506,6 +507,7 @@ class EdgeController:
             old.cancel()
         sync = NodeSync(self, session)
         self.syncs[session.node] = sync
+        self.resyncs_total += 1
 
         async def runner() -> None:
             try:

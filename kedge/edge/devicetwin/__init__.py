@@ -292,6 +292,7 @@ class DeviceTwinService:
         self.client.on_message = self._on_message
         self._unsubscribe_store = core.store.on_change(self._store_changed)
         self.worker = threading.Thread(target=self._work, daemon=True, name="devicetwin")
+        core.devicetwin = self  # edgecore's metrics read the counters above at scrape time
 
     # -- inputs (other threads) ------------------------------------------------------
 
