@@ -140,6 +140,12 @@ DEVICE_CA_MAX_RECORDS = 200_000
 MAX_CSR_BYTES = 16 * KIB  # one PEM CSR
 CSR_MAX_RSA_BITS = 8192  # largest RSA modulus in a CSR: no arbitrarily expensive big-number work
 
+# CA rotation (kedge.pki.rotation, kedge.edge.cabundle): a trust bundle or its cross-certificates
+# offered to an edge (over the tunnel, at join or renewal) hold at most this many certificates each
+# (a rotation needs two), in at most this many bytes of PEM.
+CA_BUNDLE_MAX_CERTS = 4
+CA_BUNDLE_MAX_BYTES = 32 * KIB
+
 # Tunnel messages (kedge.protocol.message); frame size and JSON bounds are in Limits above.
 MSG_MAX_ID_CHARS = 64
 MSG_MAX_RESOURCE_VERSION_CHARS = 128
@@ -185,3 +191,15 @@ MQTT_MAX_PACKET_BYTES = 64 * KIB  # twin payloads are bounded far below this (de
 
 # kedge audit's network probes (kedge.audit.probe).
 AUDIT_PROBE_MAX_RESPONSE_BYTES = 16 * KIB
+
+# Peer JSON parsed outside the tunnel codec and the API server's request body, each through the
+# one bounded loader (kedge._internal.jsonutil: size, nesting, NaN/Infinity refused).
+API_CONTINUE_MAX_CHARS = 2048  # a ?continue= token (base64 of the small object kedge issued)...
+API_CONTINUE_MAX_JSON_DEPTH = 2  # ...which nests one level: {"v": 1, "ns": ..., "n": ...}
+# Responses of the Kubernetes API server (kedge.cloud.edgecontroller.kubeapi, and the embedded
+# one in-process, kedge.cloud.devicecontroller): an object nests at most API_MAX_JSON_DEPTH deep
+# (as kedge's API server accepts it), a list or a watch event wraps it in two more levels.
+KUBEAPI_MAX_RESPONSE_BYTES = 256 * MIB  # one (list) response; a watch line is KUBEAPI_MAX_WATCH_LINE
+KUBEAPI_MAX_JSON_DEPTH = API_MAX_JSON_DEPTH + 4
+HTTP_CLIENT_MAX_JSON_DEPTH = 16  # a JSON response to kedge's HTTPS client (the cert endpoint's nest 2 deep)
+TWIN_MAX_JSON_DEPTH = 16  # an MQTT twin payload between a device (mapper) and the edge (KubeEdge's nest 5 deep)

@@ -59,6 +59,84 @@ def server_context(
     return ctx
 
 
+class ReloadingServerContext:
+    """A server context that follows its files: certificate, key and client CA bundle.
+
+    CA rotation (``kedge ca rotate|finish``) replaces ``pki/ca.crt`` (the trust bundle) and
+    re-certifies the server key while cloudcore and the API server keep listening. A listening
+    socket keeps the context it was created with, so :attr:`context` is a front whose SNI
+    callback -- OpenSSL runs it for every ClientHello, with or without a server name -- puts
+    the context built from the files' current contents on the connection (certificate, key and
+    verify store all come from it). The files are ``stat``-ed per handshake and re-read only
+    when one changed; if they do not load together (a rotation between two writes), the
+    previous context stays and the next handshake tries again.
+
+    No session tickets are issued: a resumed session skips certificate verification, so a
+    session from before ``finish`` would outlive the CA it was verified against.
+    """
+
+    def __init__(
+        self,
+        cert: str | Path,
+        key: str | Path,
+        client_ca: str | Path | None,
+        *,
+        client_cert: str = "required",
+        allow_tls12: bool = False,
+    ) -> None:
+        self._files = tuple(Path(p) for p in (cert, key, client_ca) if p is not None)
+        self._build = lambda: self._no_tickets(server_context(cert, key, client_ca, client_cert=client_cert,
+                                                              allow_tls12=allow_tls12))
+        self._stamp = self._stat()
+        self.current = self._build()
+        self.reloads = 0
+        self.context = self._build()
+        self.context.sni_callback = self._pick
+
+    @staticmethod
+    def _no_tickets(ctx: ssl.SSLContext) -> ssl.SSLContext:
+        ctx.num_tickets = 0
+        ctx.options |= ssl.OP_NO_TICKET
+        return ctx
+
+    def _stat(self) -> tuple[tuple[int, int, int], ...]:
+        out = []
+        for path in self._files:
+            try:
+                st = path.stat()
+            except OSError:
+                out.append((-1, -1, -1))
+            else:
+                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        return tuple(out)
+
+    def refresh(self) -> bool:
+        """Rebuild from the files if one changed; True if the context was replaced."""
+        stamp = self._stat()
+        if stamp == self._stamp:
+            return False
+        try:
+            fresh = self._build()
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            log.warning("TLS files %s do not load (%s); keeping the previous context",
+                        ", ".join(map(str, self._files)), exc)
+            return False
+        self._stamp, self.current = stamp, fresh
+        self.reloads += 1
+        log.info("TLS server context reloaded from %s", ", ".join(map(str, self._files)))
+        return True
+
+    def _pick(self, sslobj: ssl.SSLObject | ssl.SSLSocket, server_name: str | None,
+              ctx: ssl.SSLContext) -> int | None:
+        try:
+            self.refresh()
+            sslobj.context = self.current
+        except Exception:  # noqa: BLE001 - fail this handshake, never serve the front's stale trust
+            log.exception("TLS context switch failed; refusing the handshake")
+            return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
+        return None
+
+
 def client_context(
     ca: str | Path | None = None,
     cert: str | Path | None = None,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 import h11
+from cryptography.x509.oid import NameOID
 
 from kedge.apiserver.api import API
 from kedge.apiserver.model import LogStream, Request, Response, User, _dumps
@@ -78,21 +79,35 @@ class RevocationList:
     def __init__(self, crl_path: Path | None, ca_path: Path, *, clock: Callable[[], float] = time.time) -> None:
         self.crl_path, self.ca_path = crl_path, ca_path
         self.clock = clock
-        self._stamp: tuple[int, int, int] | None = None  # (mtime_ns, size, inode) of the loaded file
+        self._stamp: Any = None  # (mtime_ns, size, inode) of the loaded CRL and CA bundle
         self._view: crl_mod.CrlView | None = None
         self._load_error: str | None = None
         self._logged: str | None = None
         self.generation = 0
+        # Common names of the CAs in the trust bundle (``ca_path``) as last loaded: a CA rotation
+        # gives every cluster CA its own (kedge.pki.rotation.ca_name).
+        self._issuers: frozenset[str] | None = None
 
     # -- queries ---------------------------------------------------------------
 
-    def refuses(self, serial: int | None) -> bool:
-        """Whether a client certificate with ``serial`` must be refused now (fail closed)."""
+    def refuses(self, serial: int | None, issuer: str | None = None) -> bool:
+        """Whether a client certificate with ``serial`` must be refused now (fail closed).
+
+        ``issuer``: the common name of the CA that issued it (TLS verified the chain when the
+        connection was made); a CA no longer in the trust bundle (``kedge ca finish``) makes
+        the certificate refused on connections that outlive its retirement."""
         if self.crl_path is None:
             return False  # no CRL configured at all (tests of the bare shell)
         if self.error is not None:  # refreshes the view
             return True
+        if issuer is not None and self._issuers is not None and issuer not in self._issuers:
+            return True
         return serial is None or (self._view is not None and serial in self._view.serials)
+
+    def retired(self, issuer: str | None) -> bool:
+        """Whether ``issuer`` (a CA's common name) has left the trust bundle (CA rotation)."""
+        self._refresh()
+        return issuer is not None and self._issuers is not None and issuer not in self._issuers
 
     def revoked(self, serial: int) -> bool:
         """Whether ``serial`` is listed (without the fail-closed part; see :meth:`refuses`)."""
@@ -129,19 +144,24 @@ class RevocationList:
     def _refresh(self) -> None:
         if self.crl_path is None:
             return
-        try:
-            st = os.stat(self.crl_path)
-        except FileNotFoundError:
-            stamp = None
-        except OSError:
-            stamp = (-1, -1, -1)
-        else:
-            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        stamp: Any = []
+        for path in (self.crl_path, self.ca_path):  # the CA bundle changes with a CA rotation
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                stamp.append(None)
+            except OSError:
+                stamp.append((-1, -1, -1))
+            else:
+                stamp.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        stamp = tuple(stamp)
         if stamp == self._stamp and (self._view is not None or self._load_error is not None):
             return
         self._stamp = stamp
         try:
             issuers = pki.load_cert_bundle_file(self.ca_path)
+            self._issuers = frozenset(str(a.value) for c in issuers
+                                      for a in c.subject.get_attributes_for_oid(NameOID.COMMON_NAME))
             view = crl_mod.load_crl_file(self.crl_path, issuers, now=self._now())
         except crl_mod.CrlError as exc:
             self._view, self._load_error = None, exc.code
@@ -150,6 +170,15 @@ class RevocationList:
         else:
             self._view, self._load_error = view, None
         self.generation += 1
+
+
+def issuer_cn(peercert: dict[str, Any] | None) -> str | None:
+    """The issuer's common name in a (verified) peer certificate, or None."""
+    for rdn in (peercert or {}).get("issuer", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
 
 
 def user_from_cert(peercert: dict[str, Any] | None) -> tuple[User | None, int | None]:
@@ -274,11 +303,11 @@ class ApiServer:
             except (ConnectionError, asyncio.TimeoutError, ssl.SSLError, OSError):
                 pass
 
-    def certificate_refused(self, serial: int | None) -> bool:
+    def certificate_refused(self, serial: int | None, issuer: str | None = None) -> bool:
         """Whether a client certificate (by serial) must be refused now: revoked, or the CRL
         cannot be trusted (missing, unreadable, expired -- fail closed). Asked on every request,
         over HTTPS and in-process alike, and by the watcher of open streams."""
-        return self.revocations is not None and self.revocations.refuses(serial)
+        return self.revocations is not None and self.revocations.refuses(serial, issuer)
 
     async def _watch_revocations(self) -> None:
         """End open watches and log streams whose identity is no longer valid, within
@@ -385,6 +414,7 @@ class _Connection:
         self.cert_presented = bool(peercert)
         # The certificate's user; whether it is still good is asked per request (revocation).
         self.cert_user, self.serial = user_from_cert(peercert)
+        self.cert_issuer = issuer_cn(peercert)
         self.stream_user: User | None = None  # who the open watch / log stream is for
         self.stream_token: str | None = None  # and the bearer token that authenticated it
         self.stream_ended: asyncio.Event | None = None
@@ -500,6 +530,11 @@ class _Connection:
                 self.server.audit(dict(audit_base, **resp.audit, stageTimestamp=_now_iso()))
                 hdrs = [("content-type", resp.content_type), ("content-length", str(len(resp.body))),
                         ("cache-control", "no-cache, private"), ("x-content-type-options", "nosniff")]
+                if user is None and self.cert_user is not None and self.server.revocations is not None \
+                        and self.server.revocations.retired(self.cert_issuer):
+                    # The connection's certificate is of a CA that `kedge ca finish` retired: close,
+                    # so a client whose files were re-certified reconnects with them.
+                    hdrs.append(("connection", "close"))
                 body_out = b"" if method == "HEAD" else resp.body
                 await self._send(h11.Response(status_code=resp.status, headers=hdrs), h11.Data(data=body_out),
                                  h11.EndOfMessage())
@@ -527,7 +562,7 @@ class _Connection:
         Asked for every request on the connection, not once per connection: a certificate
         revoked while a keep-alive connection is open gets ``401`` on its next request."""
         if self.cert_user is not None:
-            return (None if self.server.certificate_refused(self.serial) else self.cert_user), None
+            return (None if self.server.certificate_refused(self.serial, self.cert_issuer) else self.cert_user), None
         if self.cert_presented:
             return None, None  # a certificate without a usable identity is not a bearer fallback
         auth = headers.get("authorization", [""])[-1]
@@ -562,7 +597,7 @@ class _Connection:
         if user is None:
             return True
         if self.cert_user is not None:
-            return not self.server.certificate_refused(self.serial)
+            return not self.server.certificate_refused(self.serial, self.cert_issuer)
         if self.stream_token is None or not bearer:
             return True
         try:

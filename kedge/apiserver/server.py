@@ -87,7 +87,9 @@ async def start_apiserver(data_dir: str | Path, *, port: int | None = None,
     cfg = d.load_config()
     limits = cfg.build_limits()
     revocations, keeper = await asyncio.to_thread(open_revocations, d)
-    ctx = tls.server_context(d.hub_crt, d.hub_key, d.ca_crt, client_cert="optional", allow_tls12=cfg.allow_tls12)
+    # Follows `kedge ca rotate|finish`: the trust bundle and the re-certified serving certificate.
+    ctx = tls.ReloadingServerContext(d.hub_crt, d.hub_key, d.ca_crt, client_cert="optional",
+                                     allow_tls12=cfg.allow_tls12).context
     from kedge.store.sealing import Sealer
 
     try:

@@ -1,6 +1,9 @@
 """The certificate endpoint (``https://H:10002``): CA discovery, bootstrap and renewal.
 
-- ``GET /ca.crt``: the cluster CA (joining edges pin its SHA-256 from the token).
+- ``GET /ca.crt``: the cluster CA bundle -- the issuing CA first, during a CA rotation
+  followed by the previous one (joining edges pin one of them by the SHA-256 in the token).
+- ``GET /ca-cross.crt``: during a rotation, the cross-certificates by which a joining edge
+  checks the bundle's other CA against the one it pinned (:mod:`kedge.pki.rotation`).
 - ``POST /edge.crt`` with ``Authorization: Bearer <token>`` and a PEM CSR: bootstrap.
   The token is single-use, bound to one node and short-lived; the server -- not the
   CSR -- decides subject, usages and validity.
@@ -51,6 +54,7 @@ from kedge._internal.auditlog import AuditLog
 from kedge._internal.http11 import Request, Response, serve_connection
 from kedge._internal.ratelimit import KeyedLimiter, TokenBucket
 from kedge.cloud.state import CloudState
+from kedge.cloud.trust import ClusterTrust
 from kedge.errors import ConfigError, KedgeError, PeerError
 from kedge.limits import Limits
 from kedge.pki import ca as pki
@@ -90,8 +94,9 @@ class CertService:
     def __init__(
         self,
         *,
-        ca_key,
-        ca_cert: x509.Certificate,
+        ca_key=None,
+        ca_cert: x509.Certificate | None = None,
+        trust: ClusterTrust | None = None,
         state: CloudState,
         audit: AuditLog,
         limits: Limits,
@@ -99,10 +104,13 @@ class CertService:
         hub_url: Callable[[], str],
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.ca_key = ca_key
-        self.ca_cert = ca_cert
-        self.ca_pem = pki.cert_to_pem(ca_cert)
-        self.ca_hash = pki.ca_fingerprint(ca_cert)
+        if trust is None:
+            if ca_key is None or ca_cert is None:
+                raise ValueError("CertService needs a trust or a CA key and certificate")
+            trust = ClusterTrust.fixed(ca_key, ca_cert)
+        # Issues with the trust's issuing CA and trusts its bundle, both as they are now (CA
+        # rotation changes them under a running endpoint).
+        self.trust = trust
         self.state = state
         self.audit = audit
         self.limits = limits
@@ -118,15 +126,27 @@ class CertService:
         needed = math.ceil(4 * RENEWAL_WINDOW.total_seconds() / max(self.validity.total_seconds() * 0.7, 1.0))
         return max(self.limits.renewals_per_node_per_hour, needed)
 
+    @property
+    def ca_cert(self) -> x509.Certificate:
+        return self.trust.issuing_cert
+
+    @property
+    def ca_hash(self) -> str:
+        return self.trust.issuing_fp
+
     def _now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc)
 
     async def handle(self, req: Request) -> Response:
         path = req.target.split("?", 1)[0]
-        if path == "/ca.crt":
+        self.trust.refresh()  # a few stats; reloads after `kedge ca rotate|finish`
+        if path in ("/ca.crt", "/ca-cross.crt"):
             if req.method != "GET":
                 return Response.error(405, "method_not_allowed")
-            return Response(200, self.ca_pem, content_type="application/x-pem-file")
+            body = self.trust.bundle_pem if path == "/ca.crt" else self.trust.cross_pem
+            if not body:
+                return Response.error(404, "not_found")
+            return Response(200, body, content_type="application/x-pem-file")
         if path == "/healthz":
             return Response(200, b"ok\n", content_type="text/plain")
         if path == "/edge.crt":
@@ -173,7 +193,8 @@ class CertService:
         return Response.json(200, {
             "node": node,
             "certificate": pki.cert_to_pem(cert).decode(),
-            "ca": self.ca_pem.decode(),
+            "ca": self.trust.bundle_pem.decode(),
+            "cross": self.trust.cross_pem.decode(),
             "hub": self.hub_url(),
         })
 
@@ -191,7 +212,7 @@ class CertService:
     async def _usable_token_id(self, tok: tokens.BootstrapToken | PeerError | None) -> str | None:
         """``tok``'s id if it is a usable token of this cluster (no secret checked: that is
         :meth:`CloudState.consume_token`'s, under the write lock), else None."""
-        if not isinstance(tok, tokens.BootstrapToken) or tok.ca_hash != self.ca_hash:
+        if not isinstance(tok, tokens.BootstrapToken) or tok.ca_hash not in self.trust.fingerprints:
             return None
         usable = await asyncio.to_thread(self.state.token_usable, token_id=tok.token_id, now=self._now())
         return tok.token_id if usable else None
@@ -207,16 +228,18 @@ class CertService:
         since its token or certificate was granted (and the renewal rate). Only a recorded
         certificate is handed out."""
         now = self._now()
-        cert = pki.sign_node_csr(self.ca_key, self.ca_cert, body, node_name=node, now=now, validity=self.validity)
+        trust = self.trust
+        ca_key, ca_cert, issuer = trust.issuing_key, trust.issuing_cert, trust.issuing_fp
+        cert = pki.sign_node_csr(ca_key, ca_cert, body, node_name=node, now=now, validity=self.validity)
         limit = (self.renewal_limit, RENEWAL_WINDOW) if renewed_from is not None else None
         await asyncio.to_thread(
             self.state.record_cert, serial=cert.serial_number, node=node, not_before=cert.not_valid_before_utc,
             not_after=cert.not_valid_after_utc, issued_at=now, token_id=token_id, renewed_from=renewed_from,
-            max_recent=limit)
+            max_recent=limit, issuer=issuer)
         return cert
 
     async def _bootstrap(self, req: Request, tok: tokens.BootstrapToken) -> tuple[str, x509.Certificate]:
-        if tok.ca_hash != self.ca_hash:
+        if tok.ca_hash not in self.trust.fingerprints:  # during a CA rotation: either CA's pin
             raise PeerError("token belongs to another cluster", code="token_wrong_cluster")
         self._precheck_csr(req.body)
         expect = req.headers.get(tokens.NODE_HEADER)
@@ -232,6 +255,10 @@ class CertService:
     async def _renew(self, req: Request) -> tuple[str, x509.Certificate]:
         assert req.peer_cert_der is not None  # nosec B101 - guarded by caller
         current = x509.load_der_x509_certificate(req.peer_cert_der)  # already verified by TLS against the CA
+        if self.trust.issuer_fp(current) is None:
+            # TLS verified it against the bundle of its handshake; a CA retired since (kedge ca
+            # finish) no longer vouches for it.
+            raise PeerError("certificate of a retired CA", code="cert_untrusted_issuer")
         node = pki.node_name_from_cert(current)
         if await asyncio.to_thread(self.state.is_cert_revoked, node=node, serial=current.serial_number):
             raise PeerError("node certificate revoked", code="revoked")

@@ -18,7 +18,7 @@ from kedge.cloud.hub import CloudHub
 from kedge.cloud.metrics import CloudMetrics, ObservedAudit
 from kedge._internal.metrics import parse_address
 from kedge.cloud.state import CloudState
-from kedge.pki import ca as pki
+from kedge.cloud.trust import ClusterTrust
 
 log = logging.getLogger(__name__)
 
@@ -87,22 +87,22 @@ class CloudCore:
         if self.metrics is not None and self.api_server is not None:
             self.api_server.on_request = self.metrics.observe_request
             self.api_store.on_commit = self.metrics.observe_commit
-        ca_cert = pki.load_cert_file(d.ca_crt)
-        ca_key = pki.load_key_file(d.ca_key)
-        hub_ctx = tls.server_context(d.hub_crt, d.hub_key, d.ca_crt, client_cert="required",
-                                     allow_tls12=cfg.allow_tls12)
-        cert_ctx = tls.server_context(d.hub_crt, d.hub_key, d.ca_crt, client_cert="optional",
-                                      allow_tls12=cfg.allow_tls12)
+        # The cluster CA(s) and the serving certificate follow `kedge ca rotate|finish` while we run.
+        trust = await asyncio.to_thread(ClusterTrust, d)
+        hub_ctx = tls.ReloadingServerContext(d.hub_crt, d.hub_key, d.ca_crt, client_cert="required",
+                                             allow_tls12=cfg.allow_tls12).context
+        cert_ctx = tls.ReloadingServerContext(d.hub_crt, d.hub_key, d.ca_crt, client_cert="optional",
+                                              allow_tls12=cfg.allow_tls12).context
         self.hub = CloudHub(ssl_ctx=hub_ctx, limits=self.limits, state=self.state, audit=self.audit,
                             router=self.controller.route, on_change=self._connected_dirty.set,
-                            on_session_closed=self.controller.session_closed)
+                            on_session_closed=self.controller.session_closed, trust=trust)
         if self.api_server is not None:
             hub = self.hub
             self.api_server.api.node_session = lambda node: hub.sessions.get(node)  # kubectl logs
         hub_port = await self.hub.start(cfg.bind_address, cfg.hub_port)
         hub_url = f"wss://{self.advertise}:{hub_port}"
         service = CertService(
-            ca_key=ca_key, ca_cert=ca_cert, state=self.state, audit=self.audit, limits=self.limits,
+            trust=trust, state=self.state, audit=self.audit, limits=self.limits,
             node_cert_validity=dt.timedelta(seconds=cfg.node_cert_validity_s), hub_url=lambda: hub_url)
         self.cert_server = await start_cert_server(service, cert_ctx, cfg.bind_address, cfg.cert_port, self.limits)
         cert_port = self.cert_server.sockets[0].getsockname()[1]

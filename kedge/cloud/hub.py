@@ -28,6 +28,7 @@ from kedge._internal.metrics import Tally
 from kedge._internal.ratelimit import TokenBucket
 from kedge.cloud.metrics import message_labels
 from kedge.cloud.state import CloudState
+from kedge.cloud.trust import ClusterTrust
 from kedge.errors import KedgeError, PeerError
 from kedge.limits import Limits
 from kedge.pki import ca as pki
@@ -50,6 +51,12 @@ CLOSE_REVOKED = 4003
 CLOSE_IDLE = 4008
 CLOSE_QUEUE_FULL = 4009
 CLOSE_CERT_EXPIRED = 4010
+CLOSE_CA_RETIRED = 4011
+
+# CA rotation over the tunnel (group "hub"): the trust bundle an edge pins (kedge.edge.cabundle
+# checks it) and the request to renew the node certificate now (kedge ca rotate --renew-now).
+CA_BUNDLE_KIND = "cabundle"
+RENEW_NOW_KIND = "renewcert"
 
 HUB_NAME = "cloudhub"
 
@@ -78,6 +85,7 @@ class Identity:
     serial: int
     not_after: dt.datetime
     peer: str
+    issuer: str | None = None  # fingerprint of the cluster CA that issued the certificate
 
 
 class NodeSession:
@@ -100,6 +108,7 @@ class NodeSession:
         self._sender_task: asyncio.Task | None = None
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
         self._tasks: set[asyncio.Task] = set()
+        self.trust_offered = 0  # the ClusterTrust version last offered to this edge
 
     def _count(self, direction: str, operation: str, resource: str) -> None:
         self.hub.messages.inc((direction, *message_labels(operation, resource)))
@@ -288,8 +297,10 @@ class CloudHub:
         router: Router | None = None,
         on_change: Callable[[], None] | None = None,
         on_session_closed: Callable[[str, "NodeSession"], None] | None = None,
+        trust: ClusterTrust | None = None,
     ) -> None:
         self.ssl_ctx = ssl_ctx
+        self.trust = trust
         self.limits = limits
         self.state = state
         self.audit = audit
@@ -304,6 +315,7 @@ class CloudHub:
         self.port: int | None = None
         self._watch_task: asyncio.Task | None = None
         self._generation = -1
+        self._trust_seen = trust.version if trust is not None else 0
 
     async def route(self, ns: NodeSession, msg: m.Message) -> Any:
         if msg.route.operation == m.QUERY and msg.route.resource == f"{ns.node}/hubinfo/{ns.node}":
@@ -339,9 +351,18 @@ class CloudHub:
         # A local indexed SQLite read (~10 us): cheaper inline than a thread hop per handshake.
         if self.state.is_cert_revoked(node=node, serial=cert.serial_number):
             return self._refuse(conn, http.HTTPStatus.FORBIDDEN, "revoked", peer, node)
+        issuer = None
+        if self.trust is not None:
+            # TLS verified the chain against the bundle of this handshake; name which CA, and
+            # refuse one retired since (a resumed session skips verification).
+            self.trust.refresh()
+            issuer = self.trust.issuer_fp(cert)
+            if issuer is None:
+                return self._refuse(conn, http.HTTPStatus.FORBIDDEN, "untrusted_issuer", peer, node)
         if node not in self.sessions and len(self.sessions) >= self.limits.max_nodes:
             return self._refuse(conn, http.HTTPStatus.SERVICE_UNAVAILABLE, "too_many_nodes", peer, node)
-        conn.kedge_identity = Identity(node, cert.serial_number, cert.not_valid_after_utc, peer)  # type: ignore[attr-defined]
+        conn.kedge_identity = Identity(node, cert.serial_number, cert.not_valid_after_utc, peer,  # type: ignore[attr-defined]
+                                       issuer)
         return None
 
     async def _handler(self, conn: ServerConnection) -> None:
@@ -354,6 +375,7 @@ class CloudHub:
         if old is not None:
             old.close(CLOSE_SUPERSEDED, "superseded")
         self._changed()
+        self._offer_trust_soon(ns)
         try:
             await ns.run()
         finally:
@@ -418,11 +440,67 @@ class CloudHub:
                 closed += 1
         return closed
 
+    # -- CA rotation --------------------------------------------------------------
+
+    def _offer_trust_soon(self, ns: NodeSession) -> None:
+        """Offer ``ns`` the current trust bundle (and, if asked, an immediate renewal) unless it
+        had this version already. Nothing to offer for a cluster that never rotated its CA."""
+        trust = self.trust
+        if trust is None or trust.record.phase == "none" or ns.trust_offered == trust.version:
+            return
+        ns.trust_offered = trust.version
+        task = asyncio.create_task(self._offer_trust(ns))
+        ns._tasks.add(task)
+        task.add_done_callback(ns._tasks.discard)
+
+    async def _offer_trust(self, ns: NodeSession) -> None:
+        trust = self.trust
+        assert trust is not None  # nosec B101 - checked by _offer_trust_soon
+        renew = trust.record.phase == "rotating" and trust.record.renew_now and ns.ident.issuer != trust.issuing_fp
+        for kind, content in ((CA_BUNDLE_KIND, trust.bundle_message()), (RENEW_NOW_KIND, {"reason": "ca_rotation"})):
+            if kind == RENEW_NOW_KIND and not renew:
+                break
+            msg = m.Message.new(source=HUB_NAME, destination="edgehub", group="hub", operation=m.UPDATE,
+                                resource=f"{ns.node}/{kind}/{ns.node}", content=content,
+                                now_ms=int(time.time() * 1000), msg_id=ns.session.new_msg_id())
+            try:
+                reply = await ns.request(msg, timeout=60.0)
+            except (TimeoutError, ConnectionError, KedgeError) as exc:
+                self.audit.write(f"{kind}_offer", node=ns.node, result="failed",
+                                 code=getattr(exc, "code", type(exc).__name__))
+                return
+            if reply.route.operation == m.ERROR:
+                code = reply.content.get("code") if isinstance(reply.content, dict) else None
+                self.audit.write(f"{kind}_offer", node=ns.node, result="refused", code=str(code)[:64])
+                return
+            self.audit.write(f"{kind}_offer", node=ns.node, result="accepted")
+
+    def check_trust(self) -> None:
+        """After the cluster trust changed: close tunnels whose certificate's CA was retired,
+        offer the new bundle to the others."""
+        trust = self.trust
+        if trust is None:
+            return
+        for ns in list(self.sessions.values()):
+            if ns.ident.issuer is not None and ns.ident.issuer not in trust.fingerprints:
+                self.audit.write("ca_retired_session_closed", node=ns.node, peer=ns.ident.peer)
+                ns.close(CLOSE_CA_RETIRED, "ca_retired")
+            else:
+                self._offer_trust_soon(ns)
+
     async def _watch_revocations(self, interval: float = 0.5) -> None:
         ticks = 0
         while True:
             await asyncio.sleep(interval)
             ticks += 1
+            if self.trust is not None:
+                try:
+                    self.trust.refresh()  # may have been reloaded elsewhere (a handshake, the cert endpoint)
+                    if self.trust.version != self._trust_seen:
+                        self._trust_seen = self.trust.version
+                        self.check_trust()
+                except Exception:  # noqa: BLE001 - the watcher must survive a bad rotation file
+                    log.exception("cluster trust watcher")
             try:
                 gen = await asyncio.to_thread(self.state.generation)
                 changed = gen != self._generation

@@ -27,13 +27,16 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from kedge._internal import migrate
 from kedge.errors import AuthenticationError, ConfigError, RateLimited, StateError
 from kedge.pki.ca import validate_node_name
 from kedge.pki.tokens import is_secret_hash, is_token_id, secret_matches
 
 __all__ = ["CloudState", "SCHEMA_VERSION"]
 
+# PRAGMA user_version, recorded since the first release; upgrades: kedge._internal.migrate.
 SCHEMA_VERSION = 1
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}  # n -> n+1, none yet
 BUSY_TIMEOUT_S = 2.0
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 _US = _dt.timedelta(microseconds=1)
@@ -58,6 +61,10 @@ CREATE TABLE IF NOT EXISTS certs (
     revoked_at  INTEGER
 );
 CREATE INDEX IF NOT EXISTS certs_by_node ON certs(node);
+CREATE TABLE IF NOT EXISTS cert_issuers (
+    serial      TEXT PRIMARY KEY,
+    issuer      TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS nodes (
     name        TEXT PRIMARY KEY,
     revoked_at  INTEGER NOT NULL
@@ -145,25 +152,23 @@ class CloudState:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA trusted_schema=OFF")
-            self._write(self._migrate)
+            try:
+                migrate.upgrade_sqlite(self._db, self._path, SCHEMA_VERSION, _MIGRATIONS, what=str(self._path))
+            except sqlite3.OperationalError as exc:
+                raise StateError("state database is busy", code="state_busy") from exc
+            self._write(self._create_tables)
         except BaseException:
             self._db.close()
             raise
 
     # ------------------------------------------------------------------ plumbing
 
-    def _migrate(self, db: sqlite3.Connection) -> None:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StateError(
-                f"{self._path} has schema {version}, newer than this kedge ({SCHEMA_VERSION})",
-                code="state_too_new",
-            )
+    @staticmethod
+    def _create_tables(db: sqlite3.Connection) -> None:
         # Statement by statement: executescript() would COMMIT our BEGIN IMMEDIATE.
         for statement in _SCHEMA.split(";"):
             if statement.strip():
                 db.execute(statement)
-        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction (the cross-process write lock)."""
@@ -344,8 +349,13 @@ class CloudState:
         renewed_from: int | None = None,
         token_id: str | None = None,
         max_recent: tuple[int, _dt.timedelta] | None = None,
+        issuer: str | None = None,
     ) -> None:
         """Remember an issued node certificate (for revocation and the CRL).
+
+        ``issuer`` is the issuing CA's fingerprint (kept in ``cert_issuers``, a table of its own
+        so that a ``state.db`` of an earlier kedge needs no migration): ``kedge ca finish`` reads
+        it to tell which nodes still hold a certificate of the previous CA.
 
         With the authority the certificate was issued on -- ``renewed_from`` (the serial of
         the certificate that asked for a renewal) or ``token_id`` (the bootstrap token) --
@@ -366,6 +376,8 @@ class CloudState:
         row = (s, node, _to_us(not_before), _to_us(not_after), _to_us(issued_at))
         parent = None if renewed_from is None else _check_serial(renewed_from)
         strict = parent is not None or token_id is not None
+        if issuer is not None and (not isinstance(issuer, str) or not 0 < len(issuer) <= 128):
+            raise ValueError("issuer must be a CA fingerprint")
 
         def tx(db: sqlite3.Connection) -> bool:
             doomed = False
@@ -393,12 +405,31 @@ class CloudState:
                 )
             except sqlite3.IntegrityError as exc:
                 raise StateError("certificate serial already recorded", code="serial_exists") from exc
+            if issuer is not None:
+                db.execute("INSERT OR REPLACE INTO cert_issuers(serial, issuer) VALUES (?, ?)", (s, issuer))
             if doomed:
                 self._bump(db)
             return doomed
 
         if self._write(tx):
             raise AuthenticationError("the node was revoked while this certificate was issued", code="revoked")
+
+    def newest_cert_issuers(self, *, now: _dt.datetime) -> dict[str, str | None]:
+        """For every node holding a valid certificate at ``now`` (recorded, unrevoked, unexpired,
+        issued after the node's last revocation): the issuer fingerprint of its newest one, or
+        None if it was recorded without one (issued before kedge recorded issuers)."""
+        rows = self._read(
+            "SELECT c.node, c.issued_at, c.serial, i.issuer FROM certs c"
+            " LEFT JOIN cert_issuers i ON i.serial = c.serial"
+            " WHERE c.revoked_at IS NULL AND c.not_after > ?"
+            " AND c.issued_at > COALESCE((SELECT revoked_at FROM nodes WHERE name = c.node), -1)"
+            " ORDER BY c.node, c.issued_at, c.serial",
+            (_to_us(now),),
+        )
+        newest: dict[str, str | None] = {}
+        for node, _issued, _serial, issuer in rows:
+            newest[str(node)] = None if issuer is None else str(issuer)  # ordered: the last one wins
+        return newest
 
     def revoke_node(self, node: str, *, now: _dt.datetime) -> int:
         """Revoke every certificate of ``node`` recorded so far (issued at or before ``now``,
@@ -498,6 +529,7 @@ class CloudState:
         def tx(db: sqlite3.Connection) -> int:
             a = db.execute("DELETE FROM tokens WHERE expires_at <= ?", (cutoff,)).rowcount
             b = db.execute("DELETE FROM certs WHERE not_after <= ?", (cutoff,)).rowcount
+            db.execute("DELETE FROM cert_issuers WHERE serial NOT IN (SELECT serial FROM certs)")
             return int(a) + int(b)
 
         return self._write(tx)

@@ -2,6 +2,9 @@
 
 - Connects over mutual TLS with the node certificate, pinning the cluster CA.
 - Reconnects with exponential backoff and full jitter (cap 30 s).
+- Installs the cluster CA bundle the cloud offers during a CA rotation (``cabundle``; checked
+  in a child, :mod:`kedge.edge.cabundle`) and renews at once when asked (``renewcert``,
+  ``kedge ca rotate --renew-now``); both arrive over the mutually authenticated tunnel.
 - Renews the certificate at a random point between 70 % and 90 % of its lifetime
   (measured from when this node received it), over mutual TLS with the current
   certificate, then reconnects with the new identity. A node that was offline past
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import os
 import random
@@ -26,9 +30,10 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
 from kedge import tls
-from kedge.edge import child, renewal
+from kedge._internal import fsutil
+from kedge.edge import cabundle, child, renewal
 from kedge.edge.config import EdgeConfig, EdgeDir
-from kedge.errors import KedgeError, LocalError, PeerError, StateError
+from kedge.errors import KedgeError, LocalError, PeerError, StateError, VerificationError
 from kedge.limits import Limits
 from kedge.protocol import message as m
 from kedge.protocol.session import (
@@ -47,6 +52,9 @@ BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 30.0
 RENEW_FRACTION = (0.7, 0.9)
 RENEWAL_TIMEOUT_S = 60.0  # the child's own HTTPS calls time out after 10 s each
+BUNDLE_TIMEOUT_S = 30.0  # checking and installing a CA bundle in a child
+CA_BUNDLE_KIND = "cabundle"  # cloud -> edge, group "hub" (kedge.cloud.hub sends both)
+RENEW_NOW_KIND = "renewcert"
 
 
 def backoff_delay(attempt: int, rng: random.Random, *, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_CAP_S) -> float:
@@ -93,6 +101,8 @@ class EdgeHub:
         self.last_close: tuple[int | None, str] | None = None
         self._renew_at: float | None = None
         self._renewal: asyncio.Future[None] | None = None
+        self._renew_wakeup = asyncio.Event()
+        self.ca_updates = 0  # CA bundles installed from the cloud (CA rotation)
 
     # -- certificate ------------------------------------------------------------
 
@@ -149,6 +159,47 @@ class EdgeHub:
         log.info("node certificate renewed (rotation %d)", self.rotations,
                  extra={"event": "renewal.done", "node": self.node})
 
+    def request_renewal(self) -> None:
+        """Renew as soon as possible (the cloud asked: CA rotation); the tunnel then reconnects once."""
+        self._renew_at = time.time()
+        self._renew_wakeup.set()
+
+    async def install_ca_bundle(self, content: Any) -> bool:
+        """Check and pin the CA bundle the cloud offered (in a child: ``cryptography``); False if it
+        is the one pinned already. A refused bundle raises ``PeerError`` with the check's code."""
+        bundle, _cross = cabundle.parse_offer(content)
+        if bundle == self.dir.ca_crt.read_bytes():
+            return False
+        fsutil.write_private(cabundle.offer_path(self.dir.root), json.dumps(content).encode())
+        try:
+            out, rc = await child.run_module("kedge.edge.cabundle", str(self.dir.root),
+                                             timeout_s=BUNDLE_TIMEOUT_S, code="bundle_install_failed")
+            res = child.parse_report(out, rc, what="CA bundle check", code="bundle_install_failed")
+        except TimeoutError:
+            raise LocalError("CA bundle check did not finish in time", code="bundle_install_failed") from None
+        except VerificationError as exc:
+            log.warning("refused the CA bundle the cloud offered: %s", exc.code)
+            raise PeerError("CA bundle refused", code=exc.code) from None
+        finally:
+            cabundle.offer_path(self.dir.root).unlink(missing_ok=True)
+        installed = bool(res.get("installed"))
+        if installed:
+            self.ca_updates += 1
+            log.info("pinned the cluster CA bundle the cloud offered (CA rotation)")
+        return installed
+
+    async def _hub_message(self, msg: m.Message) -> Any:
+        """Messages for the hub itself: a CA bundle to pin, a request to renew now."""
+        kind = msg.route.resource.split("/")[1] if msg.route.resource.count("/") == 2 else ""
+        if msg.route.operation != m.UPDATE or msg.route.resource != f"{self.node}/{kind}/{self.node}":
+            raise PeerError("no handler for this message", code="not_supported")
+        if kind == CA_BUNDLE_KIND:
+            return {"installed": await self.install_ca_bundle(msg.content)}
+        if kind == RENEW_NOW_KIND:
+            self.request_renewal()
+            return {"renewing": True}
+        raise PeerError("no handler for this message", code="not_supported")
+
     # -- tunnel -----------------------------------------------------------------
 
     async def request(self, msg: m.Message, *, timeout: float = 10.0) -> m.Message:
@@ -187,12 +238,13 @@ class EdgeHub:
                     fut.set_result(event.message)
             elif isinstance(event, MessageReceived):
                 msg = event.message
-                if self.handler is None:
+                handler = self._hub_message if msg.route.group == "hub" else self.handler
+                if handler is None:
                     self.session.send_error(msg, "not_supported", now_ms=now_ms)
                     continue
                 code = None
                 try:
-                    content = await self.handler(msg)
+                    content = await handler(msg)
                 except PeerError as exc:
                     content, code = None, exc.code
                 except KedgeError as exc:
@@ -226,7 +278,13 @@ class EdgeHub:
         while True:
             delay = self.renew_at() - time.time()
             if delay > 0:
-                await asyncio.sleep(delay)
+                self._renew_wakeup.clear()  # request_renewal() moves renew_at and wakes us
+                try:
+                    async with asyncio.timeout(delay):
+                        await self._renew_wakeup.wait()
+                except TimeoutError:
+                    pass
+                continue
             try:
                 await self.renew()
             except CertificateExpired:

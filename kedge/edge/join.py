@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import logging
 from pathlib import Path
@@ -29,18 +30,33 @@ def parse_cloud(cloud: str) -> str:
 
 
 def fetch_pinned_ca(base: str, ca_hash: str) -> bytes:
-    """Fetch ``/ca.crt`` and accept it only if its SHA-256 equals the token's pin."""
+    """Fetch ``/ca.crt`` and accept it only if it holds the CA whose SHA-256 the token pins.
+
+    During a CA rotation ``/ca.crt`` is a bundle of two CAs (the issuing one first); the token
+    pins one of them, and the other is accepted only if ``/ca-cross.crt`` holds a
+    cross-certificate by which the pinned CA's key vouches for it
+    (:func:`kedge.pki.rotation.accept_bundle`). Returns the PEM to pin."""
+    from kedge.pki.rotation import accept_bundle_pem
+
     data = httpclient.request(base + "/ca.crt", tls.unsafe_discovery_context())
     try:
-        ca = pki.load_cert_pem(data)
+        bundle = pki.load_cert_bundle_pem(data)
     except Exception as exc:  # noqa: BLE001 - any parse failure means "not our CA"
         raise VerificationError("the cloud sent no valid CA certificate", code="ca_invalid") from exc
-    got = pki.ca_fingerprint(ca)
-    if not hmac.compare_digest(got, ca_hash):
+    pinned = [ca for ca in bundle if hmac.compare_digest(pki.ca_fingerprint(ca), ca_hash)]
+    if not pinned:
+        got = pki.ca_fingerprint(bundle[0])
         raise VerificationError(
             f"the cloud's CA (sha256 {got}) does not match the token's pin {ca_hash}; refusing to join",
             code="ca_pin_mismatch")
-    return pki.cert_to_pem(ca)
+    pinned_pem = pki.cert_to_pem(pinned[0])
+    if len(bundle) == 1:
+        return pinned_pem
+    # Unauthenticated like /ca.crt (the server's certificate may be the other CA's): each
+    # cross-certificate is checked against the pinned CA's key instead.
+    cross = httpclient.request(base + "/ca-cross.crt", tls.unsafe_discovery_context())
+    return accept_bundle_pem(pinned_pem, b"".join(pki.cert_to_pem(c) for c in bundle), cross,
+                          now=dt.datetime.now(dt.timezone.utc))
 
 
 def join(*, cloud: str, token: str, node: str, edge_dir: str | Path,
@@ -87,12 +103,11 @@ def check_issued(resp, ca_pem: bytes, key, node: str) -> x509.Certificate:
     """Check what the cloud issued: signed by the pinned CA, for our key and our node."""
     if not isinstance(resp, dict) or not isinstance(resp.get("certificate"), str):
         raise PeerError("malformed certificate response", code="bad_response")
+    from kedge.pki.rotation import issuer_of
+
     cert = pki.load_cert_pem(resp["certificate"].encode())
-    ca = pki.load_cert_pem(ca_pem)
-    try:
-        cert.verify_directly_issued_by(ca)
-    except Exception as exc:  # noqa: BLE001 - cryptography raises several types here
-        raise VerificationError("issued certificate is not signed by the pinned CA", code="bad_certificate") from exc
+    if issuer_of(cert, pki.load_cert_bundle_pem(ca_pem)) is None:  # the pinned CA, or a CA of its bundle
+        raise VerificationError("issued certificate is not signed by the pinned CA", code="bad_certificate")
     if cert.public_key().public_numbers() != key.public_key().public_numbers():
         raise VerificationError("issued certificate is not for our key", code="bad_certificate")
     issued_for = pki.node_name_from_cert(cert)

@@ -9,8 +9,11 @@ in-process renewal did:
 
 1. connect to the certificate endpoint over mutual TLS with the node's current identity
    (pinned cluster CA, host name checked);
-2. send a CSR for a fresh key; check the issued certificate (signed by the pinned CA,
-   for our key, for our node -- :func:`kedge.edge.join.check_issued`);
+2. send a CSR for a fresh key; during a CA rotation the response carries the cloud's CA
+   bundle, which is pinned first if :func:`kedge.pki.rotation.accept_bundle_pem` accepts it
+   against the pinned one (a certificate of the new CA is only ever installed by a node that
+   trusts the new CA); check the issued certificate (signed by a pinned CA, for our key, for
+   our node -- :func:`kedge.edge.join.check_issued`);
 3. install the new key and certificate as a pair, recoverably
    (:meth:`kedge.edge.config.EdgeDir.install_identity`).
 
@@ -32,8 +35,11 @@ MAX_RESULT_BYTES = 4096
 
 def renew_identity(edge_dir: str | os.PathLike[str]) -> None:
     """Renew this node's certificate over mutual TLS and install the new pair (blocking)."""
+    import datetime as dt
+
     from kedge import tls
-    from kedge._internal import httpclient
+    from kedge._internal import fsutil, httpclient
+    from kedge.pki.rotation import accept_bundle_pem
     from kedge.edge.config import EdgeDir
     from kedge.edge.join import check_issued
     from kedge.pki import ca as pki
@@ -45,7 +51,15 @@ def renew_identity(edge_dir: str | os.PathLike[str]) -> None:
     resp = httpclient.request_json(cfg.certs + "/edge.crt", ctx, method="POST",
                                    body=pki.make_csr(key, cfg.node_name),
                                    headers={"Content-Type": "application/pkcs10"})
-    cert = check_issued(resp, d.ca_crt.read_bytes(), key, cfg.node_name)
+    pinned = d.ca_crt.read_bytes()
+    trust = pinned
+    offered, cross = (resp.get("ca"), resp.get("cross", "")) if isinstance(resp, dict) else (None, None)
+    if isinstance(offered, str) and isinstance(cross, str) and offered.encode() != pinned:
+        trust = accept_bundle_pem(pinned, offered.encode(), cross.encode(),
+                                        now=dt.datetime.now(dt.timezone.utc))
+    cert = check_issued(resp, trust, key, cfg.node_name)
+    if trust != pinned:
+        fsutil.atomic_write(d.ca_crt, trust)  # before the identity it vouches for
     d.install_identity(pki.key_to_pem(key), pki.cert_to_pem(cert))
 
 

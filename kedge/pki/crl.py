@@ -213,8 +213,11 @@ class CrlKeeper:
         the issuer was down past its nextUpdate). Raises :class:`CrlError` for a missing or
         untrustworthy CRL (and for an expired one unless ``allow_expired``)."""
         now = _dt.datetime.fromtimestamp(self.clock(), _dt.timezone.utc)
-        ca_cert = pki.load_cert_file(self.ca_cert_path)
-        view = load_crl_file(self.path, [ca_cert], now=now, allow_expired=allow_expired)
+        # The CA file is the trust bundle: the issuing CA first, during a CA rotation followed by
+        # the previous one, whose last CRL stays acceptable until the issuing CA re-issues it.
+        bundle = pki.load_cert_bundle_file(self.ca_cert_path)
+        ca_cert = bundle[0]
+        view = load_crl_file(self.path, bundle, now=now, allow_expired=allow_expired)
         if not reissue_due(view, now):
             return view
         ca_key = pki.load_key_file(self.ca_key_path)
