@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from kedge._internal import fsutil
+from kedge._internal import fsutil, migrate
 from kedge.errors import ConfigError, StateError
 from kedge.limits import DEFAULT as DEFAULT_LIMITS
 from kedge.limits import Limits
@@ -18,6 +18,15 @@ MIN_MQTT_CERT_VALIDITY_S = 45
 # The key file that seals Secrets at rest in api.db (kedge.store.sealing), under pki/; written by
 # `kedge init`, read by the API server.
 ENCRYPTION_CONFIG = "encryption.json"
+# config.json's "schema_version" (kedge._internal.migrate); absent: 1, the first release's
+# format. 2: the same keys, with the version recorded.
+CONFIG_SCHEMA_VERSION = 2
+_CONFIG_MIGRATIONS = {1: lambda data: data}
+
+
+def _render(data: dict[str, Any]) -> bytes:
+    """config.json's bytes: the version first, then the settings."""
+    return (json.dumps({migrate.CONFIG_VERSION_KEY: CONFIG_SCHEMA_VERSION, **data}, indent=2) + "\n").encode()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,11 +102,13 @@ class CloudConfig:
     def from_dict(cls, data: Any) -> "CloudConfig":
         if not isinstance(data, dict):
             raise ConfigError("config.json must hold a JSON object")
+        # A file from a newer kedge is refused (schema_too_new) before its keys are judged.
+        values, _ = migrate.migrate_dict(data, CONFIG_SCHEMA_VERSION, _CONFIG_MIGRATIONS, what="config.json")
+        del values[migrate.CONFIG_VERSION_KEY]
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
+        unknown = set(values) - known
         if unknown:
             raise ConfigError(f"unknown keys in config.json: {sorted(unknown)}")
-        values = dict(data)
         if "advertise_addresses" in values:
             if not isinstance(values["advertise_addresses"], list):
                 raise ConfigError("advertise_addresses must be a list of strings")
@@ -139,11 +150,14 @@ class CloudDir:
             data = fsutil.read_json(self.config)
         except RecursionError as exc:  # json's C decoder: nesting deeper than the recursion limit
             raise StateError(f"{self.config} is not valid JSON", code="corrupt_state") from exc
-        return CloudConfig.from_dict(data)
+        cfg = CloudConfig.from_dict(data)
+        # Valid (and not from a newer kedge): an older file is backed up and rewritten at this version.
+        migrate.upgrade_json_file(self.config, data, CONFIG_SCHEMA_VERSION, _CONFIG_MIGRATIONS, render=_render,
+                                  mode=fsutil.PRIVATE_FILE)
+        return cfg
 
     def save_config(self, cfg: CloudConfig) -> None:
-        fsutil.atomic_write(self.config, (json.dumps(cfg.to_dict(), indent=2) + "\n").encode(),
-                            mode=fsutil.PRIVATE_FILE)
+        fsutil.atomic_write(self.config, _render(cfg.to_dict()), mode=fsutil.PRIVATE_FILE)
 
     def audit_log_path(self, cfg: CloudConfig) -> Path:
         p = Path(cfg.audit_log)

@@ -7,8 +7,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kedge._internal import fsutil
+from kedge._internal import fsutil, migrate
 from kedge.errors import ConfigError, StateError
+
+# config.json's "schema_version" (kedge._internal.migrate); absent: 1, the first release's
+# format. 2: the same keys, with the version recorded.
+CONFIG_SCHEMA_VERSION = 2
+_CONFIG_MIGRATIONS = {1: lambda data: data}
+
+
+def _render(data: dict[str, Any]) -> bytes:
+    """config.json's bytes: the version first, then the settings."""
+    return (json.dumps({migrate.CONFIG_VERSION_KEY: CONFIG_SCHEMA_VERSION, **data}, indent=2) + "\n").encode()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,12 +41,15 @@ class EdgeConfig:
     def from_dict(cls, data: Any) -> "EdgeConfig":
         if not isinstance(data, dict):
             raise ConfigError("edge config.json must hold a JSON object")
+        # A file from a newer kedge is refused (schema_too_new) before its keys are judged.
+        values, _ = migrate.migrate_dict(data, CONFIG_SCHEMA_VERSION, _CONFIG_MIGRATIONS, what="edge config.json")
+        del values[migrate.CONFIG_VERSION_KEY]
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
+        unknown = set(values) - known
         if unknown:
             raise ConfigError(f"unknown keys in edge config.json: {sorted(unknown)}")
         try:
-            cfg = cls(**data)
+            cfg = cls(**values)
         except TypeError as exc:
             raise ConfigError(f"invalid edge config: {exc}") from exc
         if not all(isinstance(v, str) for v in (cfg.node_name, cfg.certs, cfg.hub)) or not cfg.node_name:
@@ -124,10 +137,14 @@ class EdgeDir:
             data = fsutil.read_json(self.config)
         except RecursionError as exc:  # json's C decoder: nesting deeper than the recursion limit
             raise StateError(f"{self.config} is not valid JSON", code="corrupt_state") from exc
-        return EdgeConfig.from_dict(data)
+        cfg = EdgeConfig.from_dict(data)
+        # Valid (and not from a newer kedge): an older file is backed up and rewritten at this version.
+        migrate.upgrade_json_file(self.config, data, CONFIG_SCHEMA_VERSION, _CONFIG_MIGRATIONS, render=_render,
+                                  mode=fsutil.PUBLIC_FILE)
+        return cfg
 
     def save_config(self, cfg: EdgeConfig) -> None:
-        fsutil.atomic_write(self.config, (json.dumps(cfg.to_dict(), indent=2) + "\n").encode())
+        fsutil.atomic_write(self.config, _render(cfg.to_dict()))
 
     def install_identity(self, key_pem: bytes, cert_pem: bytes) -> None:
         """Replace node.key/node.crt as a pair, recoverably.

@@ -52,6 +52,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from kedge._internal import migrate
 from kedge.errors import LocalError, PeerError, StateError
 from kedge.store import rv as rv_text
 
@@ -146,6 +147,17 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+
+
+# PRAGMA user_version. 1: the first release (which recorded none); 2: the version is recorded.
+SCHEMA_VERSION = 2
+
+
+def _v1_to_v2(db: sqlite3.Connection) -> None:
+    """Nothing changes in the tables: schema 2 is schema 1 with ``user_version`` recorded."""
+
+
+_MIGRATIONS = {1: _v1_to_v2}
 
 
 def _stamp(obj: dict[str, Any], rv: int) -> str:
@@ -254,6 +266,8 @@ class Store:
             self._wdb.execute("PRAGMA foreign_keys=ON")
             if sealer is not None:
                 self._wdb.execute("PRAGMA secure_delete=ON")  # no old (plaintext) content left in freed pages
+            # Upgrade an older file (backed up first) or refuse a newer one: kedge._internal.migrate.
+            migrate.upgrade_sqlite(self._wdb, self.path, SCHEMA_VERSION, _MIGRATIONS, what=str(self.path))
             self._wdb.executescript(_SCHEMA)
             row = self._wdb.execute(
                 "SELECT max(m) FROM (SELECT max(rv) AS m FROM events UNION ALL "

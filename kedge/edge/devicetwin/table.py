@@ -19,6 +19,18 @@ import threading
 from pathlib import Path
 from typing import Any, Iterable
 
+from kedge._internal import migrate
+
+# PRAGMA user_version (kedge._internal.migrate). 1: the first release (which recorded none);
+# 2: the version is recorded.
+SCHEMA_VERSION = 2
+
+
+def _v1_to_v2(db: sqlite3.Connection) -> None:
+    """Nothing changes in the tables: schema 2 is schema 1 with ``user_version`` recorded."""
+
+
+_MIGRATIONS = {1: _v1_to_v2}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS twins (
     ns TEXT NOT NULL, name TEXT NOT NULL, prop TEXT NOT NULL,
@@ -47,12 +59,23 @@ class TwinTable:
             os.close(fd)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
+        try:
+            self._open()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _open(self) -> None:
         with self._lock:
             if self.path != ":memory:":
                 mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                 if str(mode).lower() != "wal":
                     raise sqlite3.OperationalError("twins.db: WAL not available")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            # Upgrade an older file (backed up first) or refuse a newer one.
+            migrate.upgrade_sqlite(self._db, None if self.path == ":memory:" else self.path, SCHEMA_VERSION,
+                                   _MIGRATIONS, what=self.path)
             self._db.executescript(_SCHEMA)
             self._db.execute("UPDATE twins SET inflight_version=NULL WHERE inflight_version IS NOT NULL")
 

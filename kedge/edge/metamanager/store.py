@@ -58,7 +58,7 @@ from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
-from kedge._internal import fsutil
+from kedge._internal import fsutil, migrate
 from kedge.edge.metamanager.decide import (
     WRITE_OPERATIONS,
     Decision,
@@ -88,7 +88,9 @@ log = logging.getLogger(__name__)
 KEY_BYTES = 32
 NONCE_BYTES = 12
 SEALED_TYPES: frozenset[str] = frozenset({"secret", "serviceaccounttoken"})
-SCHEMA_VERSION = 1
+# PRAGMA user_version (kedge._internal.migrate). 1: the first release, which kept its version
+# in meta('schema'); 2: user_version, like every kedge store.
+SCHEMA_VERSION = 2
 # objects.deleted: 0 live, 1 tombstone, 2 tombstone of a *release* (deleted at the rv the edge
 # held live: the cloud no longer needs it here, it was not necessarily deleted).
 LIVE, TOMBSTONE, RELEASED = 0, 1, 2
@@ -118,6 +120,19 @@ CREATE INDEX IF NOT EXISTS objects_by_type ON objects(type, namespace);
 CREATE INDEX IF NOT EXISTS objects_tombstones ON objects(deleted, updated_at);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
+
+
+def _v1_to_v2(db: sqlite3.Connection) -> None:
+    """Move the version from ``meta('schema')`` to ``user_version`` (which the framework sets).
+
+    The row goes: the first release refuses a store without it, so it also refuses this one."""
+    row = db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
+    if row is not None and row[0] != 1:
+        raise StateError("edge.db has an unknown schema version", code="edge_store_version")
+    db.execute("DELETE FROM meta WHERE name = 'schema'")
+
+
+_MIGRATIONS = {1: _v1_to_v2}
 
 
 class InvalidObject(ProtocolError):
@@ -286,8 +301,11 @@ class MetaStore:
                 raise StateError(f"{target} cannot use WAL (journal_mode={mode})", code="edge_store_io")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            # Upgrade an older file (backed up first) or refuse a newer one.
+            migrate.upgrade_sqlite(self._db, None if target == ":memory:" else target, SCHEMA_VERSION,
+                                   _MIGRATIONS, what=target)
             self._db.executescript(_SCHEMA)
-            self._check_key_and_schema()
+            self._check_key()
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise StateError(f"{target} is not a usable edge store", code="edge_store_corrupt") from exc
@@ -295,17 +313,14 @@ class MetaStore:
             self._db.close()
             raise
 
-    def _check_key_and_schema(self) -> None:
+    def _check_key(self) -> None:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             rows = dict(self._db.execute("SELECT name, value FROM meta").fetchall())
             mac = _key_mac(self._key)
             if "key_mac" not in rows and "key_check" not in rows:  # a new store
                 self._db.execute("INSERT INTO meta(name, value) VALUES ('key_mac', ?)", (mac,))
-                self._db.execute("INSERT OR REPLACE INTO meta(name, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
             else:
-                if rows.get("schema") != SCHEMA_VERSION:
-                    raise StateError("edge.db has an unknown schema version", code="edge_store_version")
                 if "key_mac" in rows:
                     stored = rows["key_mac"]
                     if not isinstance(stored, bytes) or not hmac.compare_digest(stored, mac):

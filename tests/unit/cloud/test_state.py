@@ -106,7 +106,7 @@ def test_state_from_a_newer_kedge_is_refused(db_path: Path) -> None:
     raw.close()
     with pytest.raises(StateError) as err:
         CloudState(db_path)
-    assert err.value.code == "state_too_new"
+    assert err.value.code == "schema_too_new"
 
 
 # ----------------------------------------------------------------------------- tokens
