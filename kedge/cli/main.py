@@ -24,6 +24,8 @@ COMMAND_MODULES = (
     "kedge.cli.device",
     "kedge.cli.manifests",
     "kedge.cli.secrets",
+    "kedge.cli.systemd",
+    "kedge.cli.backup",
 )
 
 # Which module registers which top-level command: running one command imports only its
@@ -36,6 +38,8 @@ COMMAND_OWNERS = {
     "device": "kedge.cli.device",
     "manifests": "kedge.cli.manifests",
     "secrets": "kedge.cli.secrets",
+    "systemd": "kedge.cli.systemd",
+    "backup": "kedge.cli.backup", "restore": "kedge.cli.backup",
 }
 
 
