@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import http.client
-import json
 import ssl
 from typing import Any
 from urllib.parse import urlsplit
 
-from kedge.errors import PeerError
+from kedge._internal import jsonutil
+from kedge.errors import KedgeError, PeerError
 
+from kedge.limits import HTTP_CLIENT_MAX_JSON_DEPTH as MAX_JSON_DEPTH
 from kedge.limits import HTTP_CLIENT_MAX_RESPONSE_BYTES as MAX_RESPONSE_BYTES
 
 
@@ -35,10 +36,10 @@ def request(url: str, ctx: ssl.SSLContext, *, method: str = "GET", body: bytes |
         if resp.status != 200:
             code = "http_error"
             try:
-                obj = json.loads(data)
+                obj = _loads(data)
                 if isinstance(obj, dict) and isinstance(obj.get("error"), str):
                     code = obj["error"][:64]
-            except ValueError:
+            except KedgeError:
                 pass
             raise HTTPError(resp.status, code)
         return data
@@ -46,9 +47,20 @@ def request(url: str, ctx: ssl.SSLContext, *, method: str = "GET", body: bytes |
         conn.close()
 
 
+def _loads(data: bytes) -> Any:
+    return jsonutil.loads(data, max_bytes=MAX_RESPONSE_BYTES, max_depth=MAX_JSON_DEPTH)
+
+
 def request_json(url: str, ctx: ssl.SSLContext, **kw: Any) -> Any:
-    data = request(url, ctx, **kw)
+    """:func:`request`, its answer decoded as JSON: at most ``HTTP_CLIENT_MAX_RESPONSE_BYTES``
+    (``response_too_large``) nesting at most ``HTTP_CLIENT_MAX_JSON_DEPTH``, strict UTF-8 and
+    no NaN/Infinity -- else :class:`PeerError` ``bad_response``."""
+    return decode_json(request(url, ctx, **kw))
+
+
+def decode_json(data: bytes) -> Any:
+    """The JSON of a response body (the part of :func:`request_json` after the bytes arrived)."""
     try:
-        return json.loads(data)
-    except ValueError as exc:
+        return _loads(data)
+    except KedgeError as exc:
         raise PeerError("invalid JSON from server", code="bad_response") from exc

@@ -12,13 +12,17 @@ parser's recursion depth never exceeds the number of open brackets in the prefix
 
 Errors (callers wrap them into their own types and codes at their boundary):
 
-==================  ========================  ==========================================
-code                class                     cause
-==================  ========================  ==========================================
-``too_large``       :class:`LimitExceeded`    more than ``max_bytes``
-``depth_exceeded``  :class:`LimitExceeded`    nesting deeper than ``max_depth``
-``malformed_json``  :class:`ProtocolError`    not strict UTF-8, unbalanced, not JSON
-==================  ========================  ==========================================
+===================  ========================  ==========================================
+code                 class                     cause
+===================  ========================  ==========================================
+``too_large``        :class:`LimitExceeded`    more than ``max_bytes``
+``depth_exceeded``   :class:`LimitExceeded`    nesting deeper than ``max_depth``
+``too_many_values``  :class:`LimitExceeded`    more than ``max_nodes`` values (if given)
+``malformed_json``   :class:`ProtocolError`    not strict UTF-8, unbalanced, not JSON --
+                                               ``NaN``, ``Infinity`` and ``-Infinity``
+                                               included (RFC 8259 has no such literals;
+                                               Go's ``encoding/json`` refuses them too)
+===================  ========================  ==========================================
 
 Pure: no I/O, no clock.
 """
@@ -28,11 +32,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from kedge.errors import KedgeError, LimitExceeded, ProtocolError
 
-__all__ = ["check_depth", "loads", "within_bounds"]
+__all__ = ["check_depth", "loads", "refuse_constant", "within_bounds"]
 
 # A JSON string literal: quote, runs of ordinary bytes, escapes, then the closing quote -- or the
 # end of input, for an unterminated string. Quote and backslash bytes never occur inside
@@ -47,6 +51,12 @@ _STRING_RE = re.compile(rb'"[^"\\]*(?:\\.?[^"\\]*)*(?:"|\Z)', re.DOTALL)
 # together (a kind mismatch is the parser's job to refuse).
 _BRACKETS_ONLY = bytes(range(256)).translate(bytes.maketrans(b"{}", b"[]"))
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def refuse_constant(name: str) -> NoReturn:
+    """The default ``parse_constant`` of :func:`loads`: ``NaN``/``Infinity``/``-Infinity`` are
+    not JSON, so a document holding one is ``malformed_json``."""
+    raise ProtocolError(f"{name} is not a JSON value", code="malformed_json")
 
 
 def _too_deep(max_depth: int) -> LimitExceeded:
@@ -92,13 +102,16 @@ def loads(
     *,
     max_bytes: int,
     max_depth: int,
+    max_nodes: int | None = None,
     object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None,
-    parse_constant: Callable[[str], Any] | None = None,
+    parse_constant: Callable[[str], Any] = refuse_constant,
     parse_float: Callable[[str], Any] | None = None,
 ) -> Any:
-    """Decode one JSON document of at most ``max_bytes`` (``len(data)``) and ``max_depth``.
+    """Decode one JSON document of at most ``max_bytes`` (``len(data)``), ``max_depth`` and,
+    if given, ``max_nodes`` values (counted after parsing; ``max_bytes`` bounds the parse).
 
-    Bytes must be strict UTF-8 (``json.loads(bytes)`` would sniff UTF-16/32). A
+    Bytes must be strict UTF-8 (``json.loads(bytes)`` would sniff UTF-16/32). ``NaN`` and
+    ``Infinity`` are refused unless the caller passes its own ``parse_constant``. A
     :class:`KedgeError` raised by a hook propagates unchanged; everything else the parser
     raises becomes one of the errors in the module doc.
     """
@@ -113,14 +126,18 @@ def loads(
     else:
         text = data
     try:
-        return json.loads(text, object_pairs_hook=object_pairs_hook, parse_constant=parse_constant,
-                          parse_float=parse_float)
+        value = json.loads(text, object_pairs_hook=object_pairs_hook, parse_constant=parse_constant,
+                           parse_float=parse_float)
     except KedgeError:
         raise
     except RecursionError as exc:  # unreachable after check_depth; belt and braces
         raise _too_deep(max_depth) from exc
     except ValueError as exc:  # JSONDecodeError, and int() digit-limit errors
         raise ProtocolError("not valid JSON", code="malformed_json") from exc
+    # Brackets nest at most max_depth deep, so values at most one deeper: only the count can fail.
+    if max_nodes is not None and not within_bounds(value, max_depth + 1, max_nodes):
+        raise LimitExceeded(f"JSON document with more than {max_nodes} values", code="too_many_values")
+    return value
 
 
 def within_bounds(value: Any, max_depth: int, max_nodes: int) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import yaml
@@ -15,6 +14,7 @@ from kedge.apiserver.protobuf import ProtobufError, decode_review
 from kedge.apiserver.request import RequestInfo
 from kedge.apiserver.resources import ResourceType
 from kedge.apiserver.status import ApiError, invalid
+from kedge.errors import KedgeError, LimitExceeded
 
 
 class _NoAliasLoader(yaml.SafeLoader):
@@ -138,6 +138,42 @@ def strict_fields(req: Request) -> bool:
     return "fieldValidation=Strict" in req.target
 
 
+def decode_json(body: bytes, *, max_bytes: int, strict: bool = False) -> Any:
+    """A JSON request body, decoded as Kubernetes' decoder does it, through the one bounded loader.
+
+    Over ``max_bytes``: 413. Nesting deeper than ``API_MAX_JSON_DEPTH``: 400 ``the request body
+    is nested too deeply``. Not strict UTF-8 JSON -- ``NaN`` and ``Infinity`` included, which
+    Go's decoder refuses too: 400 ``the request body could not be decoded``. A key repeated in
+    one object keeps its last value, as in Go; with ``strict`` (``fieldValidation=Strict``) it is
+    a 400 ``strict decoding error: duplicate field "<key>"``, as Kubernetes' strict decoding says.
+    """
+    duplicates: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(items)
+        if len(obj) != len(items):
+            seen: set[str] = set()
+            for key, _ in items:
+                if key in seen:
+                    duplicates.append(key)
+                seen.add(key)
+        return obj
+
+    try:
+        value = jsonutil.loads(body, max_bytes=max_bytes, max_depth=MAX_JSON_DEPTH,
+                               object_pairs_hook=pairs if strict else None)
+    except LimitExceeded as exc:
+        if exc.code == "too_large":
+            raise ApiError(413, "the request body is too large") from exc
+        raise ApiError(400, "the request body is nested too deeply") from exc
+    except KedgeError as exc:  # ProtocolError malformed_json
+        raise ApiError(400, "the request body could not be decoded") from exc
+    if duplicates:
+        names = sorted(set(duplicates))
+        raise ApiError(400, "strict decoding error: " + ", ".join(f'duplicate field "{k}"' for k in names[:10]))
+    return value
+
+
 class BodyDecoding:
     """Decoding of request bodies (a mixin of :class:`kedge.apiserver.api.API`)."""
 
@@ -160,7 +196,7 @@ class BodyDecoding:
                     raise ApiError(415, f"the body of the request was in an unknown format: {ctype}") from exc
             elif ctype in ("application/json", "application/merge-patch+json", "application/json-patch+json",
                            "application/strategic-merge-patch+json", "*/*", ""):
-                value = json.loads(req.body)
+                value = decode_json(req.body, max_bytes=self.max_body_bytes, strict=strict_fields(req))
             else:
                 raise ApiError(415, f"the body of the request was in an unknown format: {ctype}")
         except (ValueError, yaml.YAMLError, RecursionError, UnicodeDecodeError) as exc:

@@ -6,6 +6,7 @@ import base64
 import json
 from typing import Any
 
+from kedge._internal import jsonutil
 from kedge.apiserver import podlog
 from kedge.apiserver.model import MAX_LIST_LIMIT, LogFetch, Request, Response, _dumps, _int_param, _meta, _wants_table
 from kedge.apiserver.request import RequestInfo
@@ -15,6 +16,9 @@ from kedge.apiserver.watch import _named, _served_as
 from kedge.authz.labels import (
     fields_match,
 )
+from kedge.errors import KedgeError
+from kedge.limits import API_CONTINUE_MAX_CHARS as CONTINUE_MAX_CHARS
+from kedge.limits import API_CONTINUE_MAX_JSON_DEPTH as CONTINUE_MAX_JSON_DEPTH
 
 
 def _encode_continue(namespace: str, name: str) -> str:
@@ -22,15 +26,18 @@ def _encode_continue(namespace: str, name: str) -> str:
 
 
 def _decode_continue(token: str) -> tuple[str, str]:
+    """A client's ``?continue=`` token -> (namespace, name) to list after; anything but a token
+    :func:`_encode_continue` could have made is a 400 ``invalid continue token``."""
     try:
-        if len(token) > 2048:
+        if len(token) > CONTINUE_MAX_CHARS:
             raise ValueError("too long")
-        d = json.loads(base64.urlsafe_b64decode(token.encode()))
+        raw = base64.urlsafe_b64decode(token.encode())
+        d = jsonutil.loads(raw, max_bytes=CONTINUE_MAX_CHARS, max_depth=CONTINUE_MAX_JSON_DEPTH)
         if not isinstance(d, dict) or d.get("v") != 1 or not isinstance(d.get("ns"), str) or \
                 not isinstance(d.get("n"), str):
             raise ValueError("bad token")
         return d["ns"], d["n"]
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, KedgeError) as exc:
         raise ApiError(400, "invalid continue token") from exc
 
 

@@ -86,11 +86,10 @@ class Mapper:
                 self._ask_for_twin()
 
     def _on_message(self, client, userdata, msg) -> None:
-        if len(msg.payload) > tm.MAX_PAYLOAD_BYTES:
-            return
         try:
-            doc = json.loads(msg.payload)
-        except ValueError:
+            doc = tm.load_json(msg.payload)  # bounded: size, nesting, strict JSON
+        except tm.TwinRejected as exc:
+            log.debug("dropped a message from the edge: %s", exc.code)
             return
         twin = doc.get("twin") if isinstance(doc, dict) else None
         if not isinstance(twin, dict):

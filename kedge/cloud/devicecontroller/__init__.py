@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import datetime as dt
-import json
 import logging
 import threading
 import time
@@ -140,14 +139,14 @@ class LocalDevices:
         self.client = client
 
     async def _get_json(self, path: str) -> dict[str, Any] | None:
-        from kedge.cloud.edgecontroller.kubeapi import status_error
+        from kedge.cloud.edgecontroller.kubeapi import decode_response, status_error
 
         status, body = await self.client.request("GET", path)
         if status == 404:
             return None
         if status != 200:
             raise status_error(status)
-        data = json.loads(body)
+        data = decode_response(body)  # bounded, as an answer of a remote API server is
         return data if isinstance(data, dict) else None
 
     async def list(self, plural: str) -> tuple[list[dict[str, Any]], str]:

@@ -10,16 +10,18 @@ object exactly as the API server serves it. Call from a worker thread.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-from kedge.errors import AuthorizationError, LocalError, PeerError
+from kedge._internal import jsonutil
+from kedge.errors import AuthorizationError, KedgeError, LimitExceeded, LocalError, PeerError
 
 log = logging.getLogger(__name__)
 
+from kedge.limits import KUBEAPI_MAX_JSON_DEPTH as MAX_JSON_DEPTH  # noqa: E402
+from kedge.limits import KUBEAPI_MAX_RESPONSE_BYTES as MAX_RESPONSE_BYTES  # noqa: E402
 from kedge.limits import KUBEAPI_MAX_WATCH_LINE as MAX_WATCH_LINE  # noqa: E402
 NODES_GROUP = "system:nodes"
 
@@ -39,6 +41,20 @@ def status_error(status: int) -> Exception:
     if status in (400, 422):
         return PeerError("invalid", code="invalid")
     return LocalError(f"API server answered {status}", code="api_error")
+
+
+def decode_response(data: bytes, *, max_bytes: int = MAX_RESPONSE_BYTES) -> Any:
+    """The JSON of an API server's answer (a response body or one watch line), bounded by the
+    one loader (:mod:`kedge._internal.jsonutil`): :class:`PeerError` ``response_too_large``
+    over ``max_bytes``, ``response_too_deep`` past ``KUBEAPI_MAX_JSON_DEPTH``, ``bad_response``
+    for anything but strict JSON (NaN and Infinity included)."""
+    try:
+        return jsonutil.loads(data, max_bytes=max_bytes, max_depth=MAX_JSON_DEPTH)
+    except LimitExceeded as exc:
+        code = "response_too_large" if exc.code == "too_large" else "response_too_deep"
+        raise PeerError("API server answer out of bounds", code=code) from exc
+    except KedgeError as exc:
+        raise PeerError("API server answered malformed JSON", code="bad_response") from exc
 
 
 def node_headers(node: str) -> dict[str, str]:
@@ -74,7 +90,14 @@ class KubeAPI:
             if exc.status == 404:
                 return None
             raise status_error(exc.status) from exc
-        return json.loads(resp.data)
+        try:
+            data = resp.read(MAX_RESPONSE_BYTES + 1)  # not resp.data: that reads without a bound
+        finally:
+            resp.release_conn()
+        obj = decode_response(data)
+        if not isinstance(obj, dict):
+            raise PeerError("API server answered a JSON non-object", code="bad_response")
+        return obj
 
     # -- reads as the node -------------------------------------------------------
 
@@ -210,7 +233,9 @@ def _events(resp, stop: threading.Event) -> Iterator[dict[str, Any]]:
                 line, buf = buf.split(b"\n", 1)
                 if not line.strip():
                     continue
-                event = json.loads(line)
+                event = decode_response(line, max_bytes=MAX_WATCH_LINE)
+                if not isinstance(event, dict):
+                    raise PeerError("watch event is not a JSON object", code="bad_response")
                 if event.get("type") == "ERROR":
                     code = (event.get("object") or {}).get("code")
                     if code == 410:

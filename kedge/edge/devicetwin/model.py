@@ -28,7 +28,9 @@ import math
 import re
 from typing import Any, Mapping
 
-from kedge.errors import PeerError
+from kedge._internal import jsonutil
+from kedge.errors import KedgeError, PeerError
+from kedge.limits import TWIN_MAX_JSON_DEPTH
 
 TOPIC_PREFIX = "$hw/events/device/"
 ACTIONS_IN = ("twin/update", "state/update", "twin/get")  # what a mapper may send us
@@ -302,15 +304,19 @@ def parse_topic(topic: Any) -> Topic:
     return Topic(ns, name, action)
 
 
-def _load_json(payload: Any) -> Any:
+def load_json(payload: Any) -> Any:
+    """An MQTT twin payload (either direction) as JSON values: at most ``MAX_PAYLOAD_BYTES``
+    (``payload_too_large``), nesting at most ``TWIN_MAX_JSON_DEPTH``, strict UTF-8 and strict
+    JSON -- no NaN/Infinity (``bad_json``); anything but bytes is ``bad_payload``."""
     if not isinstance(payload, (bytes, bytearray)):
         raise _reject("bad_payload")
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise _reject("payload_too_large")
     try:
-        return json.loads(bytes(payload).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        return jsonutil.loads(bytes(payload), max_bytes=MAX_PAYLOAD_BYTES, max_depth=TWIN_MAX_JSON_DEPTH)
+    except KedgeError:
         raise _reject("bad_json") from None
+
 
 
 def parse_twin_update(payload: bytes, model: DeviceModel) -> dict[str, str]:
@@ -320,7 +326,7 @@ def parse_twin_update(payload: bytes, model: DeviceModel) -> dict[str, str]:
     Every property must be in the model and its value must fit type and range; one bad
     entry refuses the whole report (a mapper sending garbage gets nothing applied).
     """
-    doc = _load_json(payload)
+    doc = load_json(payload)
     if not isinstance(doc, dict) or not isinstance(doc.get("twin"), dict):
         raise _reject("bad_payload", "a twin update carries a 'twin' object")
     twin = doc["twin"]
@@ -343,7 +349,7 @@ def parse_twin_update(payload: bytes, model: DeviceModel) -> dict[str, str]:
 
 def parse_state_update(payload: bytes) -> str:
     """``{"state": "online"}`` -> ``"online"`` (a small fixed vocabulary)."""
-    doc = _load_json(payload)
+    doc = load_json(payload)
     state = doc.get("state") if isinstance(doc, dict) else None
     if state not in DEVICE_STATES:
         raise _reject("bad_state")
@@ -385,7 +391,7 @@ def get_result_payload(desired: Mapping[str, str], reported: Mapping[str, str], 
 def event_id_of(payload: bytes) -> str:
     """The request's ``event_id`` (echoed in get results), or "" if absent/invalid."""
     try:
-        doc = _load_json(payload)
+        doc = load_json(payload)
     except TwinRejected:
         return ""
     eid = doc.get("event_id") if isinstance(doc, dict) else None

@@ -56,3 +56,27 @@ def test_within_bounds_counts_depth_and_nodes():
     for _ in range(100_000):  # deeper than the recursion limit: walked iteratively
         nested = [nested]
     assert not jsonutil.within_bounds(nested, 64, 10**6)
+
+
+@pytest.mark.parametrize("data", [b"NaN", b"[1, Infinity]", b'{"a": -Infinity}'])
+def test_nan_and_infinity_are_refused_by_default(data):
+    with pytest.raises(ProtocolError) as info:
+        jsonutil.loads(data, max_bytes=1 << 20, max_depth=32)
+    assert info.value.code == "malformed_json"
+
+
+def test_a_caller_may_accept_constants_explicitly():
+    assert jsonutil.loads(b"[Infinity]", max_bytes=64, max_depth=2, parse_constant=float) == [float("inf")]
+
+
+def test_too_many_values_is_refused_when_bounded():
+    data = b"[" + b",".join([b"0"] * 100) + b"]"
+    assert len(jsonutil.loads(data, max_bytes=1 << 20, max_depth=2, max_nodes=101)) == 100
+    with pytest.raises(LimitExceeded) as info:
+        jsonutil.loads(data, max_bytes=1 << 20, max_depth=2, max_nodes=100)
+    assert info.value.code == "too_many_values"
+
+
+def test_node_bound_never_refuses_for_depth_alone():
+    # Bracket depth max_depth puts leaves one level deeper: only the count may fail.
+    assert jsonutil.loads(b"[[[1]]]", max_bytes=64, max_depth=3, max_nodes=4) == [[[1]]]
