@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "kedge.cli.manifests",
     "kedge.cli.secrets",
     "kedge.cli.systemd",
+    "kedge.cli.ca",
     "kedge.cli.backup",
 )
 
@@ -39,6 +40,7 @@ COMMAND_OWNERS = {
     "manifests": "kedge.cli.manifests",
     "secrets": "kedge.cli.secrets",
     "systemd": "kedge.cli.systemd",
+    "ca": "kedge.cli.ca",
     "backup": "kedge.cli.backup", "restore": "kedge.cli.backup",
 }
 
