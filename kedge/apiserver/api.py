@@ -23,7 +23,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from kedge.apiserver import decoding, podlog
-from kedge.apiserver.admission import Admission
+from kedge.apiserver.admission import Admission, admission_notes
 from kedge.apiserver.decoding import BodyDecoding
 from kedge.apiserver.discovery import _SUBRESOURCE_VERBS, Discovery
 from kedge.apiserver.model import (
@@ -260,6 +260,15 @@ class API(BodyDecoding, ReadHandlers, TableRendering, WatchHandlers, WriteHandle
     def _handle(self, req: Request) -> Response | Watch:
         audit: dict[str, Any] = {"requestURI": req.target[:2048], "verb": req.method.lower(),
                                  "user": {"username": req.user.name, "groups": list(req.user.groups)}}
+        with admission_notes() as notes:
+            result = self._handle_noted(req, audit)
+        if notes.annotations:  # admission's audit annotations (PodSecurity), allowed or refused
+            audit.setdefault("annotations", {}).update(notes.annotations)
+        if notes.warnings and isinstance(result, Response):
+            result.warnings = notes.warnings
+        return result
+
+    def _handle_noted(self, req: Request, audit: dict[str, Any]) -> Response | Watch:
         try:
             info = parse_request(req.method, req.target)
             audit["verb"] = info.verb

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
+import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
@@ -56,6 +57,29 @@ class Response:
     body: bytes
     content_type: str = JSON
     audit: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Admission warnings for the client (HTTP ``Warning`` headers; kubectl prints them).
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+
+# Kubernetes' bounds on a response's warnings: once their text passes WARNING_TOTAL_RUNES in
+# all, every one is cut to WARNING_ITEM_RUNES characters.
+WARNING_TOTAL_RUNES = 4 * 1024
+WARNING_ITEM_RUNES = 256
+
+
+def warning_header_values(texts: Iterable[str]) -> list[bytes]:
+    """``Warning`` header values as Kubernetes' API server writes them: ``299 - "text"``.
+
+    Duplicates are dropped, as is a text that cannot be sent (control characters, lone
+    surrogates); quotes and backslashes are escaped; bounded as above."""
+    unique = [t for t in dict.fromkeys(texts) if t and _sendable(t)]
+    if sum(len(t) for t in unique) > WARNING_TOTAL_RUNES:
+        unique = [t[:WARNING_ITEM_RUNES] for t in unique]
+    return [('299 - "' + t.replace("\\", "\\\\").replace('"', '\\"') + '"').encode() for t in unique]
+
+
+def _sendable(text: str) -> bool:
+    return not any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text)
 
 
 def _dumps(obj: Any) -> bytes:

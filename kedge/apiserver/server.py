@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from kedge._internal.net import url_host as _url_host
 from kedge import tls
 from kedge._internal import fsutil
+from kedge.apiserver import podsecurity
 from kedge.apiserver.api import API
 from kedge.apiserver.http import ApiServer, RevocationList
 from kedge.cloud.config import ENCRYPTION_CONFIG, CloudDir
@@ -99,6 +100,7 @@ async def start_apiserver(data_dir: str | Path, *, port: int | None = None,
         raise
     try:
         api = API(store, node_authorization=True, sa_key=load_or_create_sa_key(d.pki / SA_KEY))
+        api.pod_security_defaults = podsecurity.default_policy(cfg.pod_security)  # `kedge init --pod-security`
         store.attach(asyncio.get_running_loop())  # writes are published on this loop as they commit
         server = ApiServer(api, ctx, host=cfg.bind_address, port=cfg.api_port if port is None else port,
                            limits=limits, revocations=revocations, audit_path=d.root / API_AUDIT_LOG,

@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--node-cert-validity", default=None, help="node certificate validity, e.g. 30d, 1h, 10s")
     p.add_argument("--mqtt-cert-validity", default=None,
                    help="validity of edge MQTT broker/client certificates (default 90d); edges renew them in time")
+    p.add_argument("--pod-security", choices=("privileged", "baseline", "restricted"), default="baseline",
+                   help="Pod Security Standards level enforced in namespaces without a "
+                        "pod-security.kubernetes.io/enforce label (default: baseline)")
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("cloudcore", help="run CloudHub, the certificate endpoint and the controllers")
@@ -107,7 +110,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     d = init_cloud(args.data_dir, advertise_addresses=args.advertise, api_port=args.api_port,
                    hub_port=args.hub_port, cert_port=args.cert_port,
                    node_cert_validity_s=_duration_s(args.node_cert_validity) if args.node_cert_validity else None,
-                   mqtt_cert_validity_s=_duration_s(args.mqtt_cert_validity) if args.mqtt_cert_validity else None)
+                   mqtt_cert_validity_s=_duration_s(args.mqtt_cert_validity) if args.mqtt_cert_validity else None,
+                   pod_security=args.pod_security)
     print(f"initialised kedge cluster in {d.root}")
     print(f"  CA:         {d.ca_crt}")
     print(f"  kubeconfig: {d.kubeconfig}")

@@ -14,6 +14,7 @@ from kedge.limits import DEFAULT as DEFAULT_LIMITS
 from kedge.limits import Limits
 
 NODE_AUTHZ_MODES = ("enforce",)
+POD_SECURITY_LEVELS = ("privileged", "baseline", "restricted")  # kedge.apiserver.podsecurity.LEVELS
 MIN_MQTT_CERT_VALIDITY_S = 45
 # The key file that seals Secrets at rest in api.db (kedge.store.sealing), under pki/; written by
 # `kedge init`, read by the API server.
@@ -46,6 +47,9 @@ class CloudConfig:
     evict_pods_on_node_lost: bool = False
     # A node whose status heartbeat is older than this is marked Ready=Unknown (its pods stay).
     node_monitor_grace_s: int = 40
+    # Pod Security Standards level enforced in namespaces without a pod-security.kubernetes.io/enforce
+    # label (`kedge init --pod-security`): privileged, baseline or restricted.
+    pod_security: str = "baseline"
     limits: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -56,7 +60,7 @@ class CloudConfig:
                 raise ConfigError(f"invalid port {port!r}")
         if not all(isinstance(a, str) for a in self.advertise_addresses):
             raise ConfigError("advertise_addresses must be a list of strings")
-        for name in ("bind_address", "audit_log", "node_authorization"):
+        for name in ("bind_address", "audit_log", "node_authorization", "pod_security"):
             if not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{name} must be a string")
         for name in ("allow_tls12", "evict_pods_on_node_lost"):
@@ -75,6 +79,9 @@ class CloudConfig:
         if self.evict_pods_on_node_lost:
             raise ConfigError("evict_pods_on_node_lost is not implemented: kedge keeps pods of lost nodes "
                               "(edge autonomy)", code="not_implemented")
+        if self.pod_security not in POD_SECURITY_LEVELS:
+            raise ConfigError(f"pod_security must be one of {', '.join(POD_SECURITY_LEVELS)}, "
+                              f"not {self.pod_security!r}")
         if self.node_authorization not in NODE_AUTHZ_MODES:
             # Node authorization cannot be switched off; a config that asks for it is refused.
             raise ConfigError(

@@ -48,6 +48,7 @@ def init_cloud(
     cert_port: int = 10002,
     node_cert_validity_s: int | None = None,
     mqtt_cert_validity_s: int | None = None,
+    pod_security: str = "baseline",
     now: dt.datetime | None = None,
 ) -> CloudDir:
     d = CloudDir(root)
@@ -82,6 +83,7 @@ def init_cloud(
 
     cfg = CloudConfig(
         advertise_addresses=tuple(adv), api_port=api_port, hub_port=hub_port, cert_port=cert_port,
+        pod_security=pod_security,
         **({"node_cert_validity_s": node_cert_validity_s} if node_cert_validity_s else {}),
         **({"mqtt_cert_validity_s": mqtt_cert_validity_s} if mqtt_cert_validity_s else {}),
     )
