@@ -115,8 +115,10 @@ def _ext(cert: x509.Certificate, cls: type) -> Any:
         return None
 
 
-def cert_info(name: str, path: str, cert: x509.Certificate, ca: x509.Certificate | None) -> CertInfo:
-    """Facts about one certificate (and whether ``ca`` signed it)."""
+def cert_info(name: str, path: str, cert: x509.Certificate, ca: x509.Certificate | None,
+              also_trusted: tuple[x509.Certificate, ...] = ()) -> CertInfo:
+    """Facts about one certificate (and whether ``ca`` -- or, during a CA rotation, another CA of the
+    trust bundle in ``also_trusted`` -- signed it)."""
     pub = cert.public_key()
     key_type, bits, curve = "other", None, None
     if isinstance(pub, ec.EllipticCurvePublicKey):
@@ -139,11 +141,14 @@ def cert_info(name: str, path: str, cert: x509.Certificate, ca: x509.Certificate
     eku = _ext(cert, x509.ExtendedKeyUsage)
     signed: bool | None = None
     if ca is not None:
-        try:
-            cert.verify_directly_issued_by(ca)
-            signed = True
-        except (ValueError, TypeError, InvalidSignature):
-            signed = False
+        signed = False
+        for issuer in (ca, *also_trusted):
+            try:
+                cert.verify_directly_issued_by(issuer)
+                signed = True
+                break
+            except (ValueError, TypeError, InvalidSignature):
+                continue
     cn = _names(cert.subject, NameOID.COMMON_NAME)
     return CertInfo(
         name=name, path=path,
@@ -166,11 +171,21 @@ def load_cert(path: Path) -> tuple[x509.Certificate | None, str | None]:
         return None, f"unreadable certificate: {type(exc).__name__}"
 
 
-def _cert_facts(name: str, path: Path, ca: x509.Certificate | None) -> CertInfo:
+def load_trust_bundle(path: Path) -> tuple[x509.Certificate, ...]:
+    """Every CA in ``ca.crt`` after the first (a CA rotation's overlap bundle), or ()."""
+    try:
+        certs = x509.load_pem_x509_certificates(_read_bounded(path, MAX_PEM_BYTES))
+    except (OSError, ValueError):
+        return ()
+    return tuple(certs[1:])
+
+
+def _cert_facts(name: str, path: Path, ca: x509.Certificate | None,
+                also_trusted: tuple[x509.Certificate, ...] = ()) -> CertInfo:
     cert, err = load_cert(path)
     if cert is None:
         return CertInfo(name=name, path=str(path), error=err)
-    return cert_info(name, str(path), cert, ca)
+    return cert_info(name, str(path), cert, ca, also_trusted)
 
 
 def _crl_facts(path: Path, ca: x509.Certificate | None) -> CrlInfo:
@@ -492,7 +507,8 @@ def gather_cloud(root: str | Path) -> CloudFacts:
     ca_info = (cert_info("ca.crt", str(pki / "ca.crt"), ca_cert, ca_cert) if ca_cert is not None
                else (CertInfo(name="ca.crt", path=str(pki / "ca.crt"), error=ca_err)
                      if (pki / "ca.crt").exists() else None))
-    certs = tuple(_cert_facts(n, pki / n, ca_cert) for n in _CLOUD_CERTS if (pki / n).exists())
+    bundle = load_trust_bundle(pki / "ca.crt")
+    certs = tuple(_cert_facts(n, pki / n, ca_cert, bundle) for n in _CLOUD_CERTS if (pki / n).exists())
     keys = tuple(stat_path(p) for p in sorted(pki.glob("*.key"))) if pki.is_dir() else ()
     config, config_error = read_json_config(r / "config.json")
     audit_log = None
@@ -525,7 +541,8 @@ def gather_edge(root: str | Path) -> EdgeFacts:
     pki = r / "pki"
     root_stat = stat_path(r)
     ca_cert, _ = load_cert(pki / "ca.crt")
-    node_cert = _cert_facts("node.crt", pki / "node.crt", ca_cert) if (pki / "node.crt").exists() else None
+    node_cert = (_cert_facts("node.crt", pki / "node.crt", ca_cert, load_trust_bundle(pki / "ca.crt"))
+                 if (pki / "node.crt").exists() else None)
     if node_cert is not None and ca_cert is None:
         node_cert = CertInfo(**{**node_cert.__dict__, "signed_by_ca": None})
     config, config_error = read_json_config(r / "config.json")
