@@ -132,3 +132,36 @@ def test_warning_headers_are_escaped_deduplicated_and_bounded():
     many = [f"{i} " + "x" * 1000 for i in range(10)]
     values = warning_header_values(many)
     assert len(values) == 10 and all(len(v) == len('299 - ""') + WARNING_ITEM_RUNES for v in values)
+
+
+def test_restricted_volume_types_are_named_as_upstream_names_them():
+    # Upstream's check_restrictedVolumes_test.go case, as JSON (its source-less "c1" is an unknown
+    # source here: kedge, like Kubernetes' defaulting, reads a volume without a source as emptyDir).
+    allowed = ["emptyDir", "secret", "persistentVolumeClaim", "downwardAPI", "configMap", "projected", "csi",
+               "ephemeral", "image"]
+    restricted = ["hostPath", "gcePersistentDisk", "awsElasticBlockStore", "gitRepo", "nfs", "iscsi", "glusterfs",
+                  "rbd", "flexVolume", "cinder", "cephfs", "flocker", "fc", "azureFile", "vsphereVolume", "quobyte",
+                  "azureDisk", "photonPersistentDisk", "portworxVolume", "scaleIO", "storageos"]
+    volumes = [{"name": f"a{i}", key: {}} for i, key in enumerate(allowed, 1)]
+    volumes += [{"name": f"b{i}", key: {}} for i, key in enumerate(restricted, 1)]
+    volumes += [{"name": "c1", "someFutureVolume": {}}, {"name": "d1"}]
+    r = ps.evaluate_pod(lv("restricted"), {}, spec(volumes=volumes))
+    assert next(v for v in r.violations if v.reason == "restricted volume types") == ps.Violation(
+        "restricted volume types", (
+        'volumes "b1", "b2", "b3", "b4", "b5", "b6", "b7", "b8", "b9", "b10", "b11", "b12", "b13", "b14", "b15", '
+        '"b16", "b17", "b18", "b19", "b20", "b21", "c1" use restricted volume types "awsElasticBlockStore", '
+        '"azureDisk", "azureFile", "cephfs", "cinder", "fc", "flexVolume", "flocker", "gcePersistentDisk", '
+        '"gitRepo", "glusterfs", "hostPath", "iscsi", "nfs", "photonPersistentDisk", "portworxVolume", "quobyte", '
+        '"rbd", "scaleIO", "storageos", "unknown", "vsphereVolume"'))
+
+
+def test_apparmor_annotations_are_named_as_upstream_names_them():
+    prefix = "container.apparmor.security.beta.kubernetes.io/"
+    meta = {"annotations": {prefix: "bogus", prefix + "a": "", prefix + "b": "runtime/default",
+                            prefix + "c": "localhost/", prefix + "d": "localhost/foo", prefix + "e": "unconfined",
+                            prefix + "f": "unknown"}}
+    r = ps.evaluate_pod(lv("baseline"), meta, spec())
+    assert r.violations == (ps.Violation("forbidden AppArmor profiles", (
+        'annotations must not set AppArmor profile type to "container.apparmor.security.beta.kubernetes.io/="bogus"", '
+        '"container.apparmor.security.beta.kubernetes.io/e="unconfined"", '
+        '"container.apparmor.security.beta.kubernetes.io/f="unknown""')),)
