@@ -1,6 +1,7 @@
 """HTTPS shell of the API server: asyncio + h11 over TLS, x509 client-cert authentication.
 
-The shell only feeds bytes to h11, enforces the bounds (header bytes, body bytes,
+The shell only feeds bytes to h11 (through kedge's one h11 shell,
+:class:`kedge._internal.http11.ServerConnection`), enforces the bounds (header bytes, body bytes,
 read timeouts, connection count, watch backlog), authenticates the client certificate
 (already verified against the cluster CA by TLS; here: not revoked, CN/O -> user and
 groups) and hands a :class:`kedge.apiserver.api.Request` to the API. Anonymous
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 import h11
 from cryptography.x509.oid import NameOID
 
+from kedge._internal.http11 import BodyTooLarge, ServerConnection
 from kedge.apiserver.api import API
 from kedge.apiserver.model import LogStream, Request, Response, User, _dumps
 from kedge.apiserver.watch import Watch
@@ -406,7 +408,9 @@ def audit_record_base(source_ips: list[str], user_agent: str) -> dict[str, Any]:
 class _Connection:
     def __init__(self, server: ApiServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.server, self.reader, self.writer = server, reader, writer
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=server.limits.max_http_header_bytes)
+        self.http = ServerConnection(reader, writer, max_header_bytes=server.limits.max_http_header_bytes,
+                                     write_timeout_s=WRITE_TIMEOUT_S, read_chunk=READ_CHUNK)
+        self.conn = self.http.h11
         peer = writer.get_extra_info("peername") or ("?", 0)
         self.peer = f"{peer[0]}:{peer[1]}"
         sslobj = writer.get_extra_info("ssl_object")
@@ -423,29 +427,11 @@ class _Connection:
     async def _next_event(self, idle_timeout: float, total_timeout: float | None = None) -> Any:
         """Next h11 event. ``idle_timeout`` bounds the wait for the first byte; once bytes of
         the event have arrived the whole event must complete within ``total_timeout`` (slow-loris)."""
-        loop = asyncio.get_running_loop()
-        deadline: float | None = None
-        while True:
-            event = self.conn.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            if deadline is None:
-                wait = idle_timeout
-            else:
-                wait = deadline - loop.time()
-                if wait <= 0:
-                    raise asyncio.TimeoutError()
-            data = await asyncio.wait_for(self.reader.read(READ_CHUNK), wait)
-            if deadline is None and total_timeout is not None:
-                deadline = loop.time() + total_timeout
-            self.conn.receive_data(data)
+        return await self.http.next_event(idle_timeout, total_timeout)
 
     async def _send(self, *events: Any) -> None:
         # One write for all of them: one TLS record and one send() instead of one per event.
-        data = b"".join(self.conn.send(ev) or b"" for ev in events)
-        if data:
-            self.writer.write(data)
-        await asyncio.wait_for(self.writer.drain(), WRITE_TIMEOUT_S)
+        await self.http.send(*events)
 
     async def run(self) -> None:
         limits = self.server.limits
@@ -477,27 +463,19 @@ class _Connection:
                 return
             if self.conn.they_are_waiting_for_100_continue:
                 await self._send(h11.InformationalResponse(status_code=100, headers=[]))
-            body = bytearray()
-            body_deadline = asyncio.get_running_loop().time() + BODY_TIMEOUT_S
             try:
-                while True:
-                    left = body_deadline - asyncio.get_running_loop().time()
-                    if left <= 0:
-                        return
-                    ev = await self._next_event(min(limits.http_read_timeout_s, left), left)
-                    if isinstance(ev, h11.Data):
-                        body += ev.data
-                        if len(body) > MAX_API_BODY_BYTES:
-                            await self._error(413, "the request body is too large")
-                            await self._linger()
-                            return
-                    elif isinstance(ev, h11.EndOfMessage):
-                        break
-                    else:
-                        return
+                body = await self.http.read_body(
+                    MAX_API_BODY_BYTES, idle_timeout=limits.http_read_timeout_s,
+                    deadline=asyncio.get_running_loop().time() + BODY_TIMEOUT_S)
+            except BodyTooLarge:
+                await self._error(413, "the request body is too large")
+                await self._linger()
+                return
             except h11.RemoteProtocolError:
                 await self._error(400, "malformed HTTP request")
                 return
+            except TimeoutError:
+                return  # a body slower than BODY_TIMEOUT_S: closed without an answer
             target = event.target.decode("latin-1")
             method = event.method.decode("ascii", "replace")
             started = time.monotonic()
@@ -535,9 +513,7 @@ class _Connection:
                     # The connection's certificate is of a CA that `kedge ca finish` retired: close,
                     # so a client whose files were re-certified reconnects with them.
                     hdrs.append(("connection", "close"))
-                body_out = b"" if method == "HEAD" else resp.body
-                await self._send(h11.Response(status_code=resp.status, headers=hdrs), h11.Data(data=body_out),
-                                 h11.EndOfMessage())
+                await self.http.send_response(resp.status, hdrs, resp.body, head=method == "HEAD")
             if self.conn.our_state is h11.MUST_CLOSE or self.conn.their_state is h11.MUST_CLOSE:
                 return
             try:
@@ -630,10 +606,10 @@ class _Connection:
         reason = {400: "BadRequest", 413: "RequestEntityTooLarge", 431: "RequestHeaderFieldsTooLarge"}.get(status, "")
         body = _dumps(status_body(status, reason, message))
         try:
-            if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                await self._send(h11.Response(status_code=status, headers=[
+            if self.http.can_respond():
+                await self.http.send_response(status, [
                     ("content-type", "application/json"), ("content-length", str(len(body))),
-                    ("connection", "close")]), h11.Data(data=body), h11.EndOfMessage())
+                    ("connection", "close")], body)
         except (h11.LocalProtocolError, ConnectionError, asyncio.TimeoutError):
             pass
 
