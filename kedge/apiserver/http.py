@@ -27,7 +27,7 @@ from cryptography.x509.oid import NameOID
 
 from kedge._internal.http11 import BodyTooLarge, ServerConnection
 from kedge.apiserver.api import API
-from kedge.apiserver.model import LogStream, Request, Response, User, _dumps
+from kedge.apiserver.model import LogStream, Request, Response, User, _dumps, warning_header_values
 from kedge.apiserver.watch import Watch
 from kedge.apiserver.status import status_body
 from kedge.authz.rbac import AUTHENTICATED
@@ -506,8 +506,10 @@ class _Connection:
                     await self._stream_log(resp)
             else:
                 self.server.audit(dict(audit_base, **resp.audit, stageTimestamp=_now_iso()))
-                hdrs = [("content-type", resp.content_type), ("content-length", str(len(resp.body))),
-                        ("cache-control", "no-cache, private"), ("x-content-type-options", "nosniff")]
+                hdrs: list[tuple[str, str | bytes]] = [
+                    ("content-type", resp.content_type), ("content-length", str(len(resp.body))),
+                    ("cache-control", "no-cache, private"), ("x-content-type-options", "nosniff")]
+                hdrs += [("warning", w) for w in warning_header_values(resp.warnings)]  # kubectl prints them
                 if user is None and self.cert_user is not None and self.server.revocations is not None \
                         and self.server.revocations.retired(self.cert_issuer):
                     # The connection's certificate is of a CA that `kedge ca finish` retired: close,
