@@ -13,40 +13,19 @@ rest.
 from __future__ import annotations
 
 import datetime as dt
-import http.client
-import json
 import time
 from pathlib import Path
 
 import pytest
+from support.api import admin_api
 from support.cluster import Cloud, EdgeProcess, remove_pods, running_cloud, wait_until
 
-from kedge import tls
 from kedge.edge.metamanager.store import MetaStore
 from kedge.store.sealing import Sealer
 from kedge.store.sqlite import Store
 
 NODE = "edge-bad"
 BAD = "p\n"
-
-
-class Api:
-    def __init__(self, cloud: Cloud) -> None:
-        pki_dir = cloud.dir / "pki"
-        host, port = cloud.endpoints()["api"].removeprefix("https://").rsplit(":", 1)
-        self.host, self.port = host, int(port)
-        self.ctx = tls.client_context(pki_dir / "ca.crt", pki_dir / "admin.crt", pki_dir / "admin.key")
-
-    def request(self, method: str, path: str, body=None):
-        conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=10)
-        try:
-            conn.request(method, path, body=json.dumps(body).encode() if body is not None else None,
-                         headers={"Content-Type": "application/json"})
-            resp = conn.getresponse()
-            data = resp.read()
-            return resp.status, json.loads(data) if data else None
-        finally:
-            conn.close()
 
 
 def pod(name: str, **spec) -> dict:
@@ -72,7 +51,7 @@ def refusals(cloud: Cloud) -> list[dict]:
 @pytest.mark.threat("K-BAD-IDENTIFIER")
 def test_api_server_refuses_a_pod_name_with_a_trailing_newline(tmp_path: Path):
     with running_cloud(tmp_path) as cloud:
-        status, err = Api(cloud).request("POST", "/api/v1/namespaces/default/pods", pod(BAD))
+        status, err = admin_api(cloud).request("POST", "/api/v1/namespaces/default/pods", pod(BAD))
     assert status == 422, err
     assert err["reason"] == "Invalid" and "metadata.name: Invalid value" in err["message"]
 
@@ -85,7 +64,7 @@ def test_objects_the_tunnel_refuses_do_not_stop_the_nodes_sync(tmp_path: Path):
     edge = None
     try:
         assert cloud.join(NODE, edge_dir).returncode == 0
-        api = Api(cloud)
+        api = admin_api(cloud)
         # A configmap the API server accepts (under its 3 MiB body limit) but no 1 MiB tunnel
         # frame can carry, referenced by a pod of the node.
         big = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"},
@@ -105,7 +84,7 @@ def test_objects_the_tunnel_refuses_do_not_stop_the_nodes_sync(tmp_path: Path):
         finally:
             store.close()
         cloud.start()
-        api = Api(cloud)
+        api = admin_api(cloud)
         # The edge connects: its first resync meets both objects the tunnel cannot carry.
         edge = EdgeProcess(edge_dir, tmp_path / "edge.log")
         wait_until(lambda: NODE in cloud.connected(), 30, what="edge connected")

@@ -17,14 +17,9 @@ and the node authorizer's graph never follows a mirror pod's references.
 
 from __future__ import annotations
 
-import datetime as dt
-import http.client
-import json
-
 import pytest
 
-from kedge import tls
-from kedge.pki import ca as pki
+from support.api import Api, create_namespace, node_api, user_api
 from support.cluster import Cloud
 from support.fixtures import cloud  # noqa: F401 - pytest fixture
 
@@ -33,40 +28,16 @@ NODE = "esc-node"
 MIRROR = {"kubernetes.io/config.mirror": "static-hash"}
 
 
-class Api:
-    def __init__(self, url: str, ctx) -> None:
-        host, port = url.removeprefix("https://").rsplit(":", 1)
-        self.host, self.port, self.ctx = host, int(port), ctx
-
-    def request(self, method: str, path: str, body=None):
-        conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=10)
-        try:
-            conn.request(method, path, body=json.dumps(body).encode() if body is not None else None,
-                         headers={"Content-Type": "application/json"})
-            resp = conn.getresponse()
-            data = resp.read()
-            return resp.status, json.loads(data) if data else None
-        finally:
-            conn.close()
-
-
 @pytest.fixture(scope="module")
 def apis(cloud: Cloud, tmp_path_factory):
     """(admin, node, node's uid): the admin is system:masters, the node a real joined node."""
     root = tmp_path_factory.mktemp("node-esc")
-    pki_dir = cloud.dir / "pki"
-    ca_key, ca_cert = pki.load_key_file(pki_dir / "ca.key"), pki.load_cert_file(pki_dir / "ca.crt")
-    key, cert = pki.issue_client_cert(ca_key, ca_cert, common_name="esc-admin", organizations=["system:masters"],
-                                      now=dt.datetime.now(dt.timezone.utc))
-    (root / "admin.key").write_bytes(pki.key_to_pem(key))
-    (root / "admin.crt").write_bytes(pki.cert_to_pem(cert))
-    url = cloud.endpoints()["api"]
-    admin = Api(url, tls.client_context(pki_dir / "ca.crt", root / "admin.crt", root / "admin.key"))
+    admin = user_api(cloud, "esc-admin", ["system:masters"], out_dir=root)
     edge = root / NODE
     assert cloud.join(NODE, edge).returncode == 0
-    node = Api(url, tls.client_context(edge / "pki" / "ca.crt", edge / "pki" / "node.crt", edge / "pki" / "node.key"))
+    node = node_api(cloud, edge)
 
-    assert admin.request("POST", "/api/v1/namespaces", {"metadata": {"name": NS}})[0] == 201
+    create_namespace(admin, NS)
     for sa in ("admin-sa", "app-sa", "other-sa"):
         assert admin.request("POST", f"/api/v1/namespaces/{NS}/serviceaccounts", {"metadata": {"name": sa}})[0] == 201
     for secret in ("crown-jewels", "app-secret"):

@@ -9,58 +9,24 @@ get and patch configmaps in one namespace.
 
 from __future__ import annotations
 
-import datetime as dt
-import http.client
 import json
 import time
 
 import pytest
+from support.api import admin_api, create_namespace, grant, user_api
 from support.cluster import Cloud
 from support.fixtures import cloud  # noqa: F401 - pytest fixture
 
-from kedge import tls
-from kedge.pki import ca as pki
-
-RBAC = "rbac.authorization.k8s.io"
 NS = "patchbomb"
-
-
-class Api:
-    def __init__(self, url: str, ctx) -> None:
-        host, port = url.removeprefix("https://").rsplit(":", 1)
-        self.host, self.port, self.ctx = host, int(port), ctx
-
-    def request(self, method: str, path: str, body=None, ctype: str = "application/json", timeout: float = 10):
-        conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=timeout)
-        try:
-            conn.request(method, path, body=json.dumps(body).encode() if body is not None else None,
-                         headers={"Content-Type": ctype})
-            resp = conn.getresponse()
-            data = resp.read()
-            return resp.status, json.loads(data) if data else None
-        finally:
-            conn.close()
 
 
 @pytest.fixture(scope="module")
 def apis(cloud: Cloud, tmp_path_factory):
     root = tmp_path_factory.mktemp("patchbomb")
-    pki_dir = cloud.dir / "pki"
-    url = cloud.endpoints()["api"]
-    admin = Api(url, tls.client_context(pki_dir / "ca.crt", pki_dir / "admin.crt", pki_dir / "admin.key"))
-    ca_key, ca_cert = pki.load_key_file(pki_dir / "ca.key"), pki.load_cert_file(pki_dir / "ca.crt")
-    key, cert = pki.issue_client_cert(ca_key, ca_cert, common_name="patcher", organizations=[],
-                                      now=dt.datetime.now(dt.UTC))
-    (root / "patcher.key").write_bytes(pki.key_to_pem(key))
-    (root / "patcher.crt").write_bytes(pki.cert_to_pem(cert))
-    user = Api(url, tls.client_context(pki_dir / "ca.crt", root / "patcher.crt", root / "patcher.key"))
-    assert admin.request("POST", "/api/v1/namespaces", {"metadata": {"name": NS}})[0] == 201
-    assert admin.request("POST", f"/apis/{RBAC}/v1/namespaces/{NS}/roles", {
-        "metadata": {"name": "cm-patch"},
-        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "patch"]}]})[0] == 201
-    assert admin.request("POST", f"/apis/{RBAC}/v1/namespaces/{NS}/rolebindings", {
-        "metadata": {"name": "cm-patch"}, "roleRef": {"apiGroup": RBAC, "kind": "Role", "name": "cm-patch"},
-        "subjects": [{"kind": "User", "apiGroup": RBAC, "name": "patcher"}]})[0] == 201
+    admin = admin_api(cloud)
+    user = user_api(cloud, "patcher", out_dir=root)
+    create_namespace(admin, NS)
+    grant(admin, NS, "cm-patch", "patcher", [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "patch"]}])
     assert admin.request("POST", f"/api/v1/namespaces/{NS}/configmaps",
                          {"metadata": {"name": "target"}, "data": {"k": "v"}})[0] == 201
     return admin, user

@@ -12,56 +12,21 @@ refused with Kubernetes' message, and the user cannot lower the namespace's leve
 
 from __future__ import annotations
 
-import datetime as dt
-import http.client
-import json
-from pathlib import Path
-
 import pytest
+from support.api import admin_api, bind, create_namespace, user_api
 from support.cluster import Cloud
 from support.fixtures import cloud  # noqa: F401 - pytest fixture
 
-from kedge import tls
-from kedge.pki import ca as pki
-
 NS = "psa-locked"
-RBAC = "rbac.authorization.k8s.io"
-
-
-class Api:
-    def __init__(self, url: str, ctx) -> None:
-        host, port = url.removeprefix("https://").rsplit(":", 1)
-        self.host, self.port, self.ctx = host, int(port), ctx
-
-    def request(self, method: str, path: str, body=None, ctype: str = "application/json"):
-        conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=10)
-        try:
-            conn.request(method, path, body=json.dumps(body).encode() if body is not None else None,
-                         headers={"Content-Type": ctype})
-            resp = conn.getresponse()
-            data = resp.read()
-            return resp.status, json.loads(data) if data else None
-        finally:
-            conn.close()
 
 
 @pytest.fixture(scope="module")
 def env(cloud: Cloud, tmp_path_factory):  # noqa: F811 - the imported fixture
-    root: Path = tmp_path_factory.mktemp("psaattack")
-    pki_dir = cloud.dir / "pki"
-    url = cloud.endpoints()["api"]
-    admin = Api(url, tls.client_context(pki_dir / "ca.crt", pki_dir / "admin.crt", pki_dir / "admin.key"))
-    assert admin.request("POST", "/api/v1/namespaces", {"metadata": {
-        "name": NS, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})[0] == 201
-    assert admin.request("POST", f"/apis/{RBAC}/v1/namespaces/{NS}/rolebindings", {
-        "metadata": {"name": "eve-edit"}, "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": "edit"},
-        "subjects": [{"apiGroup": RBAC, "kind": "User", "name": "eve"}]})[0] == 201
-    ca_key, ca_cert = pki.load_key_file(pki_dir / "ca.key"), pki.load_cert_file(pki_dir / "ca.crt")
-    key, cert = pki.issue_client_cert(ca_key, ca_cert, common_name="eve", organizations=[],
-                                      now=dt.datetime.now(dt.UTC))
-    (root / "eve.key").write_bytes(pki.key_to_pem(key))
-    (root / "eve.crt").write_bytes(pki.cert_to_pem(cert))
-    eve = Api(url, tls.client_context(pki_dir / "ca.crt", root / "eve.crt", root / "eve.key"))
+    root = tmp_path_factory.mktemp("psaattack")
+    admin = admin_api(cloud)
+    create_namespace(admin, NS, {"pod-security.kubernetes.io/enforce": "restricted"})
+    bind(admin, NS, "eve-edit", "eve", kind="ClusterRole", role="edit")
+    eve = user_api(cloud, "eve", out_dir=root)
     return admin, eve
 
 

@@ -15,49 +15,13 @@ minted by the cluster CA for a user the admin gives namespace-scoped rights:
 
 from __future__ import annotations
 
-import datetime as dt
-import http.client
-import json
-from pathlib import Path
-
 import pytest
+from support.api import RBAC, Api, admin_api, create_namespace, user_api
 from support.cluster import Cloud
 from support.fixtures import cloud  # noqa: F401 - pytest fixture
 
-from kedge import tls
-from kedge.pki import ca as pki
-
-RBAC = "rbac.authorization.k8s.io"
 NS = "rbac-esc"
 R = f"/apis/{RBAC}/v1"
-
-
-class Api:
-    def __init__(self, url: str, ctx) -> None:
-        host, port = url.removeprefix("https://").rsplit(":", 1)
-        self.host, self.port, self.ctx = host, int(port), ctx
-
-    def request(self, method: str, path: str, body=None, ctype: str = "application/json"):
-        conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=10)
-        try:
-            conn.request(method, path, body=json.dumps(body).encode() if body is not None else None,
-                         headers={"Content-Type": ctype})
-            resp = conn.getresponse()
-            data = resp.read()
-            return resp.status, json.loads(data) if data else None
-        finally:
-            conn.close()
-
-
-def _user(cloud: Cloud, root: Path, name: str) -> Api:
-    pki_dir = cloud.dir / "pki"
-    ca_key, ca_cert = pki.load_key_file(pki_dir / "ca.key"), pki.load_cert_file(pki_dir / "ca.crt")
-    key, cert = pki.issue_client_cert(ca_key, ca_cert, common_name=name, organizations=[],
-                                      now=dt.datetime.now(dt.UTC))
-    (root / f"{name}.key").write_bytes(pki.key_to_pem(key))
-    (root / f"{name}.crt").write_bytes(pki.cert_to_pem(cert))
-    return Api(cloud.endpoints()["api"], tls.client_context(pki_dir / "ca.crt", root / f"{name}.crt",
-                                                           root / f"{name}.key"))
 
 
 def _role(name: str, rules: list[dict], ns: str | None = NS) -> dict:
@@ -87,17 +51,15 @@ def _grant(admin: Api, user: str, rules: list[dict], *, cluster: bool = False) -
 @pytest.fixture(scope="module")
 def env(cloud: Cloud, tmp_path_factory):
     root = tmp_path_factory.mktemp("rbacesc")
-    pki_dir = cloud.dir / "pki"
-    admin = Api(cloud.endpoints()["api"], tls.client_context(pki_dir / "ca.crt", pki_dir / "admin.crt",
-                                                             pki_dir / "admin.key"))
-    assert admin.request("POST", "/api/v1/namespaces", {"metadata": {"name": NS}})[0] == 201
+    admin = admin_api(cloud)
+    create_namespace(admin, NS)
     return cloud, root, admin
 
 
 @pytest.mark.threat("K-RBAC-ESCALATION")
 def test_binding_to_a_role_that_does_not_exist_yet_needs_bind(env):
     cloud, root, admin = env
-    mallory = _user(cloud, root, "mallory")
+    mallory = user_api(cloud, "mallory", out_dir=root)
     _grant(admin, "mallory", [{"apiGroups": [RBAC], "resources": ["rolebindings"], "verbs": ["create", "get"]}])
     # Binding herself to a Role nobody has created yet: refused as Kubernetes does (the
     # role's NotFound), and nothing is stored.
@@ -117,7 +79,7 @@ def test_binding_to_a_role_that_does_not_exist_yet_needs_bind(env):
                              _binding("pre-bound", "Role", "future-secrets-admin", "mallory"))
     assert s == 403 and "not currently held" in err["message"], err
     # Legitimate: bind on that (not yet existing) role name lets a delegate pre-create the binding.
-    trent = _user(cloud, root, "trent")
+    trent = user_api(cloud, "trent", out_dir=root)
     _grant(admin, "trent", [{"apiGroups": [RBAC], "resources": ["rolebindings"], "verbs": ["create"]},
                             {"apiGroups": [RBAC], "resources": ["roles"], "verbs": ["bind"],
                              "resourceNames": ["planned-role"]}])
@@ -130,7 +92,7 @@ def test_binding_to_a_role_that_does_not_exist_yet_needs_bind(env):
 @pytest.mark.threat("K-RBAC-ESCALATION")
 def test_escalate_narrowed_by_resource_names_does_not_let_its_holder_create_wider_roles(env):
     cloud, root, admin = env
-    erin = _user(cloud, root, "erin")
+    erin = user_api(cloud, "erin", out_dir=root)
     _grant(admin, "erin", [{"apiGroups": [RBAC], "resources": ["roles"], "verbs": ["create", "update", "get"]},
                            {"apiGroups": [RBAC], "resources": ["roles"], "verbs": ["escalate"],
                             "resourceNames": ["tuned"]}])
@@ -152,7 +114,7 @@ def test_escalate_narrowed_by_resource_names_does_not_let_its_holder_create_wide
 @pytest.mark.threat("K-RBAC-ESCALATION")
 def test_put_that_creates_needs_create(env):
     cloud, root, admin = env
-    uma = _user(cloud, root, "uma")
+    uma = user_api(cloud, "uma", out_dir=root)
     _grant(admin, "uma", [{"apiGroups": [""], "resources": ["endpoints", "configmaps"], "verbs": ["update", "get"]},
                           {"apiGroups": [RBAC], "resources": ["roles"], "verbs": ["update", "get"]}])
     ep = {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "made-by-put"}}
@@ -179,7 +141,7 @@ def test_prefix_url_grant_does_not_cover_the_bare_path(env):
     # /apis itself is every authenticated user's (system:discovery), so the check is
     # shown on a path nobody holds by default: /debug/* does not cover /debug.
     cloud, root, admin = env
-    pat = _user(cloud, root, "pat")
+    pat = user_api(cloud, "pat", out_dir=root)
     _grant(admin, "pat", [{"apiGroups": [RBAC], "resources": ["clusterroles"], "verbs": ["create"]},
                           {"nonResourceURLs": ["/debug/*"], "verbs": ["get"]},
                           {"nonResourceURLs": ["/logs/**"], "verbs": ["get"]}], cluster=True)
@@ -204,7 +166,7 @@ def test_prefix_url_grant_does_not_cover_the_bare_path(env):
 @pytest.mark.threat("K-RBAC-ESCALATION")
 def test_namespace_admin_holds_edit_and_can_delegate_it(env):
     cloud, root, admin = env
-    nora = _user(cloud, root, "nora")
+    nora = user_api(cloud, "nora", out_dir=root)
     assert admin.request("POST", f"{R}/namespaces/{NS}/rolebindings",
                          _binding("nora-admin", "ClusterRole", "admin", "nora"))[0] == 201
     # admin aggregates edit (itself aggregated): its holder may write configmaps ...

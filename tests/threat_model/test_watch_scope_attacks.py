@@ -9,60 +9,12 @@ joined node's own certificate and a namespace-scoped user's certificate.
 from __future__ import annotations
 
 import base64
-import datetime as dt
-import http.client
-import json
-from pathlib import Path
 
 import pytest
 
-from kedge import tls
-from kedge.pki import ca as pki
+from support.api import Api, admin_api, create_namespace, grant, node_api, user_api
 from support.cluster import Cloud
 from support.fixtures import cloud  # noqa: F401 - pytest fixture
-
-RBAC = "rbac.authorization.k8s.io"
-
-
-class Api:
-    def __init__(self, url: str, ctx) -> None:
-        host, port = url.removeprefix("https://").rsplit(":", 1)
-        self.host, self.port, self.ctx = host, int(port), ctx
-
-    def request(self, method: str, path: str, body=None, ctype: str = "application/json"):
-        conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=10)
-        try:
-            conn.request(method, path, body=json.dumps(body).encode() if body is not None else None,
-                         headers={"Content-Type": ctype})
-            resp = conn.getresponse()
-            data = resp.read()
-            return resp.status, json.loads(data) if data else None
-        finally:
-            conn.close()
-
-    def watch(self, path: str) -> tuple[int, "Lines"]:
-        conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=10)
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, Lines(conn, resp)
-
-
-class Lines:
-    def __init__(self, conn: http.client.HTTPSConnection, resp: http.client.HTTPResponse) -> None:
-        self.conn, self.resp = conn, resp
-
-    def next(self) -> tuple[str, str]:
-        """The next event as (type, name); a read timeout fails the test (it never means 'nothing')."""
-        while True:
-            line = self.resp.readline()
-            if not line:
-                raise AssertionError("watch ended")
-            if line.strip():
-                ev = json.loads(line)
-                return ev["type"], ev["object"]["metadata"]["name"]
-
-    def close(self) -> None:
-        self.conn.close()
 
 
 def _secret(name: str) -> dict:
@@ -80,18 +32,10 @@ def _patch_secret(admin: Api, ns: str, name: str, value: str) -> None:
 @pytest.fixture(scope="module")
 def apis(cloud: Cloud, tmp_path_factory):
     root = tmp_path_factory.mktemp("watchscope")
-    pki_dir = cloud.dir / "pki"
-    url = cloud.endpoints()["api"]
-    admin = Api(url, tls.client_context(pki_dir / "ca.crt", pki_dir / "admin.crt", pki_dir / "admin.key"))
-    ca_key, ca_cert = pki.load_key_file(pki_dir / "ca.key"), pki.load_cert_file(pki_dir / "ca.crt")
-    key, cert = pki.issue_client_cert(ca_key, ca_cert, common_name="dana", organizations=[],
-                                      now=dt.datetime.now(dt.timezone.utc))
-    (root / "dana.key").write_bytes(pki.key_to_pem(key))
-    (root / "dana.crt").write_bytes(pki.cert_to_pem(cert))
-    user = Api(url, tls.client_context(pki_dir / "ca.crt", root / "dana.crt", root / "dana.key"))
+    admin = admin_api(cloud)
+    user = user_api(cloud, "dana", out_dir=root)
     assert cloud.join("watcher", root / "edge").returncode == 0
-    edge_pki = root / "edge" / "pki"
-    node = Api(url, tls.client_context(edge_pki / "ca.crt", edge_pki / "node.crt", edge_pki / "node.key"))
+    node = node_api(cloud, root / "edge")
     return admin, user, node
 
 
@@ -99,7 +43,7 @@ def apis(cloud: Cloud, tmp_path_factory):
 def test_node_watch_of_its_pods_secret_does_not_stream_other_secrets(apis):
     admin, _, node = apis
     ns = "wscope-node"
-    assert admin.request("POST", "/api/v1/namespaces", {"metadata": {"name": ns}})[0] == 201
+    create_namespace(admin, ns)
     for name in ("referenced", "victim"):
         assert admin.request("POST", f"/api/v1/namespaces/{ns}/secrets", _secret(name))[0] == 201
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "uses-secret"},
@@ -134,15 +78,11 @@ def test_node_watch_of_its_pods_secret_does_not_stream_other_secrets(apis):
 def test_resource_names_user_watch_streams_only_the_named_secret(apis):
     admin, user, _ = apis
     ns = "wscope-user"
-    assert admin.request("POST", "/api/v1/namespaces", {"metadata": {"name": ns}})[0] == 201
+    create_namespace(admin, ns)
     for name in ("granted", "other"):
         assert admin.request("POST", f"/api/v1/namespaces/{ns}/secrets", _secret(name))[0] == 201
-    assert admin.request("POST", f"/apis/{RBAC}/v1/namespaces/{ns}/roles", {
-        "metadata": {"name": "one"}, "rules": [{"apiGroups": [""], "resources": ["secrets"],
-                                                "resourceNames": ["granted"], "verbs": ["get", "list", "watch"]}]})[0] == 201
-    assert admin.request("POST", f"/apis/{RBAC}/v1/namespaces/{ns}/rolebindings", {
-        "metadata": {"name": "one"}, "roleRef": {"apiGroup": RBAC, "kind": "Role", "name": "one"},
-        "subjects": [{"kind": "User", "apiGroup": RBAC, "name": "dana"}]})[0] == 201
+    grant(admin, ns, "one", "dana", [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["granted"],
+                                      "verbs": ["get", "list", "watch"]}])
     assert user.request("GET", f"/api/v1/namespaces/{ns}/secrets")[0] == 403
     status, body = user.request("GET", f"/api/v1/namespaces/{ns}/secrets?fieldSelector=metadata.name%3Dgranted")
     assert status == 200 and [i["metadata"]["name"] for i in body["items"]] == ["granted"]
