@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from kedge.cloud.state import CloudState
-from support.cluster import REPO, kedge, wait_until
+from support.cluster import REPO, kedge, stop_process, wait_until
 
 KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
 SECRET_VALUE = "backed-up-secret-5e0c"
@@ -34,16 +33,6 @@ def start_apiserver(data: Path) -> subprocess.Popen:
 
     wait_until(api, 30, what="apiserver endpoint")
     return proc
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def kubectl(data: Path, home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -77,7 +66,7 @@ def backed_up(tmp_path_factory):
         assert r.returncode == 0, r.stderr
         kubectl(data, root, "-n", "prod", "create", "configmap", "after-backup")  # not in the backup
     finally:
-        stop(proc)
+        stop_process(proc)
     return {"root": root, "data": data, "key": key, "out": out}
 
 
@@ -118,7 +107,7 @@ def test_restored_dir_serves_the_same_objects_and_secrets(backed_up):
         r = kubectl(target, home, "-n", "prod", "get", "configmap", "after-backup", check=False)
         assert r.returncode != 0 and "NotFound" in r.stderr
     finally:
-        stop(proc)
+        stop_process(proc)
 
 
 def test_tampered_backup_is_refused_and_nothing_is_restored(backed_up):

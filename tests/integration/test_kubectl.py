@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from support.cluster import stop_process
 
 KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
 REPO = Path(__file__).resolve().parents[2]
@@ -46,16 +47,6 @@ def start_apiserver(data_dir: Path, *extra: str) -> tuple[subprocess.Popen, str]
     return proc, wait_for_api(data_dir, proc)
 
 
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     root = tmp_path_factory.mktemp("kubectl")
@@ -65,7 +56,7 @@ def cluster(tmp_path_factory):
     proc, url = start_apiserver(data)
     env = dict(os.environ, KUBECONFIG=str(data / "admin.kubeconfig"), HOME=str(root))
     yield {"data": data, "url": url, "env": env, "root": root, "proc": proc}
-    stop(proc)
+    stop_process(proc)
 
 
 def kubectl(cluster, *args: str, input: str | None = None, check: bool = True, timeout: float = 30):

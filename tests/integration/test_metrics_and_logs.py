@@ -8,7 +8,6 @@ prometheus_client's own parser, every stderr line as JSON.
 from __future__ import annotations
 
 import json
-import signal
 import ssl
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from typing import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from support.cluster import REPO, Cloud, kedge, wait_until
+from support.cluster import REPO, Cloud, kedge, stop_process, wait_until
 
 NODES = ("metrics-a", "metrics-b")
 
@@ -30,16 +29,6 @@ def _start(args: list[str], log: Path) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "kedge", *args], stdout=fh, stderr=fh, cwd=REPO)
     finally:
         fh.close()  # the child holds its own descriptor
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def _endpoints(d: Path) -> dict:
@@ -95,7 +84,7 @@ def metered(tmp_path_factory) -> Iterator[dict]:
         yield {"cloud": cloud, "cloud_log": cloud_log, "edges": edges}
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop_process(proc)
 
 
 def test_cloudcore_metrics_count_the_connected_edges(metered):
@@ -210,4 +199,4 @@ def test_cloudcore_metrics_off_loopback_need_a_scraper_client_certificate(tmp_pa
             urllib.request.urlopen(url + "/metrics", context=node, timeout=10)  # noqa: S310
         assert err.value.code == 403
     finally:
-        _stop(proc)
+        stop_process(proc)

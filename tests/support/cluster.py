@@ -34,6 +34,17 @@ def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05, what: s
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Stop a child that is still running: ``sig``, then a kill if it has not exited in 10 s."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 class Cloud:
     """A cloud data dir plus a running ``kedge cloudcore`` subprocess."""
 
@@ -74,14 +85,8 @@ class Cloud:
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
         if self.proc:
+            stop_process(self.proc, sig)
             self._logfh.close()
         self.proc = None
 
@@ -137,13 +142,7 @@ class EdgeProcess:
                                      stdout=self._fh, stderr=subprocess.STDOUT, cwd=REPO)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         self._fh.close()
 
 
