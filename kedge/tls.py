@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from kedge._internal import fsutil
+from kedge._internal.der import DerError, der_item, der_time
 from kedge.errors import StateError
 
 log = logging.getLogger(__name__)
@@ -197,70 +198,35 @@ class BadCertificateFile(StateError):
     code = "bad_pem"
 
 
-def _der_item(der: bytes, pos: int, end: int) -> tuple[int, int, int]:
-    """(tag, start of contents, end of contents) of the DER item at ``pos``; all within ``end``."""
-    if pos + 2 > end:
-        raise BadCertificateFile("truncated DER")
-    tag, first = der[pos], der[pos + 1]
-    if tag & 0x1F == 0x1F:
-        raise BadCertificateFile("unexpected high tag number")
-    pos += 2
-    if first < 0x80:
-        length = first
-    else:
-        n = first & 0x7F
-        if n == 0 or n > 4 or pos + n > end:  # indefinite length is not DER; 4 bytes is far beyond our bound
-            raise BadCertificateFile("bad DER length")
-        length = int.from_bytes(der[pos:pos + n], "big")
-        if der[pos] == 0 or length < 0x80:  # DER: minimal length encoding
-            raise BadCertificateFile("non-minimal DER length")
-        pos += n
-    if pos + length > end:
-        raise BadCertificateFile("DER item overruns its container")
-    return tag, pos, pos + length
-
-
-def _der_time(tag: int, raw: bytes) -> dt.datetime:
-    """RFC 5280 4.1.2.5: UTCTime YYMMDDHHMMSSZ (YY < 50 is 20YY) or GeneralizedTime YYYYMMDDHHMMSSZ."""
-    if tag not in (0x17, 0x18) or len(raw) != (13 if tag == 0x17 else 15) or raw[-1:] != b"Z" \
-            or not all(0x30 <= b <= 0x39 for b in raw[:-1]):
-        raise BadCertificateFile("certificate validity is not a UTCTime or GeneralizedTime in Z form")
-    digits = raw[:-1].decode("ascii")
-    if tag == 0x17:
-        year = int(digits[:2])
-        year += 2000 if year < 50 else 1900
-        digits = digits[2:]
-    else:
-        year = int(digits[:4])
-        digits = digits[4:]
-    try:
-        return dt.datetime(year, *(int(digits[i:i + 2]) for i in range(0, 10, 2)), tzinfo=dt.timezone.utc)
-    except ValueError as exc:
-        raise BadCertificateFile("certificate time out of range") from exc
-
-
 def cert_validity_der(der: bytes) -> CertValidity:
     """notBefore/notAfter of a DER X.509 certificate (Certificate -> TBSCertificate -> validity)."""
-    tag, start, end = _der_item(der, 0, len(der))
+    try:
+        return _cert_validity(der)
+    except DerError as exc:
+        raise BadCertificateFile(f"malformed certificate: {exc}") from exc
+
+
+def _cert_validity(der: bytes) -> CertValidity:
+    tag, start, end = der_item(der, 0, len(der))
     if tag != 0x30 or end != len(der):
         raise BadCertificateFile("not a DER certificate")
-    tag, pos, tbs_end = _der_item(der, start, end)
+    tag, pos, tbs_end = der_item(der, start, end)
     if tag != 0x30:
         raise BadCertificateFile("no TBSCertificate")
-    tag, contents, stop = _der_item(der, pos, tbs_end)
+    tag, contents, stop = der_item(der, pos, tbs_end)
     if tag == 0xA0:  # [0] EXPLICIT version
-        tag, contents, stop = _der_item(der, stop, tbs_end)
+        tag, contents, stop = der_item(der, stop, tbs_end)
     for want in (0x02, 0x30, 0x30):  # serialNumber, signature AlgorithmIdentifier, issuer Name
         if tag != want:
             raise BadCertificateFile("unexpected TBSCertificate layout")
-        tag, contents, stop = _der_item(der, stop, tbs_end)
+        tag, contents, stop = der_item(der, stop, tbs_end)
     if tag != 0x30:
         raise BadCertificateFile("no certificate validity")
-    nb_tag, nb_start, nb_end = _der_item(der, contents, stop)
-    na_tag, na_start, na_end = _der_item(der, nb_end, stop)
+    nb_tag, nb_start, nb_end = der_item(der, contents, stop)
+    na_tag, na_start, na_end = der_item(der, nb_end, stop)
     if na_end != stop:
         raise BadCertificateFile("trailing data in certificate validity")
-    return CertValidity(_der_time(nb_tag, der[nb_start:nb_end]), _der_time(na_tag, der[na_start:na_end]))
+    return CertValidity(der_time(nb_tag, der[nb_start:nb_end]), der_time(na_tag, der[na_start:na_end]))
 
 
 def load_cert_validity(path: str | Path) -> CertValidity:

@@ -18,6 +18,7 @@ import datetime as dt
 import enum
 from typing import NamedTuple
 
+from kedge._internal.der import DerError, der_integer, der_item, der_time
 from kedge.errors import PeerError
 
 PEM_BEGIN = b"-----BEGIN X509 CRL-----"
@@ -50,55 +51,6 @@ class Action(enum.Enum):
 # -- reader ----------------------------------------------------------------------------
 
 
-def _item(der: bytes, pos: int, end: int) -> tuple[int, int, int]:
-    """(tag, start of contents, end of contents) of the DER item at ``pos``; all within ``end``."""
-    if pos + 2 > end:
-        raise BadCrl("truncated DER")
-    tag, first = der[pos], der[pos + 1]
-    if tag & 0x1F == 0x1F:
-        raise BadCrl("unexpected high tag number")
-    pos += 2
-    if first < 0x80:
-        length = first
-    else:
-        n = first & 0x7F
-        if n == 0 or n > 4 or pos + n > end:
-            raise BadCrl("bad DER length")
-        length = int.from_bytes(der[pos:pos + n], "big")
-        if der[pos] == 0 or length < 0x80:
-            raise BadCrl("non-minimal DER length")
-        pos += n
-    if pos + length > end:
-        raise BadCrl("DER item overruns its container")
-    return tag, pos, pos + length
-
-
-def _time(tag: int, raw: bytes) -> dt.datetime:
-    """RFC 5280 5.1.2.4: UTCTime YYMMDDHHMMSSZ (YY < 50 is 20YY) or GeneralizedTime YYYYMMDDHHMMSSZ."""
-    if tag not in (0x17, 0x18) or len(raw) != (13 if tag == 0x17 else 15) or raw[-1:] != b"Z" \
-            or not all(0x30 <= b <= 0x39 for b in raw[:-1]):
-        raise BadCrl("CRL time is not a UTCTime or GeneralizedTime in Z form")
-    digits = raw[:-1].decode("ascii")
-    if tag == 0x17:
-        year = int(digits[:2])
-        year += 2000 if year < 50 else 1900
-        digits = digits[2:]
-    else:
-        year = int(digits[:4])
-        digits = digits[4:]
-    month, day, hour, minute, second = (int(digits[i:i + 2]) for i in range(0, 10, 2))
-    try:
-        return dt.datetime(year, month, day, hour, minute, second, tzinfo=dt.timezone.utc)
-    except ValueError as exc:
-        raise BadCrl("CRL time out of range") from exc
-
-
-def _integer(der: bytes, tag: int, start: int, end: int) -> int:
-    if tag != 0x02 or start == end:
-        raise BadCrl("expected an INTEGER")
-    return int.from_bytes(der[start:end], "big", signed=True)
-
-
 def pem_to_der(data: bytes, *, max_bytes: int) -> bytes:
     """The DER of a PEM file that is one ``X509 CRL`` block and nothing else."""
     if len(data) > max_bytes:
@@ -116,33 +68,40 @@ def pem_to_der(data: bytes, *, max_bytes: int) -> bytes:
 def crl_info_der(der: bytes) -> CrlInfo:
     """thisUpdate, nextUpdate, CRL number and revoked serials of a DER CertificateList
     (RFC 5280 5.1). nextUpdate is required: a CRL without one never goes stale."""
-    tag, start, end = _item(der, 0, len(der))
+    try:
+        return _crl_info(der)
+    except DerError as exc:
+        raise BadCrl(f"malformed CRL: {exc}") from exc
+
+
+def _crl_info(der: bytes) -> CrlInfo:
+    tag, start, end = der_item(der, 0, len(der))
     if tag != 0x30 or end != len(der):
         raise BadCrl("not a DER CertificateList")
-    tag, pos, tbs_end = _item(der, start, end)
+    tag, pos, tbs_end = der_item(der, start, end)
     if tag != 0x30:
         raise BadCrl("no TBSCertList")
-    tag, s, e = _item(der, tbs_end, end)  # signatureAlgorithm
+    tag, s, e = der_item(der, tbs_end, end)  # signatureAlgorithm
     if tag != 0x30:
         raise BadCrl("no signature algorithm")
-    tag, s, e = _item(der, e, end)  # signatureValue
+    tag, s, e = der_item(der, e, end)  # signatureValue
     if tag != 0x03 or e != end:
         raise BadCrl("no signature, or trailing data")
 
-    tag, s, e = _item(der, pos, tbs_end)
+    tag, s, e = der_item(der, pos, tbs_end)
     if tag == 0x02:  # version (v2 = 1)
-        if _integer(der, tag, s, e) != 1:
+        if der_integer(der, tag, s, e) != 1:
             raise BadCrl("unsupported CRL version")
-        tag, s, e = _item(der, e, tbs_end)
+        tag, s, e = der_item(der, e, tbs_end)
     for what in ("signature algorithm", "issuer"):
         if tag != 0x30:
             raise BadCrl(f"no {what} in TBSCertList")
-        tag, s, e = _item(der, e, tbs_end)
-    this_update = _time(tag, der[s:e])
+        tag, s, e = der_item(der, e, tbs_end)
+    this_update = der_time(tag, der[s:e])
     if e >= tbs_end:
         raise BadCrl("CRL without nextUpdate")
-    tag, s, e = _item(der, e, tbs_end)
-    next_update = _time(tag, der[s:e])
+    tag, s, e = der_item(der, e, tbs_end)
+    next_update = der_time(tag, der[s:e])
     if next_update <= this_update:
         raise BadCrl("CRL nextUpdate is not after thisUpdate")
 
@@ -150,22 +109,22 @@ def crl_info_der(der: bytes) -> CrlInfo:
     number = None
     pos = e
     if pos < tbs_end:
-        tag, s, e = _item(der, pos, tbs_end)
+        tag, s, e = der_item(der, pos, tbs_end)
         if tag == 0x30:  # revokedCertificates
             entry = s
             while entry < e:
-                etag, es, ee = _item(der, entry, e)
+                etag, es, ee = der_item(der, entry, e)
                 if etag != 0x30:
                     raise BadCrl("malformed revoked certificate entry")
-                stag, ss, se = _item(der, es, ee)
-                serial = _integer(der, stag, ss, se)
+                stag, ss, se = der_item(der, es, ee)
+                serial = der_integer(der, stag, ss, se)
                 if serial <= 0:
                     raise BadCrl("revoked serial is not positive")
                 revoked.add(serial)
                 entry = ee
             pos = e
             if pos < tbs_end:
-                tag, s, e = _item(der, pos, tbs_end)
+                tag, s, e = der_item(der, pos, tbs_end)
         if pos < tbs_end:
             if tag != 0xA0 or e != tbs_end:  # [0] EXPLICIT crlExtensions, and nothing after them
                 raise BadCrl("unexpected data in TBSCertList")
@@ -174,25 +133,25 @@ def crl_info_der(der: bytes) -> CrlInfo:
 
 
 def _crl_number(der: bytes, start: int, end: int) -> int | None:
-    tag, s, e = _item(der, start, end)
+    tag, s, e = der_item(der, start, end)
     if tag != 0x30 or e != end:
         raise BadCrl("malformed CRL extensions")
     pos, number = s, None
     while pos < e:
-        xtag, xs, xe = _item(der, pos, e)
+        xtag, xs, xe = der_item(der, pos, e)
         if xtag != 0x30:
             raise BadCrl("malformed CRL extension")
-        otag, _, oe = _item(der, xs, xe)
+        otag, _, oe = der_item(der, xs, xe)
         if otag != 0x06:
             raise BadCrl("CRL extension without an OID")
         if der[xs:oe] == _CRL_NUMBER_OID:
-            vtag, vs, ve = _item(der, oe, xe)
+            vtag, vs, ve = der_item(der, oe, xe)
             if vtag == 0x01:  # critical flag
-                vtag, vs, ve = _item(der, ve, xe)
+                vtag, vs, ve = der_item(der, ve, xe)
             if vtag != 0x04:
                 raise BadCrl("CRL number is not in an OCTET STRING")
-            itag, is_, ie = _item(der, vs, ve)
-            number = _integer(der, itag, is_, ie)
+            itag, is_, ie = der_item(der, vs, ve)
+            number = der_integer(der, itag, is_, ie)
         pos = xe
     return number
 
