@@ -88,7 +88,7 @@ class ReloadingServerContext:
         self._files = tuple(Path(p) for p in (cert, key, client_ca) if p is not None)
         self._build = lambda: self._no_tickets(server_context(cert, key, client_ca, client_cert=client_cert,
                                                               allow_tls12=allow_tls12))
-        self._stamp = self._stat()
+        self._stamp = fsutil.file_stamp(self._files)
         self.current = self._build()
         self.reloads = 0
         self.context = self._build()
@@ -100,20 +100,9 @@ class ReloadingServerContext:
         ctx.options |= ssl.OP_NO_TICKET
         return ctx
 
-    def _stat(self) -> tuple[tuple[int, int, int], ...]:
-        out = []
-        for path in self._files:
-            try:
-                st = path.stat()
-            except OSError:
-                out.append((-1, -1, -1))
-            else:
-                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-        return tuple(out)
-
     def refresh(self) -> bool:
         """Rebuild from the files if one changed; True if the context was replaced."""
-        stamp = self._stat()
+        stamp = fsutil.file_stamp(self._files)
         if stamp == self._stamp:
             return False
         try:

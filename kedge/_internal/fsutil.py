@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,20 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         for chunk in iter(lambda: fh.read(1024 * 1024), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def file_stamp(paths: Iterable[Path]) -> tuple[tuple[int, int, int], ...]:
+    """(mtime_ns, size, inode) of each of ``paths``, (-1, -1, -1) for one that cannot be
+    stat'ed: compare two stamps to tell whether any of the files was replaced or changed."""
+    out = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            out.append((-1, -1, -1))
+        else:
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+    return tuple(out)
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:

@@ -87,20 +87,9 @@ class ClusterTrust:
         self.cross_pem = b"".join(pki.cert_to_pem(c) for c in self.cross)
         self.record = record
 
-    def _stat(self) -> tuple[tuple[int, int, int], ...]:
-        out = []
-        for path in self._paths:
-            try:
-                st = path.stat()
-            except OSError:
-                out.append((-1, -1, -1))
-            else:
-                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-        return tuple(out)
-
     def refresh(self) -> bool:
         """Reload if a file changed and the files fit together; True if the view changed."""
-        stamp = self._stat()
+        stamp = fsutil.file_stamp(self._paths)
         if stamp == self._stamp:
             return False
         d = self.dir
