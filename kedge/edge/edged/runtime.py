@@ -133,22 +133,7 @@ class Runtime(Protocol):
     def poll(self, handle: ContainerHandle) -> int | None: ...
 
     def reap_user(self, uid: int) -> None:
-        """SIGKILL every process running as ``uid`` -- a deleted pod's, whatever its process group.
-
-        ``kill(-1, SIGKILL)`` sent *as* ``uid`` reaches exactly the processes that uid may
-        signal (its own) in one kernel walk, so a pod cannot outrun it by forking. Only ids
-        above the system and human ranges are ever swept.
-        """
-        if os.geteuid() != 0 or uid < MIN_POD_ID:
-            return
-        try:
-            # A fixed script; the uid is an int we allocated. sh's builtin kill: no PATH lookup.
-            subprocess.run(  # nosec B603 - fixed argv, no pod input
-                [SHELL, "-c", "kill -9 -1"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, env={}, cwd="/", user=uid, group=uid, extra_groups=[],
-                close_fds=True, timeout=10, check=False)
-        except (OSError, subprocess.SubprocessError) as exc:
-            log.warning("could not sweep the processes of uid %d: %s", uid, exc.__class__.__name__)
+        """SIGKILL every process running as ``uid``, a deleted pod's (:meth:`ProcessRuntime.reap_user`)."""
 
     def adopt(self, pod_uid: str, name: str, record: dict[str, Any]) -> ContainerHandle | None: ...
 
