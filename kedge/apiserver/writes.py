@@ -56,6 +56,25 @@ class WriteHandlers:
             raise ApiError(400, "dryRun must be All")
         return dry == "All"
 
+    def _create_namespace(self, info: RequestInfo, rt: ResourceType, meta: dict[str, Any]) -> str:
+        """The namespace a new object is created in ("" for a cluster-scoped kind, whose body's
+        namespace is dropped): the request's, which the body may repeat but not contradict, and
+        which must exist and not be terminating."""
+        if not rt.namespaced:
+            meta.pop("namespace", None)
+            return ""
+        body_ns = meta.get("namespace")
+        if body_ns and body_ns != info.namespace:
+            raise ApiError(400, "the namespace of the provided object does not match the namespace sent "
+                           "on the request")
+        ns = info.namespace
+        ns_raw = self.store.get_raw("/namespaces", "", ns)
+        if ns_raw is None:
+            raise ApiError(404, f'namespaces "{ns}" not found', details={"name": ns, "kind": "namespaces"})
+        if '"deletionTimestamp"' in ns_raw and _meta(json.loads(ns_raw)).get("deletionTimestamp"):
+            raise ApiError(403, f"unable to create new content in namespace {ns} because it is being terminated")
+        return ns
+
     def _create(self, req: Request, info: RequestInfo, rt: ResourceType, user: User) -> Response:
         obj = self._object_body(req, info, rt)
         meta = _meta(obj)
@@ -65,21 +84,7 @@ class WriteHandlers:
             name = gen + "".join(secrets.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5))
         if not isinstance(name, str) or not rt.valid_name(name):
             raise invalid(rt.kind, str(name), rt.name_error(str(name)), rt.group)
-        ns = ""
-        if rt.namespaced:
-            body_ns = meta.get("namespace")
-            if body_ns and body_ns != info.namespace:
-                raise ApiError(400, "the namespace of the provided object does not match the namespace sent "
-                               "on the request")
-            ns = info.namespace
-            ns_raw = self.store.get_raw("/namespaces", "", ns)
-            if ns_raw is None:
-                raise ApiError(404, f'namespaces "{ns}" not found',
-                               details={"name": ns, "kind": "namespaces"})
-            if '"deletionTimestamp"' in ns_raw and _meta(json.loads(ns_raw)).get("deletionTimestamp"):
-                raise ApiError(403, f"unable to create new content in namespace {ns} because it is being terminated")
-        else:
-            meta.pop("namespace", None)
+        ns = self._create_namespace(info, rt, meta)
         now = rfc3339(self.clock())
         meta.update({"name": name, "uid": str(uuid.uuid4()), "creationTimestamp": now})
         if rt.namespaced:
@@ -172,20 +177,7 @@ class WriteHandlers:
         """
         obj = body
         meta = _meta(obj)
-        ns = ""
-        if rt.namespaced:
-            body_ns = meta.get("namespace")
-            if body_ns and body_ns != info.namespace:
-                raise ApiError(400, "the namespace of the provided object does not match the namespace sent "
-                               "on the request")
-            ns = info.namespace
-            ns_raw = self.store.get_raw("/namespaces", "", ns)
-            if ns_raw is None:
-                raise ApiError(404, f'namespaces "{ns}" not found', details={"name": ns, "kind": "namespaces"})
-            if '"deletionTimestamp"' in ns_raw and _meta(json.loads(ns_raw)).get("deletionTimestamp"):
-                raise ApiError(403, f"unable to create new content in namespace {ns} because it is being terminated")
-        else:
-            meta.pop("namespace", None)
+        ns = self._create_namespace(info, rt, meta)
         now = rfc3339(self.clock())
         meta.update({"name": info.name, "uid": str(uuid.uuid4()), "creationTimestamp": now})
         if rt.namespaced:
