@@ -158,6 +158,8 @@ class CloudCollector:
         if controller is not None:
             yield mx.counter("kedge_cloud_resyncs", "Edge resyncs started (an edge's inventory received "
                              "after it connected).", getattr(controller, "resyncs_total", 0))
+            yield mx.counter("kedge_cloud_sync_passes", "Periodic full sync passes finished (all nodes).",
+                             getattr(controller, "full_passes_total", 0))
             yield mx.counter("kedge_cloud_pushes_refused", "Pushes to edges the tunnel refused to carry.",
                              controller.refused_total)
         now = dt.datetime.now(dt.timezone.utc)

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+from support.api import scrape
 from support.cluster import REPO, Cloud, kedge, stop_process, wait_until
 
 NODES = ("metrics-a", "metrics-b")
@@ -38,18 +38,7 @@ def _endpoints(d: Path) -> dict:
         return {}
 
 
-def _scrape(url: str) -> dict[str, dict[tuple, float]]:
-    """``{family name: {(sample name, sorted labels): value}}`` of one ``GET /metrics``."""
-    with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:  # noqa: S310 - loopback test URL
-        assert resp.status == 200
-        assert resp.headers["content-type"].startswith("text/plain")
-        text = resp.read().decode()
-    families: dict[str, dict[tuple, float]] = {}
-    for family in text_string_to_metric_families(text):
-        samples = families.setdefault(family.name, {})
-        for s in family.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return families
+_scrape = scrape
 
 
 def _value(families: dict, family: str, sample: str | None = None, **labels: str) -> float:

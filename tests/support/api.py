@@ -121,3 +121,22 @@ def grant(admin: Api, ns: str, name: str, user: str, rules: list[dict]) -> None:
                                  {"metadata": {"name": name}, "rules": rules})
     assert status == 201, body
     bind(admin, ns, name, user, role=name)
+
+
+def scrape(url: str) -> dict[str, dict[tuple, float]]:
+    """``{family name: {(sample name, sorted labels): value}}`` of one ``GET <url>/metrics``,
+    parsed by the Prometheus client's own parser."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:  # noqa: S310 - loopback test URL
+        assert resp.status == 200
+        assert resp.headers["content-type"].startswith("text/plain")
+        text = resp.read().decode()
+    families: dict[str, dict[tuple, float]] = {}
+    for family in text_string_to_metric_families(text):
+        samples = families.setdefault(family.name, {})
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return families

@@ -48,8 +48,10 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
 class Cloud:
     """A cloud data dir plus a running ``kedge cloudcore`` subprocess."""
 
-    def __init__(self, root: Path, *, config: dict | None = None, validity: str | None = None) -> None:
+    def __init__(self, root: Path, *, config: dict | None = None, validity: str | None = None,
+                 args: tuple[str, ...] = ()) -> None:
         self.root = root
+        self.args = args  # extra `kedge cloudcore` options (e.g. --metrics-address)
         self.dir = root / "cloud"
         args = ["init", "--data-dir", str(self.dir), "--api-port", "0", "--hub-port", "0", "--cert-port", "0"]
         if validity:
@@ -78,7 +80,8 @@ class Cloud:
         with contextlib.suppress(FileNotFoundError):
             (self.dir / "endpoints.json").unlink()
         self._logfh = open(self.log, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "kedge", "cloudcore", "--data-dir", str(self.dir)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "kedge", "cloudcore", "--data-dir", str(self.dir),
+                                      *self.args],
                                      stdout=self._logfh, stderr=subprocess.STDOUT, cwd=REPO)
         wait_until(lambda: self.endpoints().get("hub") and self.endpoints().get("certs"), 30,
                    what="cloudcore endpoints")

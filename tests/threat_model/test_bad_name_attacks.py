@@ -13,11 +13,10 @@ rest.
 from __future__ import annotations
 
 import datetime as dt
-import time
 from pathlib import Path
 
 import pytest
-from support.api import admin_api
+from support.api import scrape, admin_api
 from support.cluster import Cloud, EdgeProcess, remove_pods, running_cloud, wait_until
 
 from kedge.edge.metamanager.store import MetaStore
@@ -58,7 +57,7 @@ def test_api_server_refuses_a_pod_name_with_a_trailing_newline(tmp_path: Path):
 
 @pytest.mark.threat("K-BAD-IDENTIFIER")
 def test_objects_the_tunnel_refuses_do_not_stop_the_nodes_sync(tmp_path: Path):
-    cloud = Cloud(tmp_path)
+    cloud = Cloud(tmp_path, args=("--metrics-address", "127.0.0.1:0"))
     cloud.start()
     edge_dir = tmp_path / NODE
     edge = None
@@ -96,7 +95,14 @@ def test_objects_the_tunnel_refuses_do_not_stop_the_nodes_sync(tmp_path: Path):
         assert "default/configmap/big" not in held and f"default/pod/{BAD}" not in held
         # Each refusal is logged with its code and audited once -- not retried every resync pass.
         wait_until(lambda: len(refusals(cloud)) >= 2, 15, what="refusals audited")
-        time.sleep(12)  # two more periodic passes (every 5 s)
+
+        def passes() -> float:
+            return scrape(cloud.endpoints()["metrics"])["kedge_cloud_sync_passes"][
+                ("kedge_cloud_sync_passes_total", ())]
+
+        # Positive signal: two more periodic full passes have finished since (every 5 s).
+        done = passes()
+        wait_until(lambda: passes() >= done + 2, 30, what="two more periodic sync passes")
         seen = refusals(cloud)
         assert sorted(e["code"] for e in seen) == ["bad_resource", "frame_too_large"], seen
         assert {e["resource"] for e in seen} == {f"default/pod/{BAD}", "default/configmap/big"}

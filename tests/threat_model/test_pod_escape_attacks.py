@@ -219,9 +219,13 @@ def test_pod_keeps_its_uid_across_an_edgecore_restart(cluster):
     uid = uid_of(first)
     assert uid in POD_IDS  # an id of its own, not one every pod shares
     edge.stop()
-    restarted = EdgeProcess(edge_dir, root / "esc.log")
+    log = root / "esc.log"
+    seen = log.read_text(errors="replace").count("re-adopted default/steady") if log.exists() else 0
+    restarted = EdgeProcess(edge_dir, log)
     try:
-        time.sleep(2)  # re-adopted, not restarted
+        # Positive signal: the new edgecore says it re-adopted the running container (not restarted).
+        wait_until(lambda: log.read_text(errors="replace").count("re-adopted default/steady") > seen, 30,
+                   what="steady re-adopted")
         assert pids_of(proot, "steady") == [first] and uid_of(first) == uid
         os.kill(first, signal.SIGKILL)  # the container dies: the new edgecore starts it again...
         again = wait_until(lambda: [p for p in pids_of(proot, "steady") if p != first], 40,

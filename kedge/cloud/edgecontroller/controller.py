@@ -330,6 +330,7 @@ class NodeSync:
                     await self._refresh_provided()
                     continue
                 await self._full_pass()
+                self.ctrl.full_passes_total += 1
                 attempt = 0
                 due = time.monotonic() + interval
             except Exception as exc:  # noqa: BLE001 - API hiccups must not end the node's sync
@@ -461,6 +462,7 @@ class EdgeController:
         self.audit: Callable[..., None] = audit or (lambda event, **fields: None)
         self.refused_total = 0  # pushes skipped because the tunnel refused them
         self.resyncs_total = 0  # syncs started from an edge's inventory (cloudcore's metrics read it)
+        self.full_passes_total = 0  # periodic full sync passes finished, all nodes (metrics read it)
         self.node_grace_s = node_grace_s
         self.resync_interval_s = resync_interval_s
         self.syncs: dict[str, NodeSync] = {}
