@@ -26,6 +26,11 @@ class Limits:
     max_http_body_bytes: int = 64 * KIB
     max_http_header_bytes: int = 16 * KIB
     http_read_timeout_s: float = 10.0
+    # API server: connections without a client certificate (bearer tokens, anonymous) share a budget
+    # inside API_MAX_CONNECTIONS, and one source address gets a part of it, so idle anonymous
+    # sockets cannot take the slots of nodes, controllers and users with certificates.
+    api_max_certless_connections: int = 256
+    api_max_certless_per_source: int = 32
     # CloudHub.
     handshake_timeout_s: float = 10.0
     idle_timeout_s: float = 45.0
@@ -96,8 +101,6 @@ DEFAULT = Limits()
 API_MAX_BODY_BYTES = 3 * MIB  # one request body (kube-apiserver's limit); more is a 413
 API_MAX_YAML_BODY_BYTES = 256 * KIB  # one YAML body: decoded ~100x slower than JSON, so kept small (clients send JSON)
 API_MAX_CONNECTIONS = 2048  # open client connections; more are closed at accept
-API_MAX_CERTLESS_CONNECTIONS = 256  # of those, without a client certificate (bearer tokens, anonymous)...
-API_MAX_CERTLESS_PER_SOURCE = 32  # ...and from one source address: idle anonymous sockets cannot lock others out
 API_MAX_HEADERS = 256  # header fields in one request
 API_BODY_TIMEOUT_S = 60.0  # a whole request body (at most 3 MiB) must arrive within this
 API_WRITE_TIMEOUT_S = 30.0  # a client must take each response write within this

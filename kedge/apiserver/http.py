@@ -39,8 +39,6 @@ from kedge.limits import (  # bounds on what a client sends, under this module's
     API_LINGER_MAX_BYTES as LINGER_MAX_BYTES,
     API_LINGER_S as LINGER_S,
     API_MAX_BODY_BYTES as MAX_API_BODY_BYTES,
-    API_MAX_CERTLESS_CONNECTIONS as MAX_CERTLESS_CONNECTIONS,
-    API_MAX_CERTLESS_PER_SOURCE as MAX_CERTLESS_PER_SOURCE,
     API_MAX_CONNECTIONS as MAX_CONNECTIONS,
     API_MAX_HEADERS as MAX_HEADERS,
     API_WRITE_TIMEOUT_S as WRITE_TIMEOUT_S,
@@ -272,8 +270,8 @@ class ApiServer:
             return ""
         peer = writer.get_extra_info("peername")
         source = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
-        if sum(self._certless.values()) >= MAX_CERTLESS_CONNECTIONS or \
-                self._certless.get(source, 0) >= MAX_CERTLESS_PER_SOURCE:
+        if sum(self._certless.values()) >= self.limits.api_max_certless_connections or \
+                self._certless.get(source, 0) >= self.limits.api_max_certless_per_source:
             return None
         self._certless[source] = self._certless.get(source, 0) + 1
         return source
