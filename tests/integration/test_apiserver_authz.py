@@ -17,7 +17,8 @@ from kedge import tls
 from kedge.pki import ca as pki
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_kubectl import _kedge, start_apiserver, stop  # noqa: E402
+from test_kubectl import _kedge, start_apiserver  # noqa: E402
+from support.cluster import stop_process as stop  # noqa: E402
 
 RBAC = "rbac.authorization.k8s.io"
 

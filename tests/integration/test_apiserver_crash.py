@@ -13,7 +13,8 @@ from pathlib import Path
 from kedge import tls
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_kubectl import _kedge, start_apiserver, stop  # noqa: E402
+from test_kubectl import _kedge, start_apiserver  # noqa: E402
+from support.cluster import stop_process as stop  # noqa: E402
 
 
 def _client(data: Path, url: str) -> http.client.HTTPSConnection:

@@ -14,7 +14,8 @@ import pytest
 from kedge import tls
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_kubectl import _kedge, start_apiserver, stop  # noqa: E402
+from test_kubectl import _kedge, start_apiserver  # noqa: E402
+from support.cluster import stop_process as stop  # noqa: E402
 
 
 @pytest.fixture(scope="module")
