@@ -53,9 +53,10 @@ def test_the_last_device_of_a_burst_of_acl_changes_can_publish(tmp_path):
         names = [f"d{i:03d}" for i in range(400)]
         for i in range(1, len(names) + 1):  # devices arrive one by one, as a node's sync delivers them
             b.set_devices([("bench", n) for n in names[:i]])
-        # One reload per burst and one confirmation, not one per change.
-        time.sleep(broker_mod.RELOAD_DELAY_S + broker_mod.CONFIRM_AFTER_S + 0.5)
-        assert 2 <= b.reloads <= 20, b.reloads
+        # Reloads are coalesced: far fewer than one per change (how few depends on how fast this
+        # machine rewrites the file; 400 changes gave 2-20 on a quiet machine, 34 on a busy one).
+        wait_until(lambda: b.reloads >= 2, 10, what="the burst's reload and its confirmation")
+        assert b.reloads <= len(names) // 8, b.reloads
 
         crt, key, ca = device_pki.issue_device_credentials(cloud, "bench", names[-1],
                                                            now=dt.datetime.now(dt.timezone.utc))
@@ -65,8 +66,15 @@ def test_the_last_device_of_a_burst_of_acl_changes_can_publish(tmp_path):
         last = client("last", d / "ca.crt", d / "device.crt", d / "device.key", b.port)
         try:
             wait_until(last.is_connected, 10, what="last device connected")
-            last.publish(f"$hw/events/device/bench/{names[-1]}/twin/update", b"{}", qos=1).wait_for_publish(5)
-            assert received.wait(5), "the last device's publish was denied"
+            # Until the burst's confirming reload (CONFIRM_AFTER_S after the last change) the broker
+            # may still hold an ACL from mid-burst; after it, the last device must get through. A
+            # broker that never loads the final ACL (the bug this guards) denies every attempt.
+            deadline = time.monotonic() + broker_mod.RELOAD_DELAY_S + broker_mod.CONFIRM_AFTER_S + 5
+            while not received.is_set() and time.monotonic() < deadline:
+                last.publish(f"$hw/events/device/bench/{names[-1]}/twin/update", b"{}",
+                             qos=1).wait_for_publish(5)
+                received.wait(0.5)
+            assert received.is_set(), "the last device's publishes were denied after the burst settled"
         finally:
             last.disconnect()
             last.loop_stop()

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from kedge.pki import ca as pki
 from support.cluster import kedge, running_cloud
@@ -37,12 +38,19 @@ def test_edge_keeps_working_across_two_live_rotations(tmp_path: Path):
                     await asyncio.sleep(0.1)
                 assert hub.rotations >= 2, f"only {hub.rotations} rotations"
                 serials.add(pki.load_cert_file(crt).serial_number)
-                # Reconnected with the new identity and still served.
-                async with asyncio.timeout(5):
-                    while not hub.connected.is_set():
-                        await asyncio.sleep(0.05)
-                info = await hubinfo(hub)
-                assert info["node"] == "rotor"
+                # Reconnected with the new identity and still served. With 4 s certificates a
+                # third rotation may start just now: a request that straddles it is asked again.
+                info = None
+                for _ in range(5):
+                    async with asyncio.timeout(5):
+                        while not hub.connected.is_set():
+                            await asyncio.sleep(0.05)
+                    try:
+                        info = await hubinfo(hub)
+                        break
+                    except ConnectionClosed:
+                        continue
+                assert info is not None and info["node"] == "rotor"
                 assert len(serials) >= 3
                 assert answered > 10
                 assert hub.connects >= 3
