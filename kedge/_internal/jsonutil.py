@@ -30,6 +30,7 @@ Pure: no I/O, no clock.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -97,6 +98,15 @@ def check_depth(data: bytes | str, max_depth: int) -> None:
     raise ProtocolError("unbalanced brackets", code="malformed_json")
 
 
+def finite_float(text: str) -> float:
+    """``parse_float`` that refuses numbers a float cannot hold (``1e999`` would be ``inf``: Go's
+    decoder says "out of range", and ``inf`` could never be written back as JSON)."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError("number out of range")
+    return value
+
+
 def loads(
     data: bytes | str,
     *,
@@ -105,13 +115,14 @@ def loads(
     max_nodes: int | None = None,
     object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None,
     parse_constant: Callable[[str], Any] = refuse_constant,
-    parse_float: Callable[[str], Any] | None = None,
+    parse_float: Callable[[str], Any] = finite_float,
 ) -> Any:
     """Decode one JSON document of at most ``max_bytes`` (``len(data)``), ``max_depth`` and,
     if given, ``max_nodes`` values (counted after parsing; ``max_bytes`` bounds the parse).
 
     Bytes must be strict UTF-8 (``json.loads(bytes)`` would sniff UTF-16/32). ``NaN`` and
-    ``Infinity`` are refused unless the caller passes its own ``parse_constant``. A
+    ``Infinity`` are refused unless the caller passes its own ``parse_constant``, and numbers out
+    of a float's range (``1e999``) unless it passes its own ``parse_float``. A
     :class:`KedgeError` raised by a hook propagates unchanged; everything else the parser
     raises becomes one of the errors in the module doc.
     """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import yaml
@@ -60,7 +61,23 @@ def decode_yaml(body: bytes) -> Any:
         raise ApiError(400, "the request body could not be decoded") from exc
     if not _depth_ok(value, MAX_JSON_DEPTH):
         raise ApiError(400, "the request body is nested too deeply")
+    if not _all_finite(value):
+        raise ApiError(400, "the request body could not be decoded: .nan and .inf are not JSON numbers")
     return value
+
+
+def _all_finite(value: Any) -> bool:
+    """No float in ``value`` is NaN or infinite (YAML's ``.nan``/``.inf``; JSON has none)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            return False
+        if isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return True
 
 
 def decode_yaml_outcome(body: bytes) -> tuple[str, Any]:

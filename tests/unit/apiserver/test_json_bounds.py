@@ -121,3 +121,29 @@ def test_hostile_continue_token_is_400_end_to_end(api):
     status, body = send(api, "GET", "/api/v1/namespaces/default/configmaps?limit=1&continue="
                         + _token(b"[" * 1000), b"")
     assert status == 400 and body["message"] == "invalid continue token"
+
+
+@pytest.mark.parametrize("body,ctype", [
+    (b'{"metadata":{"name":"c"},"data":{},"x":1e999}', "application/json"),
+    (b'{"metadata":{"name":"c"},"data":{},"x":-1e999999}', "application/json"),
+    (b"metadata: {name: c}\ndata: {}\nx: .inf\n", "application/yaml"),
+    (b"metadata: {name: c}\ndata: {}\nx: [.nan]\n", "application/yaml"),
+])
+def test_numbers_json_cannot_hold_are_refused_not_stored_as_infinity_or_nan(body, ctype):
+    """Red-team finding: 1e999 (JSON) or .inf/.nan (YAML) were stored as Infinity/NaN, which no
+    client can read back: the node lifecycle and edge sync of every node stalled on them."""
+    from kedge.apiserver.api import API, Request, User
+    from kedge.store.sqlite import Store
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        store = Store(Path(d) / "api.db")
+        try:
+            api = API(store)
+            resp = api.handle(Request("POST", "/api/v1/namespaces/default/configmaps", {"content-type": [ctype]},
+                                      body, User("admin", ("system:masters", "system:authenticated"))))
+            assert resp.status == 400, resp.body
+            assert b"Infinity" not in resp.body and b"NaN" not in resp.body
+        finally:
+            store.close()
