@@ -214,8 +214,10 @@ class CloudMetrics:
         ssl_ctx, authorize = None, None
         if not mx.is_loopback(host):
             d = core.dir
-            ssl_ctx = tls.server_context(d.hub_crt, d.hub_key, d.ca_crt, client_cert="required",
-                                         allow_tls12=core.cfg.allow_tls12)
+            # Follows `kedge ca rotate|finish` as the hub and API server do: the serving certificate
+            # and the trusted CAs are re-read when their files change.
+            ssl_ctx = tls.ReloadingServerContext(d.hub_crt, d.hub_key, d.ca_crt, client_cert="required",
+                                                 allow_tls12=core.cfg.allow_tls12).context
             authorize = _scraper_authorizer(core)
         self.server = await mx.serve(self.registry, host, port, limits=core.limits, ssl_ctx=ssl_ctx,
                                      authorize=authorize)
@@ -247,7 +249,10 @@ def _scraper_authorizer(core: "CloudCore") -> mx.Authorize:
             return False
         cert = x509.load_der_x509_certificate(req.peer_cert_der)
         groups = {str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)}
-        return bool(groups & SCRAPER_GROUPS) and not crl.refuses(cert.serial_number)
+        issuer = [str(a.value) for a in cert.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)]
+        # A CA retired by `kedge ca finish` vouches for nothing, on connections that outlive it too.
+        return bool(groups & SCRAPER_GROUPS) and not crl.refuses(cert.serial_number,
+                                                                  issuer[0] if issuer else None)
 
     return authorize
 
