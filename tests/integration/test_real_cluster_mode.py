@@ -28,6 +28,7 @@ from kedge._internal import fsutil
 from kedge.edge.metamanager.store import MetaStore
 from kedge.pki import ca as pki
 from support.cluster import REPO, EdgeProcess, kedge, remove_pods, wait_until
+from support.edge import edge_inventory
 
 KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
 CC_USER = "kedge-remote-cloudcore"  # unknown to the embedded bootstrap policy
@@ -42,15 +43,6 @@ def kubectl(kubeconfig: Path, *args: str, input: str | None = None, check: bool 
     return r
 
 
-def edge_inventory(edge_dir: Path) -> dict[str, str]:
-    """Live keys in an edge's store, read beside the running edgecore (WAL)."""
-    if not (edge_dir / "edge.db").exists():
-        return {}
-    store = MetaStore(edge_dir / "edge.db", edge_dir / "edge.key")
-    try:
-        return store.snapshot()[0]
-    finally:
-        store.close()
 
 
 def edge_get(edge_dir: Path, key: str):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from kedge.edge.hub import EdgeHub
+from kedge.edge.metamanager.store import MetaStore
 from kedge.protocol import message as m
 
 
@@ -34,3 +35,14 @@ async def hubinfo(hub: EdgeHub, timeout: float = 5.0) -> dict:
                               timeout=timeout)
     assert reply.route.operation == m.RESPONSE, reply
     return reply.content
+
+
+def edge_inventory(edge_dir: Path) -> dict[str, str]:
+    """Live keys in an edge's store, read beside the running edgecore (WAL)."""
+    if not (edge_dir / "edge.db").exists():
+        return {}
+    store = MetaStore(edge_dir / "edge.db", edge_dir / "edge.key")
+    try:
+        return store.snapshot()[0]
+    finally:
+        store.close()

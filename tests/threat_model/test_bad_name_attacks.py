@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from support.api import scrape, admin_api
 from support.cluster import Cloud, EdgeProcess, remove_pods, running_cloud, wait_until
+from support.edge import edge_inventory
 
-from kedge.edge.metamanager.store import MetaStore
 from kedge.store.sealing import Sealer
 from kedge.store.sqlite import Store
 
@@ -33,14 +33,7 @@ def pod(name: str, **spec) -> dict:
                                                         "command": ["sleep", "600"]}], **spec}}
 
 
-def inventory(edge_dir: Path) -> dict[str, str]:
-    if not (edge_dir / "edge.db").exists():
-        return {}
-    store = MetaStore(edge_dir / "edge.db", edge_dir / "edge.key")
-    try:
-        return store.snapshot()[0]
-    finally:
-        store.close()
+inventory = edge_inventory
 
 
 def refusals(cloud: Cloud) -> list[dict]:
